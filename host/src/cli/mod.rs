@@ -1,0 +1,97 @@
+//! The command line: global options, one file per subcommand, and dispatch.
+
+mod check_result;
+mod completions;
+mod request;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use check_result::CheckResultArgs;
+pub use completions::{CompletionsArgs, ManArgs};
+pub use request::RequestArgs;
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success
+  1  the operation failed, or the document checked is not valid
+  2  the command line is wrong
+  disco fix exits with the ReturnCode it decided, modulo 256.
+
+Errors are one line on stderr, 'error: ' then what is at fault.
+Set NO_COLOR to turn colours off; RUST_LOG=debug for diagnostics.";
+
+/// disco: dead-simple configuration management and a Survivor fix-module host.
+#[derive(Debug, Parser)]
+#[command(name = "disco", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Options every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that every subcommand honours.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where disco keeps state (runs, layers, locks of dances, history).
+    #[arg(long, global = true, env = "DISCO_STATE_DIR", default_value = "/var/lib/disco")]
+    pub state_dir: PathBuf,
+    /// More output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less output.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a SurvivorFixData request, for testing a fix module by hand.
+    Request(RequestArgs),
+    /// Validate a module's SurvivorFixResult (or any protocol document) strictly.
+    CheckResult(CheckResultArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    Man(ManArgs),
+}
+
+/// Runs one subcommand.
+pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
+    match cli.command {
+        Command::Request(args) => request::exec(args),
+        Command::CheckResult(args) => check_result::exec(args),
+        Command::Completions(args) => completions::exec_completions(args),
+        Command::Man(args) => completions::exec_man(args),
+    }
+}
+
+/// Parses `-o NAME=VALUE` into a name and a value, checking the name's syntax.
+pub fn parse_option(arg: &str) -> crate::error::Result<(String, String)> {
+    use crate::error::Error::BadOption;
+    let Some((name, value)) = arg.split_once('=') else {
+        return Err(BadOption {
+            arg: arg.to_owned(),
+            why: "expected NAME=VALUE",
+        });
+    };
+    if !protocol::options::is_valid_option_name(name) {
+        return Err(BadOption {
+            arg: arg.to_owned(),
+            why: "the name may hold only letters, digits, '_', '-' and '.'",
+        });
+    }
+    if protocol::options::is_reserved_option_name(name) {
+        return Err(BadOption {
+            arg: arg.to_owned(),
+            why: "the name is reserved ('module' and names starting with '_')",
+        });
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}

@@ -1,0 +1,56 @@
+//! The errors a subcommand ends with, and the one mapping from error to exit status.
+
+use std::path::PathBuf;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the operation failed, or what was checked is not valid.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: the command line is wrong (clap uses it too).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Why a subcommand could not do its work. Messages are one line, lowercase, and name the thing
+/// at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file (`-` for stdin).
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Output could not be written.
+    #[error("cannot write output: {0}")]
+    Write(#[source] std::io::Error),
+    /// A `-o NAME=VALUE` that is not of that form, or names a bad option.
+    #[error("option '{arg}': {why}")]
+    BadOption {
+        /// The argument as given.
+        arg: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A document could not be written.
+    #[error("cannot write the request: {0}")]
+    Document(#[from] protocol::WriteError),
+    /// Anything else, already worded for the user.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// The exit status this error ends `disco` with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::BadOption { .. } => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+/// The result of a subcommand.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
