@@ -83,7 +83,9 @@ fn declared_encoding(bytes: &[u8]) -> Option<String> {
     let end = rest.windows(2).take(512).position(|w| w == b"?>")?;
     let decl = std::str::from_utf8(&rest[..end]).ok()?;
     let at = decl.find("encoding")?;
-    let after = decl[at + "encoding".len()..].trim_start().strip_prefix('=')?;
+    let after = decl[at + "encoding".len()..]
+        .trim_start()
+        .strip_prefix('=')?;
     let after = after.trim_start();
     let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
     let value = &after[1..];

@@ -178,9 +178,15 @@ mod tests {
             let code = ReturnCode::new(v).unwrap();
             assert_eq!(ReturnCode::from_name(code.name().unwrap()), Some(code));
         }
-        assert_eq!(ReturnCode::from_name("timedout"), Some(ReturnCode::TIMEDOUT));
+        assert_eq!(
+            ReturnCode::from_name("timedout"),
+            Some(ReturnCode::TIMEDOUT)
+        );
         assert_eq!(ReturnCode::new(42).unwrap().name(), None);
-        assert_eq!(ReturnCode::MAXRETURN.to_string(), "1000 (MODEXEC_MAXRETURN)");
+        assert_eq!(
+            ReturnCode::MAXRETURN.to_string(),
+            "1000 (MODEXEC_MAXRETURN)"
+        );
     }
 
     #[test]

@@ -58,7 +58,9 @@ struct Lines<'a>(&'a str);
 
 impl Lines<'_> {
     fn pos(&self, offset: u64) -> Pos {
-        let mut end = usize::try_from(offset).unwrap_or(usize::MAX).min(self.0.len());
+        let mut end = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.0.len());
         while !self.0.is_char_boundary(end) {
             end -= 1;
         }
@@ -212,7 +214,9 @@ mod tests {
 
     #[test]
     fn builds_elements_text_and_attributes() {
-        let root = tree("<?xml version=\"1.0\"?>\n<a x=\"1 &amp; 2\">\n <b>t&lt;&#233;&#x41;</b><c/></a>").unwrap();
+        let root =
+            tree("<?xml version=\"1.0\"?>\n<a x=\"1 &amp; 2\">\n <b>t&lt;&#233;&#x41;</b><c/></a>")
+                .unwrap();
         assert_eq!(root.name, "a");
         assert_eq!(root.attr("x"), Some("1 & 2"));
         assert_eq!(root.children[0].text, "t<éA");
@@ -227,13 +231,19 @@ mod tests {
         let e = tree("<a>\n&nbsp;</a>").unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnknownEntity("nbsp".into()));
         assert_eq!(e.pos, Pos { line: 2, col: 1 });
-        assert!(matches!(tree("<a>&#1;</a>").unwrap_err().kind, ErrorKind::BadCharRef(_)));
+        assert!(matches!(
+            tree("<a>&#1;</a>").unwrap_err().kind,
+            ErrorKind::BadCharRef(_)
+        ));
     }
 
     #[test]
     fn limits_depth() {
         let deep = "<a>".repeat(40) + &"</a>".repeat(40);
-        assert_eq!(tree(&deep).unwrap_err().kind, ErrorKind::TooDeep { limit: 32 });
+        assert_eq!(
+            tree(&deep).unwrap_err().kind,
+            ErrorKind::TooDeep { limit: 32 }
+        );
     }
 
     #[test]

@@ -32,7 +32,8 @@ impl Writer {
         self.out.push(b'<');
         self.out.extend_from_slice(name.as_bytes());
         for (k, v) in attrs {
-            self.out.extend_from_slice(format!(" {k}=\"{v}\"").as_bytes());
+            self.out
+                .extend_from_slice(format!(" {k}=\"{v}\"").as_bytes());
         }
         self.out.extend_from_slice(b">\n");
         self.depth += 1;
@@ -42,7 +43,8 @@ impl Writer {
     pub fn close(&mut self, name: &str) {
         self.depth -= 1;
         self.indent();
-        self.out.extend_from_slice(format!("</{name}>\n").as_bytes());
+        self.out
+            .extend_from_slice(format!("</{name}>\n").as_bytes());
     }
 
     /// `<name>text</name>` on one line (the text itself may hold newlines).
@@ -65,13 +67,28 @@ impl Writer {
                 },
             }
         }
-        self.out.extend_from_slice(format!("</{name}>\n").as_bytes());
+        self.out
+            .extend_from_slice(format!("</{name}>\n").as_bytes());
         Ok(())
     }
 
     /// Closes the root and returns the bytes.
     pub fn finish(mut self, root: &str) -> Vec<u8> {
         self.close(root);
+        // Latin-1 text such as "Ã©" is, byte for byte, valid UTF-8 ("é"), and a reader must
+        // take such a document for UTF-8 (modules echo UTF-8 under a Latin-1 declaration). In
+        // that rare case write every high byte as a reference, which reads the same either way.
+        if !self.out.is_ascii() && std::str::from_utf8(&self.out).is_ok() {
+            let mut out = Vec::with_capacity(self.out.len() * 2);
+            for &b in &self.out {
+                if b.is_ascii() {
+                    out.push(b);
+                } else {
+                    out.extend_from_slice(format!("&#{b};").as_bytes());
+                }
+            }
+            return out;
+        }
         self.out
     }
 
@@ -112,9 +129,23 @@ mod tests {
     }
 
     #[test]
+    fn latin1_text_that_looks_like_utf8_is_written_as_references() {
+        let mut w = Writer::new("R", "1.0");
+        w.leaf("Comment", "\u{c3}\u{a9}").unwrap();
+        let out = w.finish("R");
+        assert!(out.is_ascii());
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("<Comment>&#195;&#169;</Comment>"));
+    }
+
+    #[test]
     fn refuses_characters_xml_cannot_carry() {
         let mut w = Writer::new("R", "1.0");
         let e = w.leaf("Comment", "bell\u{7}").unwrap_err();
-        assert_eq!(e.to_string(), "<Comment> contains U+0007, which XML cannot carry");
+        assert_eq!(
+            e.to_string(),
+            "<Comment> contains U+0007, which XML cannot carry"
+        );
     }
 }

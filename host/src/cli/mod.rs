@@ -39,7 +39,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Where disco keeps state (runs, layers, locks of dances, history).
-    #[arg(long, global = true, env = "DISCO_STATE_DIR", default_value = "/var/lib/disco")]
+    #[arg(
+        long,
+        global = true,
+        env = "DISCO_STATE_DIR",
+        default_value = "/var/lib/disco"
+    )]
     pub state_dir: PathBuf,
     /// More output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
