@@ -63,6 +63,9 @@ pub enum ErrorKind {
     /// A character reference to a character XML does not allow.
     #[error("character reference '&{0};' is not a legal XML character")]
     BadCharRef(String),
+    /// A character XML 1.0 does not allow anywhere (most C0 controls).
+    #[error("character U+{:04X} is not allowed in XML", u32::from(*.0))]
+    IllegalChar(char),
     /// Text or elements after the root element closed.
     #[error("content after the root element")]
     TrailingContent,

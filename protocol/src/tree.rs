@@ -76,6 +76,14 @@ impl Lines<'_> {
 /// Parses `text` into its root element.
 pub(crate) fn parse(text: &str, limits: &Limits) -> Result<Element, ParseError> {
     let lines = Lines(text);
+    // quick-xml does not check XML's Char production; a control character is not well-formed,
+    // and a document that has one could not be written back.
+    if let Some((at, ch)) = text.char_indices().find(|(_, c)| !is_xml_char(*c)) {
+        return Err(ParseError {
+            pos: lines.pos(at as u64),
+            kind: ErrorKind::IllegalChar(ch),
+        });
+    }
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Element> = Vec::new();
@@ -255,5 +263,7 @@ mod tests {
         assert!(tree("<a></a><b/>").is_err());
         assert!(tree("<a>").is_err());
         assert!(tree("junk<a/>").is_err());
+        let e = tree("<a>\n x\u{16}</a>").unwrap_err();
+        assert_eq!(e.to_string(), "2:3: character U+0016 is not allowed in XML");
     }
 }

@@ -306,3 +306,13 @@ proptest! {
         let _ = FixResult::validate(&bytes);
     }
 }
+
+/// Found by the fuzzer: a raw control character in a Latin-1 document was accepted, and the
+/// accepted document could not be written back.
+#[test]
+fn regression_control_character_in_latin1_text_is_refused() {
+    let bytes = b"<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n<SurvivorFixResult Version=\"1.0\">\n <ReturnCode>0</ReturnCode>\n <Comment>re\xe9\x16</Comment>\n</SurvivorFixResult>\n";
+    let err = FixResult::parse(bytes).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::IllegalChar('\u{16}'));
+    assert_eq!(err.pos.line, 4);
+}
