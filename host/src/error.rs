@@ -37,6 +37,9 @@ pub enum Error {
     /// A document could not be written.
     #[error("cannot write the request: {0}")]
     Document(#[from] protocol::WriteError),
+    /// A fix could not be run at all (`disco fix`): the module or its request is at fault.
+    #[error(transparent)]
+    Supervise(#[from] crate::supervise::SuperviseError),
     /// Anything else, already worded for the user.
     #[error("{0}")]
     Other(String),
@@ -47,6 +50,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::BadOption { .. } => EXIT_USAGE,
+            // `disco fix` is a drop-in event handler: its errors exit with a ReturnCode too.
+            Error::Supervise(e) => e.return_code().exit_status(),
             _ => EXIT_FAILURE,
         }
     }

@@ -5,8 +5,12 @@
 //! engines it calls live in modules named after their pipeline stage.
 
 pub mod cli;
+pub mod diff;
 pub mod error;
 pub mod output;
+pub mod sandbox;
+pub mod supervise;
+pub mod sys;
 
 use std::process::ExitCode;
 

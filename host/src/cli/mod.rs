@@ -2,7 +2,10 @@
 
 mod check_result;
 mod completions;
+mod fix;
 mod request;
+mod sandbox_init;
+mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +14,10 @@ use clap::{Args, Parser, Subcommand};
 
 pub use check_result::CheckResultArgs;
 pub use completions::{CompletionsArgs, ManArgs};
+pub use fix::FixArgs;
 pub use request::RequestArgs;
+pub use sandbox_init::SandboxInitArgs;
+pub use shell::ShellArgs;
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -59,21 +65,31 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Print a SurvivorFixData request, for testing a fix module by hand.
     Request(RequestArgs),
+    /// Run one fix module under the Survivor rules, with timeout, locking and leak detection.
+    Fix(FixArgs),
     /// Validate a module's SurvivorFixResult (or any protocol document) strictly.
     CheckResult(CheckResultArgs),
+    /// Open a noop sandbox with a shell; its scratch layer becomes the latest run.
+    Shell(ShellArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the man page (roff).
     Man(ManArgs),
+    /// Internal: set up a sandbox from its plan and run a command in it.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(SandboxInitArgs),
 }
 
 /// Runs one subcommand.
 pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
     match cli.command {
         Command::Request(args) => request::exec(args),
+        Command::Fix(args) => fix::exec(args),
         Command::CheckResult(args) => check_result::exec(args),
         Command::Completions(args) => completions::exec_completions(args),
         Command::Man(args) => completions::exec_man(args),
+        Command::Shell(args) => shell::exec(args, &cli.global),
+        Command::Sandbox(args) => sandbox_init::exec(args),
     }
 }
 

@@ -1,0 +1,45 @@
+#!/bin/bash
+# Benchmark of `disco fix` (a benchmark, not a test): the host's overhead per fix against running
+# the same module directly with the same stdin, in the same hyperfine run; then 1,000 fixes in a
+# row, to show the time per fix stays flat (no growth).
+#
+# Usage: bench/fix.sh [DISCO_BINARY]   (default: builds and uses target/release/disco)
+# Needs hyperfine (apt-get install -y hyperfine).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+disco=${1:-}
+if [ -z "$disco" ]; then
+    (cd "$here" && cargo build --release -p disco >/dev/null)
+    disco=$here/target/release/disco
+fi
+module=$here/tests/fixtures/modules/ok
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$disco" request --timeout 45 > "$work/req.xml"
+
+echo "== disco fix --lock none vs the module run directly (hyperfine, same run)"
+hyperfine -N --warmup 50 --runs 500 --export-json "$work/h.json" \
+    -n direct "bash -c '$module < $work/req.xml'" \
+    -n disco "$disco fix $module --lock none --host bench --service bench --format json"
+python3 - "$work/h.json" <<'PY'
+import json, sys
+r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+d, h = r["direct"]["median"] * 1e3, r["disco"]["median"] * 1e3
+print(f"median direct {d:.3f} ms, disco fix {h:.3f} ms: host adds {h - d:.3f} ms ({h / d:.2f}x)")
+PY
+
+echo "== 1,000 fixes in a row (standard lock in a temp lock dir)"
+python3 - "$disco" "$module" "$work" <<'PY'
+import subprocess, sys, time, statistics
+disco, module, work = sys.argv[1:4]
+cmd = [disco, "fix", module, "--host", "bench", "--service", "bench",
+       "--lock-dir", f"{work}/locks", "--format", "json"]
+times = []
+for _ in range(1000):
+    t = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+    times.append((time.perf_counter() - t) * 1e3)
+first, last = statistics.median(times[:100]), statistics.median(times[-100:])
+print(f"median of fixes 1-100: {first:.3f} ms; of fixes 901-1000: {last:.3f} ms; "
+      f"change {last - first:+.3f} ms")
+PY

@@ -1,0 +1,62 @@
+//! `disco shell`: a noop sandbox with a shell, for trying things out; its scratch layer is kept
+//! as the latest run, so `disco diff` shows what the session would have changed.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::sandbox::{Sandbox, SandboxOptions, ShimConfig};
+
+/// Arguments of `disco shell`.
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The root to sandbox (a disposable tree, or `/`).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Run this command with `bash -c` instead of an interactive shell.
+    #[arg(short = 'c', value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// Commands to shim instead of the default list (comma-separated; empty for none).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub shims: Option<Vec<String>>,
+}
+
+pub(super) fn exec(args: ShellArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
+    let shims = match args.shims {
+        Some(list) => ShimConfig {
+            commands: list.into_iter().filter(|c| !c.is_empty()).collect(),
+        },
+        None => ShimConfig::default(),
+    };
+    let sandbox = Sandbox::prepare(&SandboxOptions {
+        root: args.root,
+        state_dir: global.state_dir.clone(),
+        noop: true,
+        shims,
+    })
+    .map_err(|e| Error::Other(e.to_string()))?;
+    let mut argv: Vec<OsString> = vec!["bash".into()];
+    if let Some(command) = args.command {
+        argv.push("-c".into());
+        argv.push(command.into());
+    }
+    let status = sandbox
+        .command(&argv)
+        .env("PS1", "(disco noop) \\u@\\h:\\w\\$ ")
+        .status()
+        .map_err(|e| Error::Other(format!("cannot start the sandbox: {e}")))?;
+    let info = sandbox.finish().map_err(|e| Error::Other(e.to_string()))?;
+    crate::output::info(&format!(
+        "scratch layer of run {} kept in {}; 'disco diff' reports it",
+        info.id,
+        global.state_dir.join("runs").join(&info.id).display()
+    ));
+    Ok(ExitCode::from(
+        status
+            .code()
+            .map_or(1, |c| u8::try_from(c).unwrap_or(u8::MAX)),
+    ))
+}

@@ -1,0 +1,139 @@
+//! [`compute`]: walk every layer, then read and compare each candidate path, in parallel.
+
+use std::num::NonZeroUsize;
+
+use super::content::{is_binary, normal_diff};
+use super::entry::{Change, ChangeKind, Content, DiffOptions, FileType, Layer};
+use super::error::DiffError;
+use super::meta::{examine, Examined, Names};
+use super::walk::{walk, Candidate};
+
+/// Below this many candidates per thread, starting threads costs more than it saves.
+const MIN_PER_THREAD: usize = 256;
+
+/// Compares every layer's upper directory with its lower one and returns one [`Change`] per
+/// path that differs, all layers together, sorted by path (component by component, so that a
+/// directory comes right before its contents).
+///
+/// Unchanged copied-up directories and files (opened for writing, or touched: only times differ)
+/// are not reported. Errors name the file on disk: an unreadable file, or one that vanished while
+/// the layer was compared (the sandbox must be stopped before its diff is taken).
+pub fn compute(layers: &[Layer], opts: &DiffOptions) -> Result<Vec<Change>, DiffError> {
+    let mut candidates = Vec::new();
+    for layer in layers {
+        walk(layer, &mut candidates)?;
+    }
+    let names = Names::load(&opts.names_root);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(candidates.len() / MIN_PER_THREAD)
+        .max(1);
+    let mut changes = Vec::with_capacity(candidates.len());
+    if threads == 1 {
+        for c in &candidates {
+            changes.extend(evaluate(c, &names, opts)?);
+        }
+    } else {
+        // Reading and hashing contents dominates; the candidates are independent, so each thread
+        // takes an interleaved share (neighbours in a directory tend to be alike in size).
+        let results: Vec<Result<Vec<Change>, DiffError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (candidates, names) = (&candidates, &names);
+                    scope.spawn(move || {
+                        candidates
+                            .iter()
+                            .skip(t)
+                            .step_by(threads)
+                            .filter_map(|c| evaluate(c, names, opts).transpose())
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        for result in results {
+            changes.extend(result?);
+        }
+    }
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(changes)
+}
+
+/// Counts of created, modified and deleted paths, in that order.
+pub fn summary(changes: &[Change]) -> (usize, usize, usize) {
+    changes
+        .iter()
+        .fold((0, 0, 0), |(c, m, d), change| match change.kind {
+            ChangeKind::Created => (c + 1, m, d),
+            ChangeKind::Modified => (c, m + 1, d),
+            ChangeKind::Deleted => (c, m, d + 1),
+        })
+}
+
+/// Reads both sides of one candidate and says what changed, if anything.
+fn evaluate(c: &Candidate, names: &Names, opts: &DiffOptions) -> Result<Option<Change>, DiffError> {
+    let max = opts.max_content_bytes;
+    let read = |side: &Option<(std::path::PathBuf, std::fs::Metadata)>| {
+        side.as_ref()
+            .map(|(path, st)| examine(path, st, c.layer_dev, names, max))
+            .transpose()
+    };
+    let (old, new) = (read(&c.lower)?, read(&c.upper)?);
+    let (kind, content) = match (&old, &new) {
+        (None, Some(new)) => (ChangeKind::Created, content(None, Some(new), max)),
+        (Some(old), None) => (ChangeKind::Deleted, content(Some(old), None, max)),
+        (Some(old), Some(new)) if old.meta == new.meta => return Ok(None),
+        (Some(old), Some(new)) => (ChangeKind::Modified, content(Some(old), Some(new), max)),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(Change {
+        path: c.path.clone(),
+        kind,
+        old: old.map(|e| e.meta),
+        new: new.map(|e| e.meta),
+        content,
+    }))
+}
+
+/// The content change between two sides, either of which may be absent (created, deleted).
+/// Only regular files have content; a change of type shows no content.
+fn content(old: Option<&Examined>, new: Option<&Examined>, max: u64) -> Content {
+    let regular = |e: Option<&Examined>| e.is_none_or(|e| e.meta.file_type == FileType::Regular);
+    if !regular(old) || !regular(new) {
+        return Content::None;
+    }
+    if md5(old) == md5(new) {
+        return Content::None;
+    }
+    let size = |e: Option<&Examined>| e.map_or(0, |e| e.meta.size);
+    let largest = size(old).max(size(new));
+    if largest > max {
+        return Content::TooLarge(largest);
+    }
+    let (old, new) = (bytes(old), bytes(new));
+    if is_binary(old) || is_binary(new) {
+        return Content::Binary;
+    }
+    let diff = normal_diff(old, new);
+    if diff.is_empty() {
+        Content::None
+    } else {
+        Content::Text(diff)
+    }
+}
+
+fn md5(e: Option<&Examined>) -> Option<&str> {
+    e.and_then(|e| e.meta.md5.as_deref())
+}
+
+/// The kept contents of a side; an absent side (created, deleted) is empty.
+fn bytes(e: Option<&Examined>) -> &[u8] {
+    e.and_then(|e| e.data.as_deref()).unwrap_or_default()
+}

@@ -1,0 +1,137 @@
+//! Shims: commands that act on the running system, replaced in a noop sandbox by a script that
+//! says what would have run, and succeeds.
+//!
+//! The namespaces already keep a script from signalling or rebooting anything outside; the shims
+//! are what turns `service postgresql stop` into a line the user can read. Read-only queries
+//! (`systemctl status`...) pass through to the real command.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Which commands are shimmed, and which of their sub-commands are read-only queries.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShimConfig {
+    /// Command names to shim.
+    pub commands: Vec<String>,
+}
+
+/// The commands shimmed by default.
+pub const DEFAULT_SHIMS: &[&str] = &[
+    "service",
+    "systemctl",
+    "initctl",
+    "invoke-rc.d",
+    "telinit",
+    "reboot",
+    "shutdown",
+    "halt",
+    "poweroff",
+    "kill",
+    "killall",
+    "pkill",
+];
+
+impl Default for ShimConfig {
+    fn default() -> Self {
+        ShimConfig {
+            commands: DEFAULT_SHIMS.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+/// The sub-commands of `command` that only read, as a shell `case` pattern, and which argument
+/// (after options) names the sub-command.
+fn read_only(command: &str) -> Option<(&'static str, usize)> {
+    match command {
+        "systemctl" => Some((
+            "status|is-active|is-enabled|is-failed|is-system-running|show|cat|list-units|\
+             list-unit-files|list-timers|list-sockets|list-dependencies|list-jobs|help|\
+             show-environment|get-default",
+            1,
+        )),
+        // `service NAME status` and `service --status-all`.
+        "service" => Some(("status|--status-all", 2)),
+        "initctl" => Some(("status|list|show-config|version", 1)),
+        _ => None,
+    }
+}
+
+/// The shell script for one shim. `DISCO_REAL_PATH` (the `PATH` without the shims) finds the
+/// real command for read-only queries.
+pub fn script(command: &str) -> String {
+    let mut s = String::from("#!/bin/sh\n# disco noop shim: report what would run, and succeed.\n");
+    if let Some((pattern, position)) = read_only(command) {
+        // The sub-command is the Nth argument that is not an option.
+        s.push_str(&format!(
+            "n=0; sub=\nfor a in \"$@\"; do\n  case \"$a\" in --status-all) sub=$a; break;; -*) continue;; esac\n  n=$((n+1)); if [ $n -eq {position} ]; then sub=$a; break; fi\ndone\n\
+             case \"$sub\" in {pattern})\n  real=$(PATH=\"$DISCO_REAL_PATH\" command -v {command}) && exec \"$real\" \"$@\"\n  echo \"{command}: not found\" >&2; exit 127;;\nesac\n"
+        ));
+    }
+    s.push_str(&format!(
+        "printf 'warning: Would execute : %s\\n' \"{command}${{*:+ $*}}\" >&2\nexit 0\n"
+    ));
+    s
+}
+
+/// Writes one executable shim a command into `dir`.
+pub fn install(config: &ShimConfig, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for command in &config.commands {
+        // A name with a slash would write outside the shim directory.
+        if command.is_empty() || command.contains('/') {
+            continue;
+        }
+        let path = dir.join(command);
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(script(command).as_bytes())?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn run(command: &str, args: &[&str]) -> (i32, String) {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script(command))
+            .arg(command)
+            .args(args)
+            .env("DISCO_REAL_PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn acting_commands_are_reported_and_succeed() {
+        assert_eq!(
+            run("service", &["postgresql", "stop"]),
+            (0, "warning: Would execute : service postgresql stop\n".into())
+        );
+        assert_eq!(
+            run("systemctl", &["--now", "disable", "foo"]),
+            (0, "warning: Would execute : systemctl --now disable foo\n".into())
+        );
+        assert_eq!(
+            run("reboot", &[]),
+            (0, "warning: Would execute : reboot\n".into())
+        );
+    }
+
+    #[test]
+    fn read_only_queries_pass_through() {
+        // The real command is not on DISCO_REAL_PATH here, so passing through means 127.
+        assert_eq!(run("systemctl", &["--no-pager", "status", "foo"]).0, 127);
+        assert_eq!(run("service", &["foo", "status"]).0, 127);
+        assert_eq!(run("service", &["--status-all"]).0, 127);
+        assert_eq!(run("systemctl", &["restart", "status"]).0, 0);
+    }
+}

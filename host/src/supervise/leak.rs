@@ -1,0 +1,183 @@
+//! Rule 7: after the module exited, nothing may still hold its stdin, stdout or stderr.
+//!
+//! The host waits up to the leak timeout for stdout and stderr to reach end of file (a child
+//! finishing its last write is not a leak), then stops waiting: it names the processes that hold
+//! any of the three pipes (found by the pipe inodes in `/proc/PID/fd`), ends them and the rest
+//! of the module's process group, and lists what else is left as background. It never waits
+//! for a leaked process to end on its own.
+
+use std::time::{Duration, Instant};
+
+use nix::libc::{SIGKILL, SIGTERM};
+
+use super::pump::{Pump, Wake};
+use super::timeout::signal_all;
+use super::track::{self, Tracker};
+use super::{Proc, SuperviseError, Violation, ViolationKind};
+use crate::sys::{self, ProcStat};
+
+/// How often holders of the stdin pipe are looked for when stdout and stderr have closed (stdin
+/// has no end of file the host can see, since the host closed its end).
+const TICK: Duration = Duration::from_millis(20);
+
+/// Which of the module's handles a process holds.
+const HANDLES: [&str; 3] = ["stdin", "stdout", "stderr"];
+
+/// What the module left behind after it exited.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Processes that still held the module's handles at the leak timeout, and which.
+    pub holders: Vec<(Proc, Vec<&'static str>)>,
+    /// Holders outside the module's process group (they also broke rule 2).
+    pub escaped: Vec<Proc>,
+    /// Live descendants that hold none of the handles: a proper daemon.
+    pub background: Vec<ProcStat>,
+}
+
+impl Settled {
+    /// The violations this amounts to.
+    pub fn violations(&self, leak_timeout: Duration) -> Vec<Violation> {
+        let mut v = Vec::new();
+        if !self.holders.is_empty() {
+            let who: Vec<String> = self
+                .holders
+                .iter()
+                .map(|(p, h)| format!("{p} holds {}", h.join(", ")))
+                .collect();
+            v.push(Violation::new(
+                ViolationKind::LeakedFileHandle,
+                format!(
+                    "{} ms after the module exited: {}; killed",
+                    leak_timeout.as_millis(),
+                    who.join("; ")
+                ),
+            ));
+        }
+        for p in &self.escaped {
+            v.push(Violation::new(
+                ViolationKind::ProcessGroupChanged,
+                format!("{p} left the module's process group and kept its handles"),
+            ));
+        }
+        v
+    }
+}
+
+/// Every process but the host that holds one of `inodes`, with the handles it holds.
+fn holders(inodes: &[u64; 3], table: &[ProcStat]) -> Vec<(ProcStat, Vec<&'static str>)> {
+    let me = sys::getpid();
+    table
+        .iter()
+        .filter(|p| p.pid != me && !p.is_zombie())
+        .filter_map(|p| {
+            let fds = sys::proc_pipe_fds(p.pid);
+            let held: Vec<&'static str> = (0..3)
+                .filter(|&i| fds.iter().any(|&(_, ino)| ino == inodes[i]))
+                .map(|i| HANDLES[i])
+                .collect();
+            (!held.is_empty()).then(|| (p.clone(), held))
+        })
+        .collect()
+}
+
+/// Waits (up to `leak_timeout` from now) for the module's handles to be released, and deals
+/// with what holds them after that. Call once the module has been reaped.
+pub fn settle(
+    module: &std::path::Path,
+    pump: &mut Pump,
+    tracker: &Tracker,
+    inodes: &[u64; 3],
+    leak_timeout: Duration,
+    grace: Duration,
+) -> Result<Settled, SuperviseError> {
+    let deadline = Instant::now() + leak_timeout;
+    let found = loop {
+        let wake = pump.run(deadline).map_err(|source| SuperviseError::Io {
+            module: module.to_owned(),
+            what: "poll",
+            source,
+        })?;
+        // The common case costs two syscalls: nothing left in the group, and no orphans.
+        if wake == Wake::Closed && !sys::group_alive(tracker.pgid) && !sys::has_children() {
+            return Ok(Settled::default());
+        }
+        let table = sys::proc_table();
+        let found = holders(inodes, &table);
+        let past = Instant::now() >= deadline;
+        if found.is_empty() && (wake == Wake::Closed || past) {
+            let mut background = tracker.descendants(&table);
+            background.retain(|p| !p.is_zombie());
+            track::remember_left(&background);
+            return Ok(Settled {
+                background,
+                ..Settled::default()
+            });
+        }
+        if past {
+            break found;
+        }
+        if wake == Wake::Closed {
+            std::thread::sleep(TICK.min(deadline - Instant::now().min(deadline)));
+        }
+    };
+    // Past the leak timeout: stop reading, name the holders, and end them with the module's
+    // group. The holders get the same TERM, grace, KILL as a module that timed out.
+    pump.close_outputs();
+    let mut settled = Settled::default();
+    let mut doomed: Vec<ProcStat> = Vec::new();
+    for (p, held) in found {
+        if p.pgrp != tracker.pgid {
+            settled.escaped.push(Proc::of(p.pid));
+        }
+        settled.holders.push((Proc::of(p.pid), held));
+        doomed.push(p);
+    }
+    let in_group = |table: &[ProcStat]| -> Vec<ProcStat> {
+        table
+            .iter()
+            .filter(|p| p.pgrp == tracker.pgid && !p.is_zombie())
+            .cloned()
+            .collect()
+    };
+    let still = |doomed: &[ProcStat]| -> Vec<ProcStat> {
+        let table = sys::proc_table();
+        let mut left = in_group(&table);
+        for d in doomed {
+            if let Some(p) = table.iter().find(|p| p.pid == d.pid) {
+                if p.start_time == d.start_time && !p.is_zombie() && !left.contains(p) {
+                    left.push(p.clone());
+                }
+            }
+        }
+        left
+    };
+    let mut left = still(&doomed);
+    let mut signalled = left.clone();
+    let note = |left: &[ProcStat], signalled: &mut Vec<ProcStat>| {
+        for p in left {
+            if !signalled.iter().any(|s| s.pid == p.pid) {
+                signalled.push(p.clone());
+            }
+        }
+    };
+    signal_all(tracker, &left, SIGTERM);
+    let grace_end = Instant::now() + grace;
+    while !left.is_empty() && Instant::now() < grace_end {
+        std::thread::sleep(Duration::from_millis(10).min(grace_end - Instant::now()));
+        left = still(&doomed);
+        note(&left, &mut signalled);
+    }
+    let kill_end = Instant::now() + Duration::from_secs(2);
+    while !left.is_empty() && Instant::now() < kill_end {
+        signal_all(tracker, &left, SIGKILL);
+        std::thread::sleep(Duration::from_millis(2));
+        left = still(&doomed);
+        note(&left, &mut signalled);
+    }
+    track::reap_orphans(&signalled);
+    let mut background = tracker.alive();
+    background.retain(|p| !signalled.iter().any(|d| d.pid == p.pid));
+    track::remember_left(&background);
+    settled.background = background;
+    Ok(settled)
+}

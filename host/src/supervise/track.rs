@@ -1,0 +1,130 @@
+//! Finding a module's processes, wherever they went.
+//!
+//! The host is a child subreaper, so a descendant whose parent dies is re-parented to the host,
+//! never to init: every live descendant is reachable through parent links from the module, from
+//! the module's process group, or from an orphan the host inherited. That is what lets the host
+//! find (and kill at the timeout) a process that left the group with `setsid` or `setpgid`.
+//!
+//! Limitation: orphans re-parented to the host carry no mark of the fix they came from. The host
+//! attributes to a fix the orphans started after its module that are not another running module;
+//! two fixes supervised at once by one process can therefore claim each other's orphans. A cgroup
+//! per fix would remove the ambiguity.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use crate::sys::{self, ProcStat};
+
+/// Modules this process is supervising now: they are host children, but not anyone's orphans.
+static MODULES: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// Processes left in the background by earlier fixes, by (pid, start time): when they end they
+/// are the host's zombies (it is their subreaper), and only these are reaped on its behalf.
+static LEFT: Mutex<Vec<(i32, u64)>> = Mutex::new(Vec::new());
+
+/// Records a running module.
+pub fn register_module(pid: i32) {
+    MODULES.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+/// Forgets a module once it is reaped.
+pub fn unregister_module(pid: i32) {
+    MODULES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// Remembers processes a fix left running, to reap them when they end.
+pub fn remember_left(procs: &[ProcStat]) {
+    let mut left = LEFT.lock().unwrap_or_else(|e| e.into_inner());
+    left.extend(procs.iter().map(|p| (p.pid, p.start_time)));
+}
+
+/// Reaps the zombies among the processes earlier fixes left behind, so a long-lived host does
+/// not collect them. Cheap when the host has no children at all.
+pub fn reap_left() {
+    let mut left = LEFT.lock().unwrap_or_else(|e| e.into_inner());
+    if left.is_empty() || !sys::has_children() {
+        left.clear();
+        return;
+    }
+    left.retain(|&(pid, start)| match sys::proc_stat(pid) {
+        Some(s) if s.start_time == start => {
+            if s.is_zombie() && s.ppid == sys::getpid() {
+                let _ = sys::wait4(pid, true);
+                false
+            } else {
+                true
+            }
+        }
+        // Gone, or the pid now names another process.
+        _ => false,
+    });
+}
+
+/// One module's process tree.
+#[derive(Clone, Copy, Debug)]
+pub struct Tracker {
+    /// The module's pid.
+    pub module: i32,
+    /// The process group it was given (its own pid).
+    pub pgid: i32,
+    /// The module's start time.
+    pub start_time: u64,
+}
+
+impl Tracker {
+    /// The module's live and zombie descendants in `table`, the module itself included while it
+    /// exists; never the host.
+    pub fn descendants(&self, table: &[ProcStat]) -> Vec<ProcStat> {
+        let me = sys::getpid();
+        let modules = MODULES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut children: HashMap<i32, Vec<&ProcStat>> = HashMap::new();
+        for p in table {
+            children.entry(p.ppid).or_default().push(p);
+        }
+        let mut seen = HashSet::new();
+        let mut stack: Vec<&ProcStat> = table
+            .iter()
+            .filter(|p| {
+                p.pid != me
+                    && (p.pid == self.module
+                        || p.pgrp == self.pgid
+                        || (p.ppid == me
+                            && p.start_time >= self.start_time
+                            && !modules.contains(&p.pid)))
+            })
+            .collect();
+        let mut found = Vec::new();
+        while let Some(p) = stack.pop() {
+            if p.pid == me || !seen.insert(p.pid) {
+                continue;
+            }
+            found.push(p.clone());
+            if let Some(kids) = children.get(&p.pid) {
+                stack.extend(kids.iter().copied());
+            }
+        }
+        found.sort_by_key(|p| p.pid);
+        found
+    }
+
+    /// The live (not zombie) descendants now.
+    pub fn alive(&self) -> Vec<ProcStat> {
+        let mut d = self.descendants(&sys::proc_table());
+        d.retain(|p| !p.is_zombie());
+        d
+    }
+}
+
+/// Reaps the host's zombie children among `procs` (orphans it inherited and killed).
+pub fn reap_orphans(procs: &[ProcStat]) {
+    let me = sys::getpid();
+    for p in procs {
+        if let Some(now) = sys::proc_stat(p.pid) {
+            if now.start_time == p.start_time && now.ppid == me && now.is_zombie() {
+                let _ = sys::wait4(p.pid, true);
+            }
+        }
+    }
+}

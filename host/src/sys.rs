@@ -1,0 +1,380 @@
+//! Every raw syscall and every `/proc` read of the host, behind small safe functions.
+//!
+//! This is the only file with `unsafe` and with libc calls: the supervisor (`supervise/`) speaks
+//! in pids, fds and [`ProcStat`]s, and the seams here are what a test or a port would replace.
+//! Errors are `std::io::Error`s from `errno`; callers add the context (which module, which pid).
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::libc;
+
+/// Makes this process a child subreaper: orphaned descendants of its children are re-parented to
+/// it instead of to init, so a module's descendants stay findable through parent links even when
+/// they double-fork or `setsid`. See prctl(2), `PR_SET_CHILD_SUBREAPER`.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens a pidfd for `pid`, which becomes readable when the process exits. See pidfd_open(2).
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// How a reaped process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled(i32),
+}
+
+/// Resource usage of a reaped process, as wait4(2) reports it (the process and the children it
+/// waited for).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawRusage {
+    /// User CPU time.
+    pub user: Duration,
+    /// System CPU time.
+    pub system: Duration,
+    /// Peak resident set size, KiB.
+    pub max_rss_kib: i64,
+    /// Page faults served without I/O.
+    pub minor_faults: i64,
+    /// Page faults that needed I/O.
+    pub major_faults: i64,
+    /// Block input operations.
+    pub blocks_in: i64,
+    /// Block output operations.
+    pub blocks_out: i64,
+    /// Signals received.
+    pub signals: i64,
+    /// Voluntary context switches.
+    pub voluntary_switches: i64,
+    /// Involuntary context switches.
+    pub involuntary_switches: i64,
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
+}
+
+/// Reaps `pid` (blocking unless `nohang`) and returns how it ended with its resource usage;
+/// `None` with `nohang` when it has not ended yet. See wait4(2).
+pub fn wait4(pid: i32, nohang: bool) -> io::Result<Option<(Ended, RawRusage)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it in.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        // SAFETY: status and ru are valid, writable and live for the call.
+        let rc = unsafe { libc::wait4(pid, &mut status, flags, &mut ru) };
+        if rc == -1 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        break;
+    }
+    let ended = if libc::WIFSIGNALED(status) {
+        Ended::Signaled(libc::WTERMSIG(status))
+    } else {
+        Ended::Exited(libc::WEXITSTATUS(status))
+    };
+    let usage = RawRusage {
+        user: timeval(ru.ru_utime),
+        system: timeval(ru.ru_stime),
+        max_rss_kib: ru.ru_maxrss,
+        minor_faults: ru.ru_minflt,
+        major_faults: ru.ru_majflt,
+        blocks_in: ru.ru_inblock,
+        blocks_out: ru.ru_oublock,
+        signals: ru.ru_nsignals,
+        voluntary_switches: ru.ru_nvcsw,
+        involuntary_switches: ru.ru_nivcsw,
+    };
+    Ok(Some((ended, usage)))
+}
+
+/// Whether this process has any child at all (alive or zombie). `waitid(P_ALL, WNOHANG |
+/// WNOWAIT)` answers ECHILD only when there is none, and reaps nothing. See waitid(2).
+pub fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain old data; waitid fills it in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: info is valid and writable for the call.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    !(rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+}
+
+/// Sends `signal` to process `pid`; a process that is already gone is not an error.
+pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill takes two integers.
+    if unsafe { libc::kill(pid, signal) } == -1 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Sends `signal` to every process in group `pgid`; an empty group is not an error.
+pub fn killpg(pgid: i32, signal: i32) -> io::Result<()> {
+    // Guard against `kill(0, ..)`/`kill(-1, ..)`, which would signal our own group or everyone.
+    if pgid <= 1 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    kill(-pgid, signal)
+}
+
+/// Whether any process is left in group `pgid` (`kill(-pgid, 0)` answers ESRCH when none is).
+pub fn group_alive(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(-pgid, 0) };
+    !(rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+}
+
+/// This process's id.
+pub fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+/// Sets `O_NONBLOCK` on `fd`, so the poll loop never blocks in read or write. See fcntl(2).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on an fd we borrow; no memory is passed.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFL);
+        if flags == -1 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The inode of the file (here: pipe) behind `fd`, to recognise it in `/proc/PID/fd`.
+pub fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let file = fs::File::from(fd.try_clone_to_owned()?);
+    Ok(file.metadata()?.ino())
+}
+
+/// Readiness of one fd after [`poll`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ready {
+    /// Readable, or at end of file.
+    pub readable: bool,
+    /// Writable.
+    pub writable: bool,
+    /// Error or hang-up: the other side is gone.
+    pub hangup: bool,
+}
+
+/// What to wait for on one fd in [`poll`].
+#[derive(Clone, Copy, Debug)]
+pub enum Interest {
+    /// Wait until it can be read.
+    Read,
+    /// Wait until it can be written.
+    Write,
+}
+
+/// Waits up to `timeout` for any of `fds` to be ready. See poll(2). An interrupted wait returns
+/// with nothing ready, and the caller loops.
+pub fn poll(fds: &[(BorrowedFd<'_>, Interest)], timeout: Duration) -> io::Result<Vec<Ready>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, interest)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: match interest {
+                Interest::Read => libc::POLLIN,
+                Interest::Write => libc::POLLOUT,
+            },
+            revents: 0,
+        })
+        .collect();
+    // Round up so that a wait of 0.3 ms does not become a busy loop of zero-timeout polls.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: pfds is a valid array of pfds.len() pollfd structs, alive for the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if rc == -1 {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+        return Ok(vec![Ready::default(); fds.len()]);
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| Ready {
+            readable: p.revents & libc::POLLIN != 0,
+            writable: p.revents & libc::POLLOUT != 0,
+            hangup: p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
+        })
+        .collect())
+}
+
+/// One process as `/proc/PID/stat` describes it. See proc_pid_stat(5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process id.
+    pub pid: i32,
+    /// The short command name (`comm`).
+    pub comm: String,
+    /// State letter (`R`, `S`, `Z`...).
+    pub state: char,
+    /// Parent pid.
+    pub ppid: i32,
+    /// Process group.
+    pub pgrp: i32,
+    /// Session.
+    pub session: i32,
+    /// Start time in clock ticks since boot: with the pid, it names a process across pid reuse.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Whether the process has ended and waits to be reaped.
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// Parses the text of `/proc/PID/stat`. The command name is in parentheses and may itself hold
+/// spaces and parentheses, so the fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // rest[0] is field 3 (state); start time is field 22.
+    Some(ProcStat {
+        pid,
+        comm,
+        state: rest.first()?.chars().next()?,
+        ppid: rest.get(1)?.parse().ok()?,
+        pgrp: rest.get(2)?.parse().ok()?,
+        session: rest.get(3)?.parse().ok()?,
+        start_time: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Reads `/proc/PID/stat`; `None` when the process is gone.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Every process on the system now (those that vanish while we read are skipped).
+pub fn proc_table() -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let name = entry.ok()?.file_name();
+        let pid: i32 = name.to_str()?.parse().ok()?;
+        proc_stat(pid)
+    })
+    .collect()
+}
+
+/// The command line of `pid`, arguments joined by spaces; `[comm]` when it has none (a kernel
+/// thread or a zombie), empty when the process is gone.
+pub fn proc_cmdline(pid: i32) -> String {
+    match fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(bytes) if !bytes.is_empty() => {
+            let trimmed = bytes.strip_suffix(&[0]).unwrap_or(&bytes);
+            String::from_utf8_lossy(trimmed).replace('\0', " ")
+        }
+        _ => proc_stat(pid)
+            .map(|s| format!("[{}]", s.comm))
+            .unwrap_or_default(),
+    }
+}
+
+/// The pipe inodes `pid` holds open, as `(fd, inode)`, from the `pipe:[INODE]` links in
+/// `/proc/PID/fd`. A process we may not look into holds nothing as far as we can tell.
+pub fn proc_pipe_fds(pid: i32) -> Vec<(i32, u64)> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let fd: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let target = fs::read_link(entry.path()).ok()?;
+        let target = target.to_str()?;
+        let inode = target
+            .strip_prefix("pipe:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()?;
+        Some((fd, inode))
+    })
+    .collect()
+}
+
+/// The machine's host name, from the kernel (`/proc/sys/kernel/hostname`).
+pub fn hostname() -> io::Result<String> {
+    let name = fs::read_to_string(Path::new("/proc/sys/kernel/hostname"))?;
+    Ok(name.trim().to_owned())
+}
+
+/// Whether `path` may be executed by us. See access(2).
+pub fn executable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_parentheses_in_the_name() {
+        let s = parse_stat(
+            "42 (a) b (c)) S 1 42 42 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 55762 3133440 379",
+        )
+        .unwrap();
+        assert_eq!(s.pid, 42);
+        assert_eq!(s.comm, "a) b (c)");
+        assert_eq!((s.state, s.ppid, s.pgrp, s.session), ('S', 1, 42, 42));
+        assert_eq!(s.start_time, 55762);
+    }
+
+    #[test]
+    fn own_stat_is_read() {
+        let me = proc_stat(getpid()).unwrap();
+        assert_eq!(me.pid, getpid());
+        assert!(!me.is_zombie());
+    }
+}

@@ -1,0 +1,149 @@
+//! Helpers for the end-to-end tests of `disco fix`: a fresh temp dir, the fixture modules, a
+//! command builder that runs the real binary, and a look at `/proc` for leftover processes.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, empty, uniquely named directory.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("disco-test-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fixture module by name.
+pub fn module(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/modules")
+        .join(name)
+}
+
+/// A service name unique to this test process and `tag`: it reaches every process of the
+/// module as `DISCO_SERVICE=...` in its environment, which is how leftovers are found.
+pub fn marker(tag: &str) -> String {
+    format!("t{}-{tag}", std::process::id())
+}
+
+/// `disco fix MODULE --service SERVICE --host testhost --lock-dir LOCKS ARGS...`, with
+/// `--format json` unless `args` name a format.
+pub fn fix_cmd(module: &Path, service: &str, locks: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_disco"));
+    cmd.arg("fix")
+        .arg(module)
+        .args(["--service", service, "--host", "testhost"])
+        .arg("--lock-dir")
+        .arg(locks)
+        .args(args)
+        .stdin(Stdio::null());
+    if !args.contains(&"--format") {
+        cmd.args(["--format", "json"]);
+    }
+    cmd
+}
+
+/// What one run of `disco fix` gave.
+pub struct Run {
+    /// The process output.
+    pub output: Output,
+    /// The JSON object it printed (Null when it printed none).
+    pub json: serde_json::Value,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// The exit status.
+    pub fn status(&self) -> i32 {
+        self.output.status.code().expect("disco exited normally")
+    }
+
+    /// The decided ReturnCode.
+    pub fn return_code(&self) -> u64 {
+        self.json["return_code"].as_u64().expect("return_code")
+    }
+
+    /// The violation kinds, in order.
+    pub fn kinds(&self) -> Vec<String> {
+        self.json["violations"]
+            .as_array()
+            .expect("violations")
+            .iter()
+            .map(|v| v["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The comment.
+    pub fn comment(&self) -> &str {
+        self.json["comment"].as_str().expect("comment")
+    }
+
+    /// Stderr, lossily.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+}
+
+/// Runs `cmd` and parses its JSON.
+pub fn run(mut cmd: Command) -> Run {
+    let start = Instant::now();
+    let output = cmd.output().expect("disco runs");
+    let elapsed = start.elapsed();
+    let json = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    Run {
+        output,
+        json,
+        elapsed,
+    }
+}
+
+/// Pids of live processes whose environment holds `DISCO_SERVICE=<service>`.
+pub fn processes_of(service: &str) -> Vec<i32> {
+    let needle = format!("DISCO_SERVICE={service}\0");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Kills a process the test is responsible for (a proper daemon the module left).
+pub fn kill(pid: i32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
