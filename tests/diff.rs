@@ -767,3 +767,97 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u32, u32, u64, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Applies a normal diff to `old`, checking as it goes that every hunk's line numbers and `< `
+/// lines match `old` exactly (what `patch --normal` checks), and returns the result.
+fn apply_normal_diff(old: &[u8], diff: &str) -> Vec<u8> {
+    let old: Vec<&[u8]> = old.split_inclusive(|&b| b == b'\n').collect();
+    let mut out: Vec<u8> = Vec::new();
+    let mut next = 0; // the first old line not yet copied (0-based)
+    let mut lines = diff.lines().peekable();
+    let range = |r: &str| -> (usize, usize) {
+        match r.split_once(',') {
+            Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+            None => (r.parse().unwrap(), r.parse().unwrap()),
+        }
+    };
+    // Reads `prefix` lines (with their no-newline markers) into bytes.
+    let take = |lines: &mut std::iter::Peekable<std::str::Lines>, prefix: &str| {
+        let mut taken: Vec<Vec<u8>> = Vec::new();
+        while let Some(l) = lines.peek() {
+            if let Some(text) = l.strip_prefix(prefix) {
+                taken.push(format!("{text}\n").into_bytes());
+            } else if *l == "\\ No newline at end of file" {
+                taken.last_mut().unwrap().pop();
+            } else {
+                break;
+            }
+            lines.next();
+        }
+        taken
+    };
+    while let Some(header) = lines.next() {
+        let op = header.find(['a', 'd', 'c']).unwrap();
+        let (a, b) = range(&header[..op]);
+        let (first, last) = match &header[op..op + 1] {
+            "a" => (a + 1, a),
+            _ => (a, b),
+        };
+        out.extend(old[next..first - 1].concat());
+        let removed = take(&mut lines, "< ");
+        assert_eq!(removed.len(), last + 1 - first, "{header}");
+        for (k, r) in removed.iter().enumerate() {
+            assert_eq!(r.as_slice(), old[first - 1 + k], "{header}");
+        }
+        if lines.peek() == Some(&"---") {
+            lines.next();
+        }
+        for added in take(&mut lines, "> ") {
+            out.extend(added);
+        }
+        next = last;
+    }
+    out.extend(old[next..].concat());
+    out
+}
+
+#[test]
+fn normal_diff_is_minimal_and_applies_like_gnu_diff() {
+    // Random files over a tiny alphabet have many equally short edit scripts; similar and GNU
+    // diff may place a hunk differently, so the oracle checks what must hold: as few changed
+    // lines as GNU diff, and applying it (line numbers and removed lines checked) gives new.
+    let mut state: u64 = 0x5eed;
+    let mut rnd = |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let changed = |d: &str| {
+        d.lines()
+            .filter(|l| l.starts_with("< ") || l.starts_with("> "))
+            .count()
+    };
+    for case in 0..200 {
+        let file = |rnd: &mut dyn FnMut(u64) -> u64| {
+            let mut s: String = (0..rnd(12))
+                .map(|_| ["a\n", "b\n", "c\n", "d\n"][rnd(4) as usize])
+                .collect();
+            // Now and then a last line without its newline.
+            if rnd(5) == 0 {
+                s.push('e');
+            }
+            s.into_bytes()
+        };
+        let (old, new) = (file(&mut rnd), file(&mut rnd));
+        let ours = normal_diff(&old, &new);
+        assert_eq!(
+            changed(&ours),
+            changed(&gnu_diff(&old, &new)),
+            "case {case}"
+        );
+        if !ours.is_empty() {
+            assert_eq!(apply_normal_diff(&old, &ours), new, "case {case}: {ours}");
+        }
+    }
+}

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod util;
+use util::TempDir;
+
 /// Privileged tests run as root (CI and developer machines are root); without root they say
 /// why and pass, except under CI, where a skip would hide a broken setup.
 fn have_root() -> bool {
@@ -16,27 +19,6 @@ fn have_root() -> bool {
     );
     eprintln!("skipped: sandbox tests need root");
     false
-}
-
-/// A fresh folder under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "disco-test-{tag}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ).replace(['{', '}', ' ', ':', ','], ""));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn disco(state: &Path, args: &[&str]) -> Output {
@@ -74,7 +56,7 @@ struct Loop {
 impl Loop {
     fn new() -> Loop {
         let dir = TempDir::new("loop");
-        let backing = dir.0.join("disk.img");
+        let backing = dir.path().join("disk.img");
         std::fs::write(&backing, vec![0xA5u8; 1 << 20]).unwrap();
         let out = Command::new("losetup")
             .args(["-f", "--show"])
@@ -133,12 +115,15 @@ fn escape_attempts_fail_or_are_captured() {
          echo done",
         pid = victim.id()
     );
-    let out = disco(&state.0, &["shell", "-c", &script]);
+    let out = disco(state.path(), &["shell", "-c", &script]);
     let stderr = text(&out.stderr);
     assert!(text(&out.stdout).contains("done"), "{stderr}");
 
     // The process outside is alive, and nothing of the machine changed.
-    assert!(victim.try_wait().unwrap().is_none(), "the victim was killed");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the victim was killed"
+    );
     assert_eq!(hostname(), host_before);
     assert_eq!(
         std::fs::read_to_string("/proc/sys/kernel/domainname").unwrap(),
@@ -152,7 +137,11 @@ fn escape_attempts_fail_or_are_captured() {
         std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
         mounts_before
     );
-    assert_eq!(md5sum(&loopdev.backing), disk_before, "the loop device was written");
+    assert_eq!(
+        md5sum(&loopdev.backing),
+        disk_before,
+        "the loop device was written"
+    );
     let drift = std::time::SystemTime::now()
         .duration_since(clock_before)
         .expect("the clock went backwards");
@@ -165,8 +154,14 @@ fn escape_attempts_fail_or_are_captured() {
         .unwrap();
     assert!(!link.success(), "the dummy link was created");
     // The shims reported what would have run.
-    assert!(stderr.contains("warning: Would execute : systemctl stop cron"), "{stderr}");
-    assert!(stderr.contains("warning: Would execute : reboot\n"), "{stderr}");
+    assert!(
+        stderr.contains("warning: Would execute : systemctl stop cron"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: Would execute : reboot\n"),
+        "{stderr}"
+    );
     // The device node was created in the scratch layer only, where it cannot be opened.
     assert!(!Path::new("/tmp/disco-blk").exists());
     victim.kill().unwrap();
@@ -181,7 +176,7 @@ fn processes_started_inside_do_not_survive_the_sandbox() {
     let state = TempDir::new("state");
     let marker = format!("disco-orphan-{}", std::process::id());
     let out = disco(
-        &state.0,
+        state.path(),
         &[
             "shell",
             "-c",
@@ -202,10 +197,221 @@ fn processes_started_inside_do_not_survive_the_sandbox() {
 #[test]
 fn a_root_that_is_not_a_directory_is_one_clear_error() {
     let state = TempDir::new("state");
-    let out = disco(&state.0, &["shell", "--root", "/nonexistent/root", "-c", "true"]);
+    let out = disco(
+        state.path(),
+        &["shell", "--root", "/nonexistent/root", "-c", "true"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
         "error: root /nonexistent/root is not a directory\n"
     );
+}
+
+/// Runs `script` with `sh` in a private mount namespace (nothing it mounts reaches the host).
+fn in_private_mount_ns(script: &str) -> Output {
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", script])
+        .env("NO_COLOR", "1")
+        .env("DISCO", env!("CARGO_BIN_EXE_disco"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare")
+}
+
+/// The `info: File:` header lines of a diff.
+fn headers(diff: &str) -> Vec<&str> {
+    diff.lines()
+        .filter(|l| l.starts_with("info: File: "))
+        .collect()
+}
+
+fn fingerprint(paths: &[&Path]) -> Vec<(PathBuf, Option<String>)> {
+    paths
+        .iter()
+        .map(|p| (p.to_path_buf(), p.exists().then(|| md5sum(p))))
+        .collect()
+}
+
+#[test]
+fn noop_changes_on_every_filesystem_are_reported_and_none_reaches_the_live_system() {
+    if !have_root() {
+        return;
+    }
+    let state = TempDir::new("state");
+    let second = TempDir::new("second-fs");
+    let id = format!("{}", std::process::id());
+    let created_etc = PathBuf::from(format!("/etc/disco-test-{id}"));
+    let created_var = PathBuf::from(format!("/var/lib/disco-test-{id}"));
+    let created_tmp = PathBuf::from(format!("/tmp/disco-test-{id}.txt"));
+    let watched = [
+        Path::new("/etc/hosts"),
+        Path::new("/etc/issue.net"),
+        &created_etc,
+        &created_var,
+        &created_tmp,
+    ];
+    let before = fingerprint(&watched);
+    let fs = second.path().display();
+    // The second filesystem exists only in this test's mount namespace.
+    let script = format!(
+        r#"mount -t tmpfs disco-second {fs}
+printf 'one\ntwo\n' > {fs}/existing
+printf 'gone\n' > {fs}/doomed
+"$DISCO" --state-dir {state} shell -c '
+  echo new > {etc}
+  echo 127.0.0.9 disco-test >> /etc/hosts
+  rm /etc/issue.net
+  echo var > {var}
+  echo tmp > {tmp}
+  printf "one\nTWO\n" > {fs}/existing
+  rm {fs}/doomed
+  echo fresh > {fs}/fresh'
+"$DISCO" --state-dir {state} diff
+cat {fs}/existing {fs}/doomed"#,
+        state = state.path().display(),
+        etc = created_etc.display(),
+        var = created_var.display(),
+        tmp = created_tmp.display(),
+    );
+    let out = in_private_mount_ns(&script);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    let fs = second.path();
+    let want = [
+        format!("info: File: file: {} : Created", created_etc.display()),
+        "info: File: file: /etc/hosts : Modified".to_owned(),
+        "info: File: file: /etc/issue.net : Deleted".to_owned(),
+        format!("info: File: file: {} : Created", created_tmp.display()),
+        format!("info: File: file: {} : Created", created_var.display()),
+        format!("info: File: file: {}/doomed : Deleted", fs.display()),
+        format!("info: File: file: {}/existing : Modified", fs.display()),
+        format!("info: File: file: {}/fresh : Created", fs.display()),
+    ];
+    let got = headers(&stdout);
+    let mut got_prefixes: Vec<String> = got
+        .iter()
+        .map(|h| {
+            let kind = [" : Created", " : Modified", " : Deleted"]
+                .into_iter()
+                .find(|k| h.contains(k))
+                .unwrap_or("");
+            format!("{}{kind}", h.split(kind).next().unwrap())
+        })
+        .collect();
+    got_prefixes.sort();
+    let mut want_sorted = want.to_vec();
+    want_sorted.sort();
+    assert_eq!(got_prefixes, want_sorted, "{stdout}");
+    assert!(stdout.contains("> 127.0.0.9 disco-test"), "{stdout}");
+    assert!(stdout.contains("2c2\n< two\n---\n> TWO\n"), "{stdout}");
+    // The second filesystem's live files, printed after the sandbox ended, are untouched.
+    assert!(stdout.ends_with("one\ntwo\ngone\n"), "{stdout}");
+    assert_eq!(fingerprint(&watched), before);
+}
+
+#[test]
+fn the_seeds_shell_session_against_a_disposable_root_reports_exactly_four_paths() {
+    if !have_root() {
+        return;
+    }
+    let state = TempDir::new("state");
+    let scratch = TempDir::new("disposable");
+    let d = scratch.path().display();
+    // The disposable root is an overlay of / in this test's own mount namespace.
+    let script = format!(
+        r#"mkdir -p {d}/u {d}/w {d}/root
+mount -t overlay overlay -o lowerdir=/,upperdir={d}/u,workdir={d}/w {d}/root
+"$DISCO" --state-dir {state} shell --root {d}/root -c '
+  rm -f /etc/passwd
+  grep -v root /etc/shadow | tee tmpfile >/dev/null
+  mv tmpfile /etc/shadow
+  echo LOL | tee /var/lib/p0wnt
+  touch /bin/myhotbash'
+"$DISCO" --state-dir {state} diff
+test -e {d}/root/etc/passwd && test ! -e {d}/root/var/lib/p0wnt && echo root-intact"#,
+        state = state.path().display()
+    );
+    let out = in_private_mount_ns(&script);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    let bin = if Path::new("/bin").is_symlink() {
+        "/usr/bin"
+    } else {
+        "/bin"
+    };
+    let got = headers(&stdout);
+    let paths: Vec<&str> = got
+        .iter()
+        .map(|h| {
+            h.split(" : ")
+                .next()
+                .unwrap()
+                .trim_start_matches("info: File: file: ")
+        })
+        .collect();
+    let mut want = vec![
+        "/etc/passwd".to_owned(),
+        "/etc/shadow".to_owned(),
+        format!("{bin}/myhotbash"),
+        "/var/lib/p0wnt".to_owned(),
+    ];
+    want.sort();
+    assert_eq!(paths, want, "{stdout}");
+    assert!(got[0].ends_with(": Deleted"), "{stdout}");
+    assert!(stdout.contains("info: File: file: /var/lib/p0wnt : Created : type=[regular file]"));
+    assert!(
+        stdout
+            .contains("md5=[5732edd7e4e1240b868e15bc95d36339] perms=[root:root 644]\n0a1\n> LOL\n"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("root-intact"), "{stdout}");
+}
+
+#[test]
+fn opaque_dirs_links_odd_names_a_sparse_gibibyte_and_ten_thousand_files() {
+    if !have_root() {
+        return;
+    }
+    let state = TempDir::new("state");
+    let live = TempDir::new("live");
+    let l = live.path();
+    std::fs::create_dir_all(l.join("d/sub")).unwrap();
+    std::fs::write(l.join("d/old"), "old\n").unwrap();
+    std::fs::write(l.join("d/sub/deep"), "deep\n").unwrap();
+    std::fs::write(l.join("target"), "t\n").unwrap();
+    let before = Command::new("find").arg(l).output().unwrap().stdout;
+    let script = format!(
+        "cd {l}
+         rm -rf d; mkdir d; touch d/x
+         ln -s target link; ln target hard
+         echo s > 'with space'; echo n > \"$(printf 'new\\nline')\"
+         truncate -s 1G sparse
+         mkdir many; cd many; i=0; while [ $i -lt 10000 ]; do : > f$i; i=$((i+1)); done",
+        l = l.display()
+    );
+    let out = disco(state.path(), &["shell", "-c", &script]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let diff = disco(state.path(), &["diff"]);
+    let stdout = text(&diff.stdout);
+    let h = headers(&stdout);
+    let p = |rel: &str| format!("{}/{rel}", l.display());
+    let has = |line: String| assert!(h.iter().any(|x| x.starts_with(&line)), "{line} missing");
+    // The opaque directory: its old children are gone, each named once, the new one created.
+    has(format!("info: File: file: {} : Deleted", p("d/old")));
+    has(format!("info: File: directory: {} : Deleted", p("d/sub")));
+    assert!(
+        !h.iter().any(|x| x.contains("d/sub/deep")),
+        "a deleted directory is one entry"
+    );
+    has(format!("info: File: file: {} : Created", p("d/x")));
+    has(format!("info: File: symlink: {} : Created", p("link")));
+    has(format!("info: File: file: {} : Created", p("hard")));
+    has(format!("info: File: file: {} : Created", p("with space")));
+    has(format!("info: File: file: {} : Created", p("new\\nline")));
+    has(format!("info: File: file: {} : Created", p("sparse")));
+    let many = h.iter().filter(|x| x.contains("/many/f")).count();
+    assert_eq!(many, 10_000);
+    // Nothing of it reached the live tree.
+    assert_eq!(Command::new("find").arg(l).output().unwrap().stdout, before);
 }

@@ -5,9 +5,11 @@
 //! engines it calls live in modules named after their pipeline stage.
 
 pub mod cli;
+pub mod dance;
 pub mod diff;
 pub mod error;
 pub mod output;
+pub mod params;
 pub mod sandbox;
 pub mod supervise;
 pub mod sys;
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 /// Runs `disco` with the process's arguments and returns its exit status.
 pub fn run() -> ExitCode {
     use clap::Parser;
-    let args = cli::Cli::parse();
+    let args = cli::Cli::parse_from(args_with_alias(std::env::args_os()));
     output::init(&args.global);
     match cli::dispatch(args) {
         Ok(code) => code,
@@ -26,4 +28,18 @@ pub fn run() -> ExitCode {
             ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// The command line, with `disco-param ARGS` rewritten to `disco param ARGS`: templates and
+/// scripts call `disco-param get ...` as in the original, through a link to this binary.
+fn args_with_alias(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<_> = args.collect();
+    let alias = args
+        .first()
+        .and_then(|argv0| std::path::Path::new(argv0).file_name())
+        .is_some_and(|name| name == "disco-param");
+    if alias {
+        args.splice(0..1, ["disco".into(), "param".into()]);
+    }
+    args
 }

@@ -2,7 +2,9 @@
 
 mod check_result;
 mod completions;
+mod diff;
 mod fix;
+mod param;
 mod request;
 mod sandbox_init;
 mod shell;
@@ -14,7 +16,9 @@ use clap::{Args, Parser, Subcommand};
 
 pub use check_result::CheckResultArgs;
 pub use completions::{CompletionsArgs, ManArgs};
+pub use diff::{DiffArgs, DiffFormat};
 pub use fix::FixArgs;
+pub use param::{ParamArgs, ParamVerb};
 pub use request::RequestArgs;
 pub use sandbox_init::SandboxInitArgs;
 pub use shell::ShellArgs;
@@ -69,8 +73,12 @@ pub enum Command {
     Fix(FixArgs),
     /// Validate a module's SurvivorFixResult (or any protocol document) strictly.
     CheckResult(CheckResultArgs),
+    /// Read and edit a parameter tree (get, set, keys, delete, dump, json); also `disco-param`.
+    Param(ParamArgs),
     /// Open a noop sandbox with a shell; its scratch layer becomes the latest run.
     Shell(ShellArgs),
+    /// Report what a sandbox run's scratch layers would change (default: the latest run).
+    Diff(DiffArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the man page (roff).
@@ -89,6 +97,8 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::Completions(args) => completions::exec_completions(args),
         Command::Man(args) => completions::exec_man(args),
         Command::Shell(args) => shell::exec(args, &cli.global),
+        Command::Diff(args) => diff::exec(args, &cli.global),
+        Command::Param(args) => param::exec(args, &cli.global),
         Command::Sandbox(args) => sandbox_init::exec(args),
     }
 }

@@ -22,6 +22,10 @@ pub fn is_binary(data: &[u8]) -> bool {
 /// line newline-terminated; empty when the two are equal. Lines compare with their newline, so a
 /// last line that gains or loses its newline is a change, as in GNU diff. Bytes that are not
 /// UTF-8 are shown as U+FFFD (the diff itself is computed on the raw bytes).
+///
+/// The edit script is minimal (Myers), as GNU diff's is, and GNU `patch --normal` applies it; where
+/// several equally short scripts exist (repeated lines), a hunk may sit a line away from where GNU
+/// diff would put it.
 pub fn normal_diff(old: &[u8], new: &[u8]) -> String {
     let old_lines: Vec<&[u8]> = old.split_inclusive(|&b| b == b'\n').collect();
     let new_lines: Vec<&[u8]> = new.split_inclusive(|&b| b == b'\n').collect();

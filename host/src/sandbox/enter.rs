@@ -355,7 +355,8 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
         if let Err(e) = drop_capabilities() {
             return e;
         }
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
         let mut shimmed = OsString::from(SHIM_DIR);
         shimmed.push(":");
         shimmed.push(&path);

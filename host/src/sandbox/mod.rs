@@ -144,13 +144,13 @@ impl Sandbox {
             path: opts.state_dir.clone(),
             source,
         })?;
-        let state_dir =
-            opts.state_dir
-                .canonicalize()
-                .map_err(|source| SandboxError::State {
-                    path: opts.state_dir.clone(),
-                    source,
-                })?;
+        let state_dir = opts
+            .state_dir
+            .canonicalize()
+            .map_err(|source| SandboxError::State {
+                path: opts.state_dir.clone(),
+                source,
+            })?;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| {
             SandboxError::State {
                 path: "/proc/self/mountinfo".into(),
@@ -216,7 +216,10 @@ impl Sandbox {
     pub fn command(&self, argv: &[OsString]) -> Command {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("disco"));
         let mut cmd = Command::new(exe);
-        cmd.arg("__sandbox").arg(&self.spec_path).arg("--").args(argv);
+        cmd.arg("__sandbox")
+            .arg(&self.spec_path)
+            .arg("--")
+            .args(argv);
         cmd
     }
 

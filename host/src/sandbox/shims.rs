@@ -114,11 +114,17 @@ mod tests {
     fn acting_commands_are_reported_and_succeed() {
         assert_eq!(
             run("service", &["postgresql", "stop"]),
-            (0, "warning: Would execute : service postgresql stop\n".into())
+            (
+                0,
+                "warning: Would execute : service postgresql stop\n".into()
+            )
         );
         assert_eq!(
             run("systemctl", &["--now", "disable", "foo"]),
-            (0, "warning: Would execute : systemctl --now disable foo\n".into())
+            (
+                0,
+                "warning: Would execute : systemctl --now disable foo\n".into()
+            )
         );
         assert_eq!(
             run("reboot", &[]),
