@@ -355,6 +355,79 @@ pub fn executable(path: &Path) -> bool {
     nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
+/// Gives the calling thread a mount namespace of its own, with every mount private, so that
+/// what it mounts is seen by no other thread or process and goes away when the thread ends.
+/// [unshare(2)](https://man7.org/linux/man-pages/man2/unshare.2.html)
+pub fn private_mount_namespace() -> Result<(), nix::errno::Errno> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+}
+
+/// Mounts a read-only overlay of `lowers` (topmost first) on `target`.
+pub fn mount_overlay_readonly(lowers: &[&Path], target: &Path) -> Result<(), nix::errno::Errno> {
+    use nix::mount::{mount, MsFlags};
+    // Two lower layers at least: a single one with no upper layer is just the folder itself.
+    let dirs: Vec<String> = lowers.iter().map(|p| overlay_escape(p)).collect();
+    let data = format!(
+        "lowerdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
+        dirs.join(":")
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+}
+
+/// Escapes a path for an overlay option list, where `,` separates options and `:` layers.
+pub fn overlay_escape(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        if matches!(c, '\\' | ',' | ':') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A read-only view of `live` on `target` that is a filesystem of its own (an overlay of `live`
+/// and an empty tmpfs at `empty`), for stacking under layers that live on `live`'s
+/// filesystem: overlayfs refuses lower layers nested inside one another ("overlapping lowerdir
+/// path"), and a separate superblock is not nested in anything. Must run in a private mount
+/// namespace.
+pub fn mount_live_view(live: &Path, empty: &Path, target: &Path) -> Result<(), nix::errno::Errno> {
+    use nix::mount::{mount, MsFlags};
+    for dir in [empty, target] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc_eio())))?;
+    }
+    let fresh = std::fs::read_dir(empty).map_or(true, |mut d| d.next().is_none());
+    if fresh {
+        mount(
+            Some("tmpfs"),
+            empty,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("size=4k,mode=755"),
+        )?;
+    }
+    mount_overlay_readonly(&[live, empty], target)
+}
+
+fn libc_eio() -> i32 {
+    nix::libc::EIO
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

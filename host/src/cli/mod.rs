@@ -2,9 +2,12 @@
 
 mod check_result;
 mod completions;
+mod dance;
+mod deliver;
 mod diff;
 mod fix;
 mod param;
+mod report;
 mod request;
 mod sandbox_init;
 mod shell;
@@ -19,6 +22,7 @@ pub use completions::{CompletionsArgs, ManArgs};
 pub use diff::{DiffArgs, DiffFormat};
 pub use fix::FixArgs;
 pub use param::{ParamArgs, ParamVerb};
+pub use report::{ReportArgs, ReportFormat};
 pub use request::RequestArgs;
 pub use sandbox_init::SandboxInitArgs;
 pub use shell::ShellArgs;
@@ -75,10 +79,14 @@ pub enum Command {
     CheckResult(CheckResultArgs),
     /// Read and edit a parameter tree (get, set, keys, delete, dump, json); also `disco-param`.
     Param(ParamArgs),
+    /// Run every module of this node in a sandbox; with --noop, report and change nothing.
+    Dance(dance::DanceArgs),
     /// Open a noop sandbox with a shell; its scratch layer becomes the latest run.
     Shell(ShellArgs),
     /// Report what a sandbox run's scratch layers would change (default: the latest run).
     Diff(DiffArgs),
+    /// Print what each step of the last dance (or dance ID) cost and how it ended.
+    Report(ReportArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Print the man page (roff).
@@ -86,6 +94,9 @@ pub enum Command {
     /// Internal: set up a sandbox from its plan and run a command in it.
     #[command(name = "__sandbox", hide = true)]
     Sandbox(SandboxInitArgs),
+    /// Internal: deliver a module's files inside its sandbox.
+    #[command(name = "__deliver", hide = true)]
+    Deliver(deliver::DeliverArgs),
 }
 
 /// Runs one subcommand.
@@ -97,9 +108,12 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::Completions(args) => completions::exec_completions(args),
         Command::Man(args) => completions::exec_man(args),
         Command::Shell(args) => shell::exec(args, &cli.global),
+        Command::Dance(args) => dance::exec(args, &cli.global),
         Command::Diff(args) => diff::exec(args, &cli.global),
+        Command::Report(args) => report::exec(args, &cli.global),
         Command::Param(args) => param::exec(args, &cli.global),
         Command::Sandbox(args) => sandbox_init::exec(args),
+        Command::Deliver(args) => deliver::exec(args),
     }
 }
 

@@ -35,6 +35,8 @@ pub const EXIT_EXEC: i32 = 127;
 /// Where disco's own files (the shims) appear inside the sandbox: in its private `/dev`, so
 /// they never land in a scratch layer or a diff.
 pub const SHIM_DIR: &str = "/dev/.disco/shims";
+/// Where disco's tools (`disco-param`) appear inside the sandbox.
+pub const BIN_DIR: &str = "/dev/.disco/bin";
 
 /// Capabilities dropped in noop: each reaches outside the sandbox (modules, clock, network,
 /// raw I/O, other processes, mounts, immutable flags that would pin the scratch layer).
@@ -84,18 +86,6 @@ fn inside(merged: &Path, path: &Path) -> PathBuf {
     merged.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// Escapes a path for an overlay option list, where `,` separates options and `:` layers.
-fn escape(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.to_string_lossy().chars() {
-        if matches!(c, '\\' | ',' | ':') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Runs the recipe and the payload `argv` (with working directory `cwd` inside the sandbox);
 /// returns the payload's exit status (128 + signal when killed).
 pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxError> {
@@ -104,6 +94,10 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
         flags |= CloneFlags::CLONE_NEWPID;
     }
     unshare(flags).map_err(sys("unshare", "namespaces"))?;
+    if let Some(name) = &spec.hostname {
+        // Only this UTS namespace's name: scripts that ask `hostname` see the node.
+        nix::unistd::sethostname(name).map_err(sys("set hostname", name))?;
+    }
     // Private, recursively: no mount below may propagate to the host's namespace.
     mount(
         None::<&str>,
@@ -150,13 +144,28 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
 /// upper layer plain (files, directories, links, whiteouts, opaque directories only).
 fn mount_overlays(spec: &Spec) -> Result<(), SandboxError> {
     std::fs::create_dir_all(&spec.merged).map_err(prep(&spec.merged))?;
-    for layer in &spec.layers {
+    let empty = spec.merged.with_extension("empty");
+    for (i, layer) in spec.layers.iter().enumerate() {
         let target = inside(&spec.merged, &layer.mount_point);
+        let mut base = layer.lower.clone();
+        if !layer.lowers_above.is_empty() {
+            // Layers kept under the live filesystem would overlap it as lower layers; a
+            // read-only view of it is a filesystem of its own, so they stack on that instead.
+            base = spec.merged.with_extension(format!("live{i}"));
+            crate::sys::mount_live_view(&layer.lower, &empty, &base)
+                .map_err(sys("mount a read-only view of", layer.lower.display()))?;
+        }
+        let lowers: Vec<String> = layer
+            .lowers_above
+            .iter()
+            .chain(std::iter::once(&base))
+            .map(|l| crate::sys::overlay_escape(l))
+            .collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
-            escape(&layer.lower),
-            escape(&layer.upper),
-            escape(&layer.work)
+            lowers.join(":"),
+            crate::sys::overlay_escape(&layer.upper),
+            crate::sys::overlay_escape(&layer.work)
         );
         mount(
             Some("overlay"),
@@ -229,6 +238,23 @@ fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
     ] {
         let path = dev.join(link);
         std::os::unix::fs::symlink(target, &path).map_err(prep(&path))?;
+    }
+    if let Some(tools) = &spec.tools {
+        // disco itself, under the name that makes it `disco param` (see `host::run`).
+        let bin = inside(&spec.merged, Path::new(BIN_DIR));
+        std::fs::create_dir_all(&bin).map_err(prep(&bin))?;
+        for name in ["disco-param", "disco"] {
+            let target = bin.join(name);
+            std::fs::File::create(&target).map_err(prep(&target))?;
+            mount(
+                Some(tools),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(sys("bind", target.display()))?;
+        }
     }
     if spec.noop {
         let shims = inside(&spec.merged, Path::new(SHIM_DIR));
@@ -351,19 +377,22 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut full = OsString::new();
     if spec.noop {
         if let Err(e) = drop_capabilities() {
             return e;
         }
-        let path =
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-        let mut shimmed = OsString::from(SHIM_DIR);
-        shimmed.push(":");
-        shimmed.push(&path);
-        cmd.env("DISCO_REAL_PATH", &path)
-            .env("PATH", shimmed)
-            .env("NOOP", "true");
+        full.push(SHIM_DIR);
+        full.push(":");
+        cmd.env("NOOP", "true");
     }
+    if spec.tools.is_some() {
+        full.push(BIN_DIR);
+        full.push(":");
+    }
+    full.push(&path);
+    cmd.env("DISCO_REAL_PATH", &path).env("PATH", full);
     let source = cmd.exec();
     SandboxError::Exec {
         command: program.to_string_lossy().into_owned(),

@@ -101,6 +101,105 @@ pub struct Spec {
     pub noop: bool,
     /// The shims, in noop.
     pub shims: ShimConfig,
+    /// The disco executable, offered inside as `/dev/.disco/bin/disco-param` and
+    /// `/dev/.disco/bin/disco`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<PathBuf>,
+    /// The host name inside (its own UTS namespace): the node a dance runs for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+impl Spec {
+    /// Writes the plan where `disco __sandbox` reads it.
+    pub fn save(&self, path: &Path) -> Result<(), SandboxError> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| SandboxError::State {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        std::fs::write(path, json).map_err(|source| SandboxError::State {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// The command that runs `argv` in the sandbox that `spec_path` describes: `disco __sandbox
+/// SPEC -- ARGV`. The caller sets its environment, stdio and working directory.
+pub fn command(spec_path: &Path, argv: &[OsString]) -> Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("disco"));
+    let mut cmd = Command::new(exe);
+    cmd.arg("__sandbox").arg(spec_path).arg("--").args(argv);
+    cmd
+}
+
+/// The machine a sandbox covers: the canonical root and state directory, and every real
+/// filesystem under the root (relative to it, the root itself first).
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The target root.
+    pub root: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Mount points of the filesystems to overlay, relative to the root, shallowest first.
+    pub filesystems: Vec<PathBuf>,
+}
+
+impl Target {
+    /// Finds the filesystems under `root`, leaving out the state directory.
+    pub fn discover(root: &Path, state_dir: &Path) -> Result<Target, SandboxError> {
+        let root = root
+            .canonicalize()
+            .ok()
+            .filter(|r| r.is_dir())
+            .ok_or_else(|| SandboxError::BadRoot(root.to_owned()))?;
+        std::fs::create_dir_all(state_dir).map_err(|source| SandboxError::State {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let state_dir = state_dir
+            .canonicalize()
+            .map_err(|source| SandboxError::State {
+                path: state_dir.to_owned(),
+                source,
+            })?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| {
+            SandboxError::State {
+                path: "/proc/self/mountinfo".into(),
+                source,
+            }
+        })?;
+        let filesystems = mountinfo::filesystems_under(
+            &mountinfo::parse(&mountinfo),
+            &root,
+            std::slice::from_ref(&state_dir),
+        );
+        Ok(Target {
+            root,
+            state_dir,
+            filesystems,
+        })
+    }
+
+    /// What the sandbox hides: the state directory, when it lies under the root.
+    pub fn hide(&self) -> Vec<PathBuf> {
+        self.state_dir
+            .strip_prefix(&self.root)
+            .map(|rel| vec![Path::new("/").join(rel)])
+            .unwrap_or_default()
+    }
+
+    /// The index of the filesystem that holds `path` (a path inside the sandbox), and `path`
+    /// relative to that filesystem's mount point.
+    pub fn filesystem_of(&self, path: &Path) -> (usize, PathBuf) {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        self.filesystems
+            .iter()
+            .enumerate()
+            .filter_map(|(i, fs)| Some((i, rel.strip_prefix(fs).ok()?.to_path_buf())))
+            .max_by_key(|(i, _)| self.filesystems[*i].components().count())
+            .unwrap_or((0, rel.to_path_buf()))
+    }
 }
 
 /// How to set a sandbox up.
@@ -134,34 +233,11 @@ impl Sandbox {
     /// Plans a run: finds the filesystems under the root, makes a scratch layer for each, and
     /// writes the plan. Nothing is mounted yet.
     pub fn prepare(opts: &SandboxOptions) -> Result<Sandbox, SandboxError> {
-        let root = opts
-            .root
-            .canonicalize()
-            .ok()
-            .filter(|r| r.is_dir())
-            .ok_or_else(|| SandboxError::BadRoot(opts.root.clone()))?;
-        std::fs::create_dir_all(&opts.state_dir).map_err(|source| SandboxError::State {
-            path: opts.state_dir.clone(),
-            source,
-        })?;
-        let state_dir = opts
-            .state_dir
-            .canonicalize()
-            .map_err(|source| SandboxError::State {
-                path: opts.state_dir.clone(),
-                source,
-            })?;
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| {
-            SandboxError::State {
-                path: "/proc/self/mountinfo".into(),
-                source,
-            }
-        })?;
-        let filesystems = mountinfo::filesystems_under(
-            &mountinfo::parse(&mountinfo),
-            &root,
-            std::slice::from_ref(&state_dir),
-        );
+        let Target {
+            root,
+            state_dir,
+            filesystems,
+        } = Target::discover(&opts.root, &opts.state_dir)?;
         let run = RunDir::create(&state_dir)?;
         let mut layers = Vec::new();
         for (n, rel) in filesystems.iter().enumerate() {
@@ -171,28 +247,26 @@ impl Sandbox {
                 lower: root.join(rel),
                 upper,
                 work,
+                lowers_above: Vec::new(),
             });
         }
-        let hide = state_dir
-            .strip_prefix(&root)
-            .map(|rel| vec![Path::new("/").join(rel)])
-            .unwrap_or_default();
+        let hide = Target {
+            root: root.clone(),
+            state_dir: state_dir.clone(),
+            filesystems: Vec::new(),
+        }
+        .hide();
         let spec = Spec {
             merged: run.path.join("merged"),
             layers: layers.clone(),
             hide,
             noop: opts.noop,
             shims: opts.shims.clone(),
+            tools: None,
+            hostname: None,
         };
         let spec_path = run.path.join("spec.json");
-        let json = serde_json::to_vec_pretty(&spec).map_err(|e| SandboxError::State {
-            path: spec_path.clone(),
-            source: e.into(),
-        })?;
-        std::fs::write(&spec_path, json).map_err(|source| SandboxError::State {
-            path: spec_path.clone(),
-            source,
-        })?;
+        spec.save(&spec_path)?;
         let info = RunInfo {
             id: run.id.clone(),
             root,

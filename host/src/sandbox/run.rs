@@ -27,6 +27,10 @@ pub struct LayerInfo {
     pub upper: PathBuf,
     /// overlayfs's work directory.
     pub work: PathBuf,
+    /// Read-only layers stacked between the scratch layer and the live directory, topmost
+    /// first: the scratch layers of the modules that ran before, and disco's own files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lowers_above: Vec<PathBuf>,
 }
 
 /// What a run was, for `disco diff` and for the merge that follows a live run.

@@ -275,8 +275,30 @@ impl Serialize for FixOutcome {
 /// ended (protocol.md §3): the document's code when it is valid, `MODEXEC_PROBLEM` with the
 /// parser's message when it is not, and a mismatch of exit status and code reported but not
 /// overriding the document.
-pub(crate) fn judge(stdout: &[u8], exit: Exit) -> (ReturnCode, String, Vec<Violation>) {
+pub(crate) fn judge(
+    stdout: &[u8],
+    exit: Exit,
+    plain_output: bool,
+) -> (ReturnCode, String, Vec<Violation>) {
     let mut violations = Vec::new();
+    let looks_like_result = stdout
+        .windows(b"<SurvivorFixResult".len())
+        .any(|w| w == b"<SurvivorFixResult");
+    if plain_output && !looks_like_result {
+        // A plain script: its exit status is its return code, as a shell would see it.
+        return match exit {
+            Exit::Code(status) => {
+                let code = ReturnCode::from_exit_status(status.clamp(0, 255) as u8);
+                (code, format!("exit status {status}"), violations)
+            }
+            Exit::Signal(sig) => (
+                ReturnCode::PROBLEM,
+                format!("killed by signal {sig}"),
+                violations,
+            ),
+            Exit::NotRun => (ReturnCode::PROBLEM, "did not run".to_owned(), violations),
+        };
+    }
     match FixResult::parse(stdout) {
         Ok(parsed) => {
             let code = parsed.doc.return_code;
@@ -320,21 +342,33 @@ mod tests {
 
     #[test]
     fn valid_result_with_matching_status() {
-        let (code, comment, v) = judge(OK, Exit::Code(0));
+        let (code, comment, v) = judge(OK, Exit::Code(0), false);
         assert_eq!((code, comment.as_str()), (ReturnCode::OK, "done"));
         assert!(v.is_empty());
     }
 
     #[test]
     fn mismatch_keeps_the_document_code() {
-        let (code, _, v) = judge(OK, Exit::Code(3));
+        let (code, _, v) = judge(OK, Exit::Code(3), false);
         assert_eq!(code, ReturnCode::OK);
         assert_eq!(v[0].kind, ViolationKind::ReturnCodeMismatch);
     }
 
     #[test]
+    fn plain_output_takes_the_exit_status() {
+        let (code, _, v) = judge(b"Hello, disco\n", Exit::Code(0), true);
+        assert_eq!(code, ReturnCode::OK);
+        assert!(v.is_empty());
+        let (code, _, _) = judge(b"Hello\n", Exit::Code(1), true);
+        assert_eq!(code, ReturnCode::PROBLEM);
+        // A result document still decides.
+        let (code, comment, _) = judge(OK, Exit::Code(0), true);
+        assert_eq!((code, comment.as_str()), (ReturnCode::OK, "done"));
+    }
+
+    #[test]
     fn garbage_is_a_problem() {
-        let (code, comment, v) = judge(b"<oops", Exit::Code(0));
+        let (code, comment, v) = judge(b"<oops", Exit::Code(0), false);
         assert_eq!(code, ReturnCode::PROBLEM);
         assert_eq!(v[0].kind, ViolationKind::InvalidResult);
         assert!(!comment.is_empty());

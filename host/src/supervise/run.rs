@@ -185,7 +185,7 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         outcome.return_code = ReturnCode::TIMEDOUT;
         outcome.comment = format!("fix timed out after {:.3} s", spec.timeout.as_secs_f64());
     } else {
-        let (code, comment, violations) = judge(&pump.out, outcome.exit);
+        let (code, comment, violations) = judge(&pump.out, outcome.exit, spec.plain_output);
         outcome.return_code = code;
         outcome.comment = comment;
         outcome.violations.extend(violations);

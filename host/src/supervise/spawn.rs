@@ -48,7 +48,14 @@ pub fn spawn(spec: &FixSpec) -> Result<Spawned, SuperviseError> {
         module: spec.module.clone(),
         source,
     })?;
-    let mut cmd = Command::new(program);
+    let mut cmd = match &spec.command {
+        Some(argv) if !argv.is_empty() => {
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
+            cmd
+        }
+        _ => Command::new(program),
+    };
     cmd.env_clear()
         .env(
             "PATH",

@@ -45,6 +45,13 @@ pub struct FixSpec {
     pub allow_compiled: bool,
     /// Environment variables for the module beyond `PATH`, `DISCO_HOST` and `DISCO_SERVICE`.
     pub env: Vec<(OsString, OsString)>,
+    /// The command line that runs the module when it is not the module itself: a sandbox
+    /// (`disco __sandbox SPEC -- /path/inside`). The module itself still gets no arguments.
+    pub command: Option<Vec<OsString>>,
+    /// Accept output that is not a SurvivorFixResult: a plain disco script or a template.
+    /// Then stdout is the script's output (or the template's content) and its exit status is
+    /// the return code; a SurvivorFixResult, when there is one, still decides.
+    pub plain_output: bool,
 }
 
 impl FixSpec {
@@ -68,6 +75,8 @@ impl FixSpec {
             lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
             allow_compiled: false,
             env: Vec::new(),
+            command: None,
+            plain_output: false,
         }
     }
 }

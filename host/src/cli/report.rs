@@ -1,0 +1,44 @@
+//! `disco report [ID]`: what each step of a dance cost and how it ended, in the seed's format.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use crate::dance::report;
+use crate::error::{Error, Result};
+
+/// How to print a dance report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// `report: MODULE: STEP` blocks with GNU time's figures, then a summary.
+    #[default]
+    Text,
+    /// The whole report as one JSON document.
+    Json,
+}
+
+/// Arguments of `disco report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The dance to report, by id (default: the latest; ids are the names of the files in
+    /// STATE/reports).
+    pub id: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ReportFormat,
+}
+
+pub(super) fn exec(args: ReportArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
+    let dance = report::load(&global.state_dir, args.id.as_deref())
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let text = match args.format {
+        ReportFormat::Text => report::render_text(&dance),
+        ReportFormat::Json => report::render_json(&dance),
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(Error::Write)?;
+    // The report was printed: that succeeded even when the dance it describes failed.
+    Ok(ExitCode::SUCCESS)
+}

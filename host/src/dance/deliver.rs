@@ -1,0 +1,56 @@
+//! Delivering a module's `files/` (and its rendered templates) relative to `/`, inside the
+//! module's sandbox, as rsync would: files and links replaced whole with their source's mode
+//! and owner; folders created when missing, but an existing folder (`/etc`) keeps its own
+//! mode and owner, so a module cannot loosen `/etc` by shipping `files/etc` with another mode.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Copies the tree `src` onto `dst`; returns how many files and links were written.
+pub fn deliver(src: &Path, dst: &Path) -> std::io::Result<usize> {
+    let named = |path: &Path| {
+        let path = path.to_owned();
+        move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(src)
+        .map_err(named(src))?
+        .collect::<Result<_, _>>()
+        .map_err(named(src))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut written = 0;
+    for entry in entries {
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&from).map_err(named(&from))?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if std::fs::symlink_metadata(&to).is_err() {
+                std::fs::create_dir(&to).map_err(named(&to))?;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(meta.mode()))
+                    .map_err(named(&to))?;
+                std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))
+                    .map_err(named(&to))?;
+            }
+            written += deliver(&from, &to)?;
+            continue;
+        }
+        // Written beside and renamed: a reader never sees half a file.
+        let tmp = dst.join(format!(
+            ".{}.disco-new",
+            entry.file_name().to_string_lossy()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        if ft.is_symlink() {
+            let target = std::fs::read_link(&from).map_err(named(&from))?;
+            std::os::unix::fs::symlink(&target, &tmp).map_err(named(&tmp))?;
+        } else {
+            std::fs::copy(&from, &tmp).map_err(named(&to))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(meta.mode()))
+                .map_err(named(&to))?;
+        }
+        std::os::unix::fs::lchown(&tmp, Some(meta.uid()), Some(meta.gid())).map_err(named(&to))?;
+        std::fs::rename(&tmp, &to).map_err(named(&to))?;
+        written += 1;
+    }
+    Ok(written)
+}

@@ -1,0 +1,228 @@
+//! The layers of one dance: for each module, one scratch layer per filesystem, stacked on the
+//! scratch layers of the modules that succeeded before it (overlayfs takes several lower
+//! layers), so each module's diff is its own and a later module sees earlier changes; and the
+//! disco layer, a read-only lower layer holding what disco offers scripts: the parameter tree
+//! at `/var/disco/parameters` and the module's scripts and templates under
+//! `/var/disco/modules/NAME`. Being a lower layer, none of it lands in a scratch layer or a diff.
+//!
+//! ```text
+//! RUN/disco/<path of /var/disco within its filesystem>/{parameters,modules/NAME/...}
+//! RUN/m<K>/fs<I>/{upper,work}         module K's scratch layer on filesystem I
+//! RUN/m<K>/spec.json                   module K's sandbox
+//! RUN/m<K>/t<J>/...                    template J's throwaway layers and sandbox
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::diff::{self, Change, DiffOptions, Layer};
+use crate::sandbox::{LayerInfo, RunDir, ShimConfig, Spec, Target};
+
+use super::DanceError;
+
+/// Where disco's files appear inside every sandbox of a dance.
+pub const DISCO_DIR: &str = "/var/disco";
+
+/// The layout of one dance's layers.
+#[derive(Debug)]
+pub struct Stack {
+    /// What is overlaid.
+    pub target: Target,
+    /// The dance's run folder.
+    pub run: RunDir,
+    /// The filesystem that holds `/var/disco`, and the host folder that appears there.
+    disco_fs: usize,
+    disco_host: PathBuf,
+    disco_layer: PathBuf,
+    /// Scratch layers (one per filesystem) of the modules that succeeded, oldest first.
+    done: Vec<Vec<PathBuf>>,
+    /// The node, as the sandboxes' host name.
+    hostname: Option<String>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DanceError + '_ {
+    move |source| DanceError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Stack {
+    /// Lays out a dance under a new run folder.
+    pub fn new(target: Target, run: RunDir, hostname: Option<String>) -> Result<Stack, DanceError> {
+        let (disco_fs, rel) = target.filesystem_of(Path::new(DISCO_DIR));
+        let disco_layer = run.path.join("disco");
+        let disco_host = disco_layer.join(rel);
+        std::fs::create_dir_all(&disco_host).map_err(io(&disco_host))?;
+        Ok(Stack {
+            target,
+            run,
+            disco_fs,
+            disco_host,
+            disco_layer,
+            done: Vec::new(),
+            hostname,
+        })
+    }
+
+    /// The host folder that appears as `/var/disco` inside.
+    pub fn disco_host(&self) -> &Path {
+        &self.disco_host
+    }
+
+    fn layers(
+        &self,
+        base: &Path,
+        with_disco: bool,
+        extra_top: &[PathBuf],
+    ) -> Result<Vec<LayerInfo>, DanceError> {
+        let mut layers = Vec::new();
+        for (i, fs) in self.target.filesystems.iter().enumerate() {
+            let dir = base.join(format!("fs{i}"));
+            let (upper, work) = (dir.join("upper"), dir.join("work"));
+            for d in [&upper, &work] {
+                std::fs::create_dir_all(d).map_err(io(d))?;
+            }
+            let mut lowers_above = Vec::new();
+            if with_disco && i == self.disco_fs {
+                lowers_above.push(self.disco_layer.clone());
+            }
+            if let Some(top) = extra_top.get(i) {
+                lowers_above.push(top.clone());
+            }
+            lowers_above.extend(self.done.iter().rev().map(|uppers| uppers[i].clone()));
+            layers.push(LayerInfo {
+                mount_point: Path::new("/").join(fs),
+                lower: self.target.root.join(fs),
+                upper,
+                work,
+                lowers_above,
+            });
+        }
+        Ok(layers)
+    }
+
+    fn save_spec(&self, path: &Path, layers: Vec<LayerInfo>, noop: bool) -> Result<(), DanceError> {
+        let spec = Spec {
+            merged: path.with_extension("merged"),
+            layers,
+            hide: self.target.hide(),
+            noop,
+            shims: ShimConfig::default(),
+            tools: std::env::current_exe().ok(),
+            hostname: self.hostname.clone(),
+        };
+        spec.save(path).map_err(DanceError::Sandbox)
+    }
+
+    /// Module `k`'s folder.
+    pub fn module_dir(&self, k: usize) -> PathBuf {
+        self.run.path.join(format!("m{k}"))
+    }
+
+    /// Writes module `k`'s sandbox (its own scratch layers on the stack) and returns the
+    /// spec's path.
+    pub fn module_spec(&self, k: usize, noop: bool) -> Result<PathBuf, DanceError> {
+        let dir = self.module_dir(k);
+        let layers = self.layers(&dir, true, &[])?;
+        let path = dir.join("spec.json");
+        self.save_spec(&path, layers, noop)?;
+        Ok(path)
+    }
+
+    /// Module `k`'s scratch layers, one per filesystem.
+    pub fn module_uppers(&self, k: usize) -> Vec<PathBuf> {
+        (0..self.target.filesystems.len())
+            .map(|i| self.module_dir(k).join(format!("fs{i}/upper")))
+            .collect()
+    }
+
+    /// A throwaway noop sandbox on top of module `k`'s layer as it is now, for template `j`:
+    /// templates always render in noop, and whatever they write is discarded.
+    pub fn template_spec(&self, k: usize, j: usize) -> Result<PathBuf, DanceError> {
+        let dir = self.module_dir(k).join(format!("t{j}"));
+        let layers = self.layers(&dir, true, &self.module_uppers(k))?;
+        let path = dir.join("spec.json");
+        self.save_spec(&path, layers, true)?;
+        Ok(path)
+    }
+
+    /// Module `k` succeeded: later modules stack on its layer.
+    pub fn keep(&mut self, k: usize) {
+        let uppers = self.module_uppers(k);
+        self.done.push(uppers);
+    }
+
+    /// What module `k`'s scratch layers change against everything beneath them (the live
+    /// system and the layers of the modules kept before it).
+    ///
+    /// Where modules were kept before, the lower side is a read-only overlay of their layers
+    /// and the live directory, mounted in a private mount namespace of a thread of our own, so
+    /// that it is never visible to anyone else and vanishes with the thread.
+    pub fn diff(&self, k: usize) -> Result<Vec<Change>, DanceError> {
+        let uppers = self.module_uppers(k);
+        let opts = DiffOptions {
+            names_root: self.target.root.clone(),
+            ..DiffOptions::default()
+        };
+        let stacked = !self.done.is_empty();
+        let views = self.module_dir(k).join("views");
+        let layers: Vec<Layer> = self
+            .target
+            .filesystems
+            .iter()
+            .enumerate()
+            .map(|(i, fs)| Layer {
+                upper: uppers[i].clone(),
+                lower: if stacked {
+                    views.join(format!("fs{i}"))
+                } else {
+                    self.target.root.join(fs)
+                },
+                mount_point: Path::new("/").join(fs),
+            })
+            .collect();
+        if !stacked {
+            return diff::compute(&layers, &opts).map_err(DanceError::Diff);
+        }
+        let done = &self.done;
+        let root = &self.target.root;
+        let filesystems = &self.target.filesystems;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                crate::sys::private_mount_namespace().map_err(|e| DanceError::View {
+                    what: "unshare a mount namespace".into(),
+                    errno: e,
+                })?;
+                let empty = views.join("empty");
+                for (i, fs) in filesystems.iter().enumerate() {
+                    let view = views.join(format!("fs{i}"));
+                    let live = views.join(format!("live{i}"));
+                    crate::sys::mount_live_view(&root.join(fs), &empty, &live).map_err(|e| {
+                        DanceError::View {
+                            what: format!("mount a read-only view of {}", root.join(fs).display()),
+                            errno: e,
+                        }
+                    })?;
+                    std::fs::create_dir_all(&view).map_err(io(&view))?;
+                    let mut lowers: Vec<&Path> =
+                        done.iter().rev().map(|u| u[i].as_path()).collect();
+                    lowers.push(&live);
+                    crate::sys::mount_overlay_readonly(&lowers, &view).map_err(|e| {
+                        DanceError::View {
+                            what: format!("mount the lower view {}", view.display()),
+                            errno: e,
+                        }
+                    })?;
+                }
+                diff::compute(&layers, &opts).map_err(DanceError::Diff)
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(DanceError::View {
+                    what: "diff the layers".into(),
+                    errno: nix::errno::Errno::EIO,
+                })
+            })
+        })
+    }
+}

@@ -1,0 +1,545 @@
+//! One dance from start to end: fetch the parameters, list and order the node's modules, fetch
+//! them, merge the parameter trees, then for each module in order: deliver its files, render
+//! its templates, run its scripts, report its diff. Everything is measured for `disco report`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use protocol::Options;
+
+use super::exec::{self, Job};
+use super::fetch::{Fetched, Fetcher, Source};
+use super::layers::{Stack, DISCO_DIR};
+use super::order::{self, Requires};
+use super::report::{self, DanceReport, ModuleResult, ModuleStatus, SelfUsage, Step, Usage};
+use super::DanceError;
+use crate::params::{KeyPath, Tree, Value};
+use crate::sandbox::{RunDir, Target};
+use crate::supervise::FixOutcome;
+
+/// What a dance is asked to do.
+#[derive(Clone, Debug)]
+pub struct DanceOptions {
+    /// `--source`; `None` reads `disco/server/uri` from the client's parameters.
+    pub source: Option<String>,
+    /// The node whose modules run.
+    pub node: String,
+    /// Set the sandboxes' host name to the node (when the node is not this machine's name).
+    pub hostname: Option<String>,
+    /// The target root.
+    pub root: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Noop: nothing reaches the live system.
+    pub noop: bool,
+    /// Parallel fetches.
+    pub jobs: usize,
+    /// How long one script or template may take.
+    pub timeout: Duration,
+    /// Print progress (text format); the JSON format prints only the report.
+    pub progress: bool,
+}
+
+/// Progress lines on stdout, in the order things happen: `info:`, `warning:`, `error:`,
+/// and what scripts print.
+struct Printer {
+    on: bool,
+    color: bool,
+}
+
+impl Printer {
+    fn line(&self, prefix: &str, color: &str, msg: &str) {
+        if !self.on {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the dance halfway.
+        let _ = if self.color {
+            writeln!(out, "\x1b[{color}m{prefix}\x1b[0m {msg}")
+        } else {
+            writeln!(out, "{prefix} {msg}")
+        };
+    }
+    fn info(&self, msg: &str) {
+        self.line("info:", "32", msg);
+    }
+    fn warning(&self, msg: &str) {
+        self.line("warning:", "33", msg);
+    }
+    fn error(&self, msg: &str) {
+        self.line("error:", "31", msg);
+    }
+    fn raw(&self, text: &[u8]) {
+        if self.on && !text.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text);
+            if !text.ends_with(b"\n") {
+                let _ = out.write_all(b"\n");
+            }
+        }
+    }
+}
+
+fn usage_of(f: &Fetched) -> Usage {
+    let u = f.rusage.unwrap_or_default();
+    Usage {
+        real: f.elapsed,
+        user: u.user,
+        sys: u.sys,
+        mem_max_kb: u.max_rss_kb,
+        faults_major: u.major_faults,
+        faults_minor: u.minor_faults,
+        io_in: u.in_blocks,
+        io_out: u.out_blocks,
+        signals: u.signals,
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DanceError + '_ {
+    move |source| DanceError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The module's parameters (`MODULE/...` of the merged tree) as ModuleOptions: each value's
+/// path below the module, with `.` for `/` (option names have no `/`).
+fn module_options(tree: &Tree, module: &str) -> Options {
+    let mut options = Options::new();
+    let Ok(key) = KeyPath::parse(module) else {
+        return options;
+    };
+    if let Ok(entries) = tree.dump(Some(&key)) {
+        for (path, value) in entries {
+            if let (Some(value), Some(rel)) = (value, path.strip_prefix(&format!("{module}/"))) {
+                options.push(rel.replace('/', "."), value);
+            }
+        }
+    }
+    options
+}
+
+/// Relative paths of the regular files under `dir`, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(base, &path, out),
+                Ok(t) if t.is_file() => {
+                    if let Ok(rel) = path.strip_prefix(base) {
+                        out.push(rel.to_path_buf());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Copies a fetched module's scripts, templates and files into the disco layer, scripts and
+/// templates made executable there (the host runs them; their own modes are kept in the
+/// source for the rendered files).
+fn stage_module(fetched: &Path, dest: &Path) -> Result<(), DanceError> {
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    for part in ["scripts", "templates", "files"] {
+        let src = fetched.join(part);
+        if !src.is_dir() {
+            continue;
+        }
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(dest)
+            .status()
+            .map_err(io(&src))?;
+        if !status.success() {
+            return Err(DanceError::Io {
+                path: src,
+                source: std::io::Error::other("cp -a failed"),
+            });
+        }
+        if part != "files" {
+            for rel in files_under(&dest.join(part)) {
+                let path = dest.join(part).join(rel);
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path)
+                    .map_err(io(&path))?
+                    .permissions()
+                    .mode();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o500))
+                    .map_err(io(&path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+type FetchResults = BTreeMap<String, Result<Fetched, String>>;
+
+/// Records a module's fetch as a step and keeps its result.
+fn record(
+    fetched: &mut FetchResults,
+    steps: &mut Vec<Step>,
+    name: &str,
+    r: Result<Fetched, super::fetch::FetchError>,
+) {
+    let step = match &r {
+        Ok(f) => Step::new(name, "fetch", None, usage_of(f), true),
+        Err(_) => Step::new(name, "fetch", None, Usage::default(), false),
+    };
+    steps.push(step);
+    fetched.insert(name.to_owned(), r.map_err(|e| e.to_string()));
+}
+
+fn describe(outcome: &FixOutcome) -> String {
+    let mut s = format!("ReturnCode {}", outcome.return_code);
+    if !outcome.comment.is_empty() {
+        s.push_str(&format!(": {}", outcome.comment));
+    }
+    s
+}
+
+/// One module's pieces, in order; returns why it failed, if it did.
+struct ModuleRun<'a> {
+    opts: &'a DanceOptions,
+    stack: &'a Stack,
+    k: usize,
+    name: &'a str,
+    fetched: &'a Path,
+    options: Options,
+    print: &'a Printer,
+}
+
+impl ModuleRun<'_> {
+    fn inside(&self, rel: &Path) -> PathBuf {
+        Path::new(DISCO_DIR)
+            .join("modules")
+            .join(self.name)
+            .join(rel)
+    }
+
+    fn job<'s>(
+        &'s self,
+        spec: &'s Path,
+        file: PathBuf,
+        argv: Vec<OsString>,
+        internal: bool,
+    ) -> Job<'s> {
+        Job {
+            module: self.name,
+            node: &self.opts.node,
+            spec,
+            file,
+            argv,
+            options: &self.options,
+            noop: self.opts.noop,
+            timeout: self.opts.timeout,
+            internal,
+        }
+    }
+
+    /// Runs a piece, records it, prints what it printed; `Err` is the failure's description.
+    fn piece(
+        &self,
+        steps: &mut Vec<Step>,
+        step: &str,
+        item: Option<String>,
+        job: Job<'_>,
+        show_stdout: bool,
+    ) -> Result<FixOutcome, String> {
+        let outcome = exec::run(job, &self.opts.state_dir).map_err(|e| e.to_string())?;
+        if show_stdout {
+            self.print.raw(&outcome.stdout);
+        }
+        self.print.raw(outcome.stderr_tail.as_bytes());
+        for v in &outcome.violations {
+            self.print
+                .warning(&format!("{}: {}: {}", self.name, v.kind, v.detail));
+        }
+        let recorded = Step::from_fix(self.name, step, item.clone(), &outcome);
+        let ok = recorded.ok;
+        steps.push(recorded);
+        if ok {
+            Ok(outcome)
+        } else {
+            Err(format!(
+                "{step} {} failed: {}",
+                item.unwrap_or_default(),
+                describe(&outcome)
+            ))
+        }
+    }
+
+    fn deliver(&self, steps: &mut Vec<Step>, spec: &Path, parts: &[&str]) -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut argv: Vec<OsString> = vec!["/dev/.disco/bin/disco".into(), "__deliver".into()];
+        argv.extend(
+            parts
+                .iter()
+                .map(|p| self.inside(Path::new(p)).into_os_string()),
+        );
+        let job = self.job(spec, exe, argv, true);
+        self.piece(steps, "files", Some(parts.join(",")), job, true)
+            .map(|_| ())
+    }
+
+    fn run(&self, steps: &mut Vec<Step>) -> Result<(usize, usize, usize), String> {
+        let spec = self
+            .stack
+            .module_spec(self.k, self.opts.noop)
+            .map_err(|e| e.to_string())?;
+        let staged = self.stack.disco_host().join("modules").join(self.name);
+        if !files_under(&staged.join("files")).is_empty() {
+            self.deliver(steps, &spec, &["files"])?;
+        }
+        let templates = files_under(&staged.join("templates"));
+        for (j, rel) in templates.iter().enumerate() {
+            let tspec = self
+                .stack
+                .template_spec(self.k, j)
+                .map_err(|e| e.to_string())?;
+            let inside = self.inside(&Path::new("templates").join(rel));
+            let job = self.job(
+                &tspec,
+                staged.join("templates").join(rel),
+                vec!["bash".into(), inside.into_os_string()],
+                false,
+            );
+            let outcome = self.piece(
+                steps,
+                "template",
+                Some(rel.display().to_string()),
+                job,
+                false,
+            )?;
+            // The rendered file takes the template's own mode, as fetched.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(self.fetched.join("templates").join(rel))
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0o644);
+            let out = staged.join("rendered").join(rel);
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(out.parent().unwrap_or(&staged))?;
+                std::fs::write(&out, &outcome.stdout)?;
+                std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode))
+            };
+            write().map_err(|e| format!("template {}: {}: {e}", rel.display(), out.display()))?;
+        }
+        if !templates.is_empty() {
+            self.deliver(steps, &spec, &["rendered"])?;
+        }
+        for rel in files_under(&staged.join("scripts")) {
+            let host_file = staged.join("scripts").join(&rel);
+            let argv =
+                exec::script_argv(&host_file, &self.inside(&Path::new("scripts").join(&rel)));
+            let job = self.job(&spec, host_file, argv, false);
+            self.piece(steps, "exec", Some(rel.display().to_string()), job, true)?;
+        }
+        let start = SelfUsage::now();
+        let changes = self.stack.diff(self.k).map_err(|e| e.to_string())?;
+        steps.push(Step::new(
+            self.name,
+            "diff",
+            None,
+            Usage::of_self_since(start),
+            true,
+        ));
+        self.print
+            .raw(crate::diff::render_text(&changes).as_bytes());
+        Ok(crate::diff::summary(&changes))
+    }
+}
+
+/// Runs a dance and returns its report (also saved under the state directory).
+pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
+    if !opts.noop {
+        return Err(DanceError::LiveNotAvailable);
+    }
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let print = Printer {
+        on: opts.progress,
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    std::fs::create_dir_all(&opts.state_dir).map_err(io(&opts.state_dir))?;
+    let lock_path = opts.state_dir.join("dance.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
+
+    // The client's own parameters say where the server is and how to reach it.
+    let client = opts.state_dir.join("parameters");
+    let client_value = |key: &str| -> Option<String> {
+        let tree = Tree::open(&client).ok()?;
+        match tree.get(&KeyPath::parse(key).ok()?).ok()? {
+            Value::Text(t) => Some(t),
+            Value::Dir => None,
+        }
+    };
+    let source_text = opts
+        .source
+        .clone()
+        .or_else(|| client_value("disco/server/uri"))
+        .ok_or_else(|| DanceError::NoSource(client.clone()))?;
+    let source: Source = source_text.parse()?;
+    let fetcher = Fetcher::new(
+        source.clone(),
+        client_value("disco/client/cmds/rsync").as_deref(),
+        opts.state_dir.join("cache"),
+        opts.jobs,
+    )?;
+    let mut steps = Vec::new();
+
+    let params = fetcher.fetch_params()?;
+    steps.push(Step::new(
+        report::INTERNAL,
+        "fetch_params",
+        None,
+        usage_of(&params),
+        true,
+    ));
+    let source_tree = Tree::open(&params.path)?;
+    let node_modules = KeyPath::parse(&format!("{}/modules", opts.node))?;
+    let wanted = source_tree
+        .keys(&node_modules)
+        .map_err(|_| DanceError::NoModules {
+            node: opts.node.clone(),
+            from: source.to_string(),
+        })?;
+
+    // Fetch the listed modules in parallel, then whatever they pull in, one by one.
+    let mut fetched = FetchResults::new();
+    for (name, r) in wanted.iter().zip(fetcher.fetch_modules(&wanted)) {
+        record(&mut fetched, &mut steps, name, r);
+    }
+    let local = matches!(source, Source::Local(_));
+    let order = {
+        let mut lookup = |name: &str| -> Result<Option<Requires>, order::OrderError> {
+            if !fetched.contains_key(name) {
+                if local {
+                    if let Source::Local(dir) = &source {
+                        if !dir.join("modules").join(name).is_dir() {
+                            return Ok(None);
+                        }
+                    }
+                }
+                let r = fetcher
+                    .fetch_modules(&[name.to_owned()])
+                    .pop()
+                    .expect("one result per module");
+                record(&mut fetched, &mut steps, name, r);
+            }
+            match &fetched[name] {
+                Ok(f) => Requires::read(&f.path.join("requires")).map(Some),
+                // For a local source, a module that is not there cannot be found.
+                Err(_) if local => Ok(None),
+                // A failed fetch fails that module, when its turn comes.
+                Err(_) => Ok(Some(Requires::default())),
+            }
+        };
+        order::order(&opts.node, &wanted, &mut lookup)?
+    };
+
+    // The run's layers, and the disco layer with the merged parameters and the modules.
+    let target = Target::discover(&opts.root, &opts.state_dir)?;
+    let run = RunDir::create(&target.state_dir)?;
+    let id = run.id.clone();
+    let mut stack = Stack::new(target, run, opts.hostname.clone())?;
+    let merged = stack.disco_host().join("parameters");
+    let mut layers: Vec<PathBuf> = order
+        .modules
+        .iter()
+        .filter_map(|m| fetched.get(m)?.as_ref().ok())
+        .map(|f| f.path.join("parameters"))
+        .collect();
+    layers.push(params.path.clone());
+    let layer_refs: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
+    crate::params::merge(&layer_refs, &merged)?;
+    let tree = Tree::open(&merged)?;
+    for m in &order.modules {
+        if let Some(Ok(f)) = fetched.get(m) {
+            stage_module(&f.path, &stack.disco_host().join("modules").join(m))?;
+        }
+    }
+
+    let mut results: Vec<ModuleResult> = Vec::new();
+    for (k, name) in order.modules.iter().enumerate() {
+        let blocked = order.after.get(name).and_then(|reqs| {
+            reqs.iter().find(|r| {
+                results
+                    .iter()
+                    .any(|m| &m.name == *r && m.status != ModuleStatus::Ok)
+            })
+        });
+        let status = if let Some(Err(e)) = fetched.get(name) {
+            print.error(&format!("{name}: {e}"));
+            (ModuleStatus::Failed { reason: e.clone() }, (0, 0, 0))
+        } else if let Some(req) = blocked {
+            let reason = format!("requires {req}, which did not succeed");
+            print.warning(&format!("{name}: skipped: {reason}"));
+            (ModuleStatus::Skipped { reason }, (0, 0, 0))
+        } else {
+            print.info(&format!("Processing {name}"));
+            tree.set(
+                &KeyPath::parse(&format!("{}/current_module", opts.node))?,
+                name,
+            )?;
+            let fetched_path = match fetched.get(name) {
+                Some(Ok(f)) => f.path.clone(),
+                _ => PathBuf::new(),
+            };
+            let module = ModuleRun {
+                opts,
+                stack: &stack,
+                k,
+                name,
+                fetched: &fetched_path,
+                options: module_options(&tree, name),
+                print: &print,
+            };
+            match module.run(&mut steps) {
+                Ok(changes) => {
+                    stack.keep(k);
+                    (ModuleStatus::Ok, changes)
+                }
+                Err(reason) => {
+                    print.error(&format!("{name}: {reason}"));
+                    (ModuleStatus::Failed { reason }, (0, 0, 0))
+                }
+            }
+        };
+        results.push(ModuleResult {
+            name: name.clone(),
+            status: status.0,
+            changes: status.1,
+        });
+    }
+
+    let ok = results.iter().all(|m| m.status == ModuleStatus::Ok);
+    let report = DanceReport {
+        id,
+        node: opts.node.clone(),
+        noop: opts.noop,
+        started_unix: started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        duration: started.elapsed(),
+        modules: results,
+        steps,
+        ok,
+    };
+    report::save(&opts.state_dir, &report)?;
+    drop(stack);
+    crate::sandbox::run::prune(&opts.state_dir, crate::sandbox::KEEP_RUNS)?;
+    Ok(report)
+}

@@ -1,0 +1,284 @@
+//! `disco dance --noop` end to end, from local sources: the seed's complete example against
+//! the real `/` (which must stay unchanged), ordering, failures, parameters and templates.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+mod util;
+use util::TempDir;
+
+fn have_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "dance tests need root, and CI must run them"
+    );
+    eprintln!("skipped: dance tests need root");
+    false
+}
+
+fn example_site() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/example-site")
+}
+
+fn dance(state: &Path, source: &Path, node: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_disco"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["dance", "--noop", "--node", node, "--source"])
+        .arg(source)
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run disco dance")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Writes a site: `(path, content)`; paths under `scripts/` are made executable.
+fn site(dir: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        if path.contains("/scripts/") {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    let mut child = Command::new("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    text(&out.stdout).split(' ').next().unwrap().to_owned()
+}
+
+#[test]
+fn the_seeds_complete_example_in_noop_against_the_real_root() {
+    if !have_root() {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    assert!(!Path::new("/etc/othermodule").exists());
+    let out = dance(state.path(), &example_site(), "localhost.localdomain", &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let rendered = "HOST=localhost.localdomain\nKEY_VALUE=LOLTHISKEYMEANSNOTHING\n";
+    let created =
+        "info: File: file: /etc/othermodule/stuff.cfg : Created : type=[regular file] device=[";
+    let wanted = [
+        "info: Processing testmodule-1.0",
+        "Hello, disco",
+        "warning: Would execute : service postgresql stop",
+        "info: Processing othermodule-3.2",
+        created,
+        "> HOST=localhost.localdomain",
+        "> KEY_VALUE=LOLTHISKEYMEANSNOTHING",
+    ];
+    let mut at = 0;
+    for want in wanted {
+        let found = stdout[at..]
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} missing or out of order in:\n{stdout}"));
+        at += found + want.len();
+    }
+    assert!(
+        stdout.contains(&format!(
+            "md5=[{}] perms=[root:root 644]\n0a1,2\n",
+            md5_hex(rendered.as_bytes())
+        )),
+        "{stdout}"
+    );
+    // The seed's md5, for the seed's content.
+    assert_eq!(
+        md5_hex(rendered.as_bytes()),
+        "77b20e4840b1be13a577e152edc6b443"
+    );
+    assert!(
+        !Path::new("/etc/othermodule").exists(),
+        "noop reached the live system"
+    );
+
+    // Every step was measured, and the report says so.
+    let report = Command::new(env!("CARGO_BIN_EXE_disco"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("report")
+        .output()
+        .unwrap();
+    let report = text(&report.stdout);
+    for want in [
+        "report: _internal: fetch_params",
+        "report: othermodule-3.2: template\nreport:    etc/othermodule/stuff.cfg :",
+        "report: testmodule-1.0: exec\nreport:    00-hello.sh :",
+        "report:    10-service_stop.sh :",
+        "report:        return_code: 0 (MODEXEC_OK)",
+        "report: testmodule-1.0: diff",
+        "report: result: ok",
+    ] {
+        assert!(report.contains(want), "{want:?} missing from:\n{report}");
+    }
+}
+
+#[test]
+fn a_cycle_stops_the_dance_before_anything_runs_and_prints_it() {
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-cycle");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/a", ""),
+            ("modules/a/requires", "b\n"),
+            ("modules/a/scripts/00-a", "#!/bin/sh\necho ran-a\n"),
+            ("modules/b/requires", "after a\n"),
+            ("modules/b/scripts/00-b", "#!/bin/sh\necho ran-b\n"),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: module dependency cycle: a -> b -> a\n"
+    );
+    assert!(!text(&out.stdout).contains("ran-"));
+}
+
+#[test]
+fn a_missing_module_names_who_required_it() {
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-missing");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/a", ""),
+            ("modules/a/requires", "# needs ghost\nghost\n"),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: module 'ghost' required by 'a' not found\n"
+    );
+}
+
+#[test]
+fn a_failing_script_fails_its_module_and_skips_its_dependents_only() {
+    if !have_root() {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-fail");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/bad", ""),
+            ("parameters/n1/modules/needs-bad", ""),
+            ("parameters/n1/modules/fine", ""),
+            (
+                "modules/bad/scripts/00-fail",
+                "#!/bin/sh\necho about to fail\nexit 3\n",
+            ),
+            (
+                "modules/bad/scripts/10-never",
+                "#!/bin/sh\necho never-runs\n",
+            ),
+            ("modules/needs-bad/requires", "bad\n"),
+            (
+                "modules/needs-bad/scripts/00-x",
+                "#!/bin/sh\necho dependent-ran\n",
+            ),
+            ("modules/fine/scripts/00-ok", "#!/bin/sh\necho fine-ran\n"),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("about to fail"));
+    assert!(
+        stdout.contains("error: bad: exec 00-fail failed: ReturnCode 3"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("never-runs"));
+    assert!(stdout.contains("warning: needs-bad: skipped: requires bad, which did not succeed"));
+    assert!(!stdout.contains("dependent-ran"));
+    assert!(stdout.contains("fine-ran"), "independent modules still run");
+    assert!(text(&out.stderr).contains("1 ok, 1 failed, 1 skipped"));
+}
+
+#[test]
+fn a_failing_template_fails_its_module() {
+    if !have_root() {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-template");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/t", ""),
+            (
+                "modules/t/templates/etc/disco-never.conf",
+                "echo partial\nexit 1\n",
+            ),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("error: t: template etc/disco-never.conf failed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("disco-never.conf : Created"));
+}
+
+#[test]
+fn parameters_merge_in_order_and_templates_read_them_with_disco_param() {
+    if !have_root() {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-params");
+    let conf = format!("/etc/disco-test-{}.conf", std::process::id());
+    let template = format!("modules/web/templates{conf}");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/web", ""),
+            // The node's parameters win over the module's defaults.
+            ("parameters/web/port", "8080\n"),
+            ("modules/web/parameters/web/port", "80\n"),
+            ("modules/web/parameters/web/name", "default-name\n"),
+            (
+                template.as_str(),
+                "echo port=$(disco-param get web/port)\necho name=$(disco-param get web/name)\necho module=$(disco-param get n1/current_module)\n",
+            ),
+            ("modules/web/scripts/00-opts", "#!/bin/sh\ncat\n"),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("0a1,3\n> port=8080\n> name=default-name\n> module=web\n"),
+        "{stdout}"
+    );
+    // The script got the module's parameters as ModuleOptions on stdin.
+    assert!(
+        stdout.contains("<ModuleOption OptionName=\"port\">\n  <OptionValue>8080</OptionValue>"),
+        "{stdout}"
+    );
+    assert!(!Path::new(&conf).exists());
+}
