@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod servers;
 mod util;
+use servers::{RsyncDaemon, Sshd};
 use util::TempDir;
 
 fn have_root() -> bool {
@@ -281,4 +283,107 @@ fn parameters_merge_in_order_and_templates_read_them_with_disco_param() {
         "{stdout}"
     );
     assert!(!Path::new(&conf).exists());
+}
+
+/// The example site's rsync modules, as the seed's rsyncd.conf lists them.
+fn example_modules() -> Vec<(&'static str, PathBuf)> {
+    let site = example_site();
+    vec![
+        ("parameters", site.join("parameters")),
+        ("testmodule-1.0", site.join("modules/testmodule-1.0")),
+        ("othermodule-3.2", site.join("modules/othermodule-3.2")),
+    ]
+}
+
+fn assert_example_output(out: &Output) {
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let mut at = 0;
+    for want in [
+        "info: Processing testmodule-1.0",
+        "Hello, disco",
+        "warning: Would execute : service postgresql stop",
+        "info: Processing othermodule-3.2",
+        "info: File: file: /etc/othermodule/stuff.cfg : Created",
+        "md5=[77b20e4840b1be13a577e152edc6b443]",
+        "> KEY_VALUE=LOLTHISKEYMEANSNOTHING",
+    ] {
+        at += stdout[at..]
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} missing or out of order in:\n{stdout}"))
+            + want.len();
+    }
+    assert!(!Path::new("/etc/othermodule").exists());
+}
+
+/// Writes the client's own parameters (`STATE/parameters`), as `disco param set` would.
+fn client_params(state: &Path, values: &[(&str, &str)]) {
+    for (key, value) in values {
+        let p = state.join("parameters").join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, format!("{value}\n")).unwrap();
+    }
+}
+
+#[test]
+fn the_example_served_by_a_real_rsync_daemon() {
+    if !servers::can_run("the_example_served_by_a_real_rsync_daemon", &["rsync"]) {
+        return;
+    }
+    let tmp = TempDir::new("dance-rsyncd");
+    let modules = example_modules();
+    let refs: Vec<(&str, &Path)> = modules.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let daemon = RsyncDaemon::start(tmp.path(), &refs);
+    let state = tmp.path().join("state");
+    // No --source: the URI comes from the client's disco/server/uri, as in the seed.
+    client_params(&state, &[("disco/server/uri", &daemon.uri())]);
+    let out = Command::new(env!("CARGO_BIN_EXE_disco"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["dance", "--noop", "--node", "localhost.localdomain"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_example_output(&out);
+    assert!(state
+        .join("cache/modules/testmodule-1.0/scripts/00-hello.sh")
+        .is_file());
+}
+
+#[test]
+fn the_example_served_over_ssh_by_a_real_sshd() {
+    if !servers::can_run(
+        "the_example_served_over_ssh_by_a_real_sshd",
+        &["rsync", "ssh", "ssh-keygen", "/usr/sbin/sshd"],
+    ) {
+        return;
+    }
+    let tmp = TempDir::new("dance-ssh");
+    let modules = example_modules();
+    let refs: Vec<(&str, &Path)> = modules.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    let conf = tmp.path().join("rsyncd.conf");
+    std::fs::write(
+        &conf,
+        servers::rsyncd_conf(&tmp.path().join("rsyncd.log"), &refs),
+    )
+    .unwrap();
+    let sshd = Sshd::start(tmp.path());
+    let state = tmp.path().join("state");
+    let rsync = shell_words::join([
+        "rsync",
+        "-a",
+        "--rsh",
+        &sshd.rsh(),
+        "--rsync-path",
+        &format!("rsync --config={}", conf.display()),
+    ]);
+    client_params(&state, &[("disco/client/cmds/rsync", &rsync)]);
+    let out = dance(
+        &state,
+        Path::new("root@127.0.0.1::"),
+        "localhost.localdomain",
+        &[],
+    );
+    assert_example_output(&out);
 }

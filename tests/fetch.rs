@@ -340,6 +340,18 @@ fn daemon_mirror_deletes_what_the_server_deleted() {
         fs::read_to_string(cache.join("modules/keep")).unwrap(),
         "mine"
     );
+
+    // A symlink where a module's folder goes is refused, and its target left alone.
+    let elsewhere = tmp.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("precious"), "x").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, cache.join("modules/othermodule-3.2")).unwrap();
+    let message = failure(&fetcher.fetch_modules(&names(&["othermodule-3.2"]))[0]);
+    assert!(
+        message.ends_with("is a symlink: not mirroring into it"),
+        "{message}"
+    );
+    assert!(elsewhere.join("precious").is_file());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! subcommand, and turn its outcome into an exit status. Each subcommand lives in `cli/`, and the
 //! engines it calls live in modules named after their pipeline stage.
 
+pub mod apply;
 pub mod cli;
 pub mod dance;
 pub mod diff;
@@ -11,8 +12,10 @@ pub mod error;
 pub mod output;
 pub mod params;
 pub mod sandbox;
+pub mod serve;
 pub mod supervise;
 pub mod sys;
+pub mod validate;
 
 use std::process::ExitCode;
 
@@ -21,12 +24,29 @@ pub fn run() -> ExitCode {
     use clap::Parser;
     let args = cli::Cli::parse_from(args_with_alias(std::env::args_os()));
     output::init(&args.global);
+    recover(&args);
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(err) => {
             output::error(&format!("{err:#}"));
             ExitCode::from(err.exit_code())
         }
+    }
+}
+
+/// Finishes any merge a killed disco left half done, before anything else; internal commands
+/// that run inside a sandbox skip it (they see no journal there).
+fn recover(args: &cli::Cli) {
+    if matches!(
+        args.command,
+        cli::Command::Sandbox(_) | cli::Command::Deliver(_) | cli::Command::Defer(_)
+    ) {
+        return;
+    }
+    match apply::recover(&args.global.state_dir) {
+        Ok(done) => done.iter().for_each(|line| output::info(line)),
+        // Never block the machine's other fixes on this: say it, and go on.
+        Err(e) => output::error(&format!("cannot finish an interrupted merge: {e}")),
     }
 }
 

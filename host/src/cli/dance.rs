@@ -44,7 +44,16 @@ pub struct DanceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: DanceFormat,
+    /// With --noop: exit 2 when a module would change something (drift), 0 when none.
+    #[arg(long)]
+    pub exit_code: bool,
+    /// Exit at once, instead of waiting, when another dance is running.
+    #[arg(long)]
+    pub no_wait: bool,
 }
+
+/// Exit status of `disco dance --noop --exit-code` when something would change.
+pub const EXIT_DRIFT: u8 = 2;
 
 /// This machine's fully qualified name, as `hostname --fqdn` says, else its host name.
 fn fqdn() -> String {
@@ -82,6 +91,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         jobs: args.jobs.max(1),
         timeout,
         progress: args.format == DanceFormat::Text,
+        wait: !args.no_wait,
     };
     let report = dance::dance(&opts).map_err(|e| Error::Other(e.to_string()))?;
     match args.format {
@@ -101,9 +111,15 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
             }
         }
     }
-    Ok(if report.ok {
-        ExitCode::SUCCESS
-    } else {
+    let drift = report
+        .modules
+        .iter()
+        .any(|m| m.changes.0 + m.changes.1 + m.changes.2 > 0);
+    Ok(if !report.ok {
         ExitCode::from(crate::error::EXIT_FAILURE)
+    } else if args.exit_code && noop && drift {
+        ExitCode::from(EXIT_DRIFT)
+    } else {
+        ExitCode::SUCCESS
     })
 }

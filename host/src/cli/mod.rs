@@ -1,16 +1,24 @@
 //! The command line: global options, one file per subcommand, and dispatch.
 
+mod args;
 mod check_result;
 mod completions;
 mod dance;
+mod defer;
 mod deliver;
 mod diff;
 mod fix;
+mod history;
+mod new;
 mod param;
+mod remote;
 mod report;
 mod request;
+mod result;
 mod sandbox_init;
+mod serve;
 mod shell;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,12 +99,32 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff).
     Man(ManArgs),
+    /// Run fixes on alert: Prometheus Alertmanager webhooks, rules, dedup and storm control.
+    Serve(serve::ServeArgs),
+    /// Speak the Survivor scheduler's remote protocol on stdin/stdout (`ssh HOST disco remote`).
+    Remote(remote::RemoteArgs),
+    /// Print the fixes `disco serve` decided and ran, from its history.
+    History(history::HistoryArgs),
+    /// Internal: run one fix for `disco serve` (spec and request on stdin).
+    #[command(name = "__serve-fix", hide = true)]
+    ServeFix(serve::ServeFixArgs),
+    /// Check a fix module (or a disco ball) against the Survivor spec, one `RULE N:` a line.
+    Validate(validate::ValidateArgs),
+    /// Scaffold a fix module (script, Makefile.in, doc page), or with --ball a disco ball.
+    New(new::NewArgs),
+    /// For bash fix modules: check the request on stdin and print its options to `eval`.
+    Args(args::ArgsArgs),
+    /// For bash fix modules: print a SurvivorFixResult and exit with its code.
+    Result(result::ResultArgs),
     /// Internal: set up a sandbox from its plan and run a command in it.
     #[command(name = "__sandbox", hide = true)]
     Sandbox(SandboxInitArgs),
     /// Internal: deliver a module's files inside its sandbox.
     #[command(name = "__deliver", hide = true)]
     Deliver(deliver::DeliverArgs),
+    /// Internal: record a service command a live module's script wants run after the merge.
+    #[command(name = "__defer", hide = true)]
+    Defer(defer::DeferArgs),
 }
 
 /// Runs one subcommand.
@@ -107,13 +135,22 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::CheckResult(args) => check_result::exec(args),
         Command::Completions(args) => completions::exec_completions(args),
         Command::Man(args) => completions::exec_man(args),
+        Command::Serve(args) => serve::exec(args, &cli.global),
+        Command::Remote(args) => remote::exec(args),
+        Command::History(args) => history::exec(args, &cli.global),
+        Command::ServeFix(args) => serve::exec_fix(args),
         Command::Shell(args) => shell::exec(args, &cli.global),
         Command::Dance(args) => dance::exec(args, &cli.global),
         Command::Diff(args) => diff::exec(args, &cli.global),
         Command::Report(args) => report::exec(args, &cli.global),
         Command::Param(args) => param::exec(args, &cli.global),
+        Command::Validate(args) => validate::exec(args),
+        Command::New(args) => new::exec(args),
+        Command::Args(args) => args::exec(args),
+        Command::Result(args) => result::exec(args),
         Command::Sandbox(args) => sandbox_init::exec(args),
         Command::Deliver(args) => deliver::exec(args),
+        Command::Defer(args) => defer::exec(args),
     }
 }
 

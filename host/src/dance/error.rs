@@ -74,7 +74,4 @@ pub enum DanceError {
     /// Another dance holds the dance lock.
     #[error("another dance is running (it holds {0})")]
     Busy(PathBuf),
-    /// A live dance was asked for.
-    #[error("a live dance (without --noop) is not available yet; run 'disco dance --noop'")]
-    LiveNotAvailable,
 }

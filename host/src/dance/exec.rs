@@ -20,8 +20,8 @@ pub struct Job<'a> {
     pub module: &'a str,
     /// The node (the fix's host).
     pub node: &'a str,
-    /// The sandbox to run it in.
-    pub spec: &'a Path,
+    /// The sandbox to run it in; `None` runs it on the live system (a deferred command).
+    pub spec: Option<&'a Path>,
     /// The file on the host side, which the host inspects (rule 3, lock header).
     pub file: PathBuf,
     /// The command line inside the sandbox.
@@ -51,8 +51,10 @@ pub fn run(job: Job<'_>, state_dir: &Path) -> Result<FixOutcome, DanceError> {
         path: PathBuf::from("/proc/self/exe"),
         source,
     })?;
-    let mut command: Vec<OsString> =
-        vec![exe.into(), "__sandbox".into(), job.spec.into(), "--".into()];
+    let mut command: Vec<OsString> = match job.spec {
+        Some(spec) => vec![exe.into(), "__sandbox".into(), spec.into(), "--".into()],
+        None => Vec::new(),
+    };
     command.extend(job.argv);
     let mut spec = FixSpec::new(job.file, request, job.node, job.module);
     spec.command = Some(command);
@@ -94,4 +96,32 @@ pub fn script_argv(host_file: &Path, inside: &Path) -> Vec<OsString> {
     } else {
         vec!["bash".into(), inside.into()]
     }
+}
+
+/// The command line that runs a deferred command for real in `root` (chrooted when the root
+/// is not `/`), and the file the host inspects: the program as found in the root's `PATH`.
+pub fn deferred_argv(root: &Path, words: &[String]) -> Option<(PathBuf, Vec<OsString>)> {
+    let program = words.first()?;
+    let found = if program.contains('/') {
+        Some(root.join(program.trim_start_matches('/')))
+    } else {
+        [
+            "usr/local/sbin",
+            "usr/local/bin",
+            "usr/sbin",
+            "usr/bin",
+            "sbin",
+            "bin",
+        ]
+        .iter()
+        .map(|dir| root.join(dir).join(program))
+        .find(|p| p.is_file())
+    }?;
+    let mut argv: Vec<OsString> = Vec::new();
+    if root != Path::new("/") {
+        argv.push("chroot".into());
+        argv.push(root.into());
+    }
+    argv.extend(words.iter().map(OsString::from));
+    Some((found, argv))
 }

@@ -65,8 +65,8 @@ impl fmt::Display for Source {
 impl FromStr for Source {
     type Err = FetchError;
 
-    /// Parses a `--source` or `disco/server/uri` value. In order: `rsync://...`; anything with
-    /// `::` (rsync daemon syntax); a path (`/`, `./`, `../`) or an existing directory; then
+    /// Parses a `--source` or `disco/server/uri` value. In order: `rsync://...`; a path (`/`,
+    /// `./`, `../`) or an existing directory; anything with `::` (rsync daemon syntax); then
     /// `user@host`, which means `user@host::`. Anything else is an error naming the text.
     fn from_str(text: &str) -> Result<Source, FetchError> {
         let bad = |why: &str| FetchError::BadSource {
@@ -102,6 +102,16 @@ impl FromStr for Source {
                 with_slash(prefix)
             )));
         }
+        let path = Path::new(text);
+        let pathlike = text.starts_with('/') || text.starts_with("./") || text.starts_with("../");
+        if pathlike || text == "." || text == ".." || path.is_dir() {
+            if !path.is_dir() {
+                return Err(bad("no such directory"));
+            }
+            // Absolute, so that a later change of directory cannot move the source.
+            let abs = std::path::absolute(path).map_err(|e| bad(&e.to_string()))?;
+            return Ok(Source::Local(abs));
+        }
         if let Some((user_host, prefix)) = text.split_once("::") {
             let host = match user_host.rsplit_once('@') {
                 Some((user, host)) if valid_user(user) => host,
@@ -115,16 +125,6 @@ impl FromStr for Source {
                 "{user_host}::{}",
                 with_slash(prefix)
             )));
-        }
-        let path = Path::new(text);
-        let pathlike = text.starts_with('/') || text.starts_with("./") || text.starts_with("../");
-        if pathlike || text == "." || text == ".." || path.is_dir() {
-            if !path.is_dir() {
-                return Err(bad("no such directory"));
-            }
-            // Absolute, so that a later change of directory cannot move the source.
-            let abs = std::path::absolute(path).map_err(|e| bad(&e.to_string()))?;
-            return Ok(Source::Local(abs));
         }
         if let Some((user, host)) = text.split_once('@') {
             if valid_user(user) && valid_host(host) {
@@ -267,6 +267,16 @@ pub enum FetchError {
         /// The missing directory.
         path: PathBuf,
     },
+    /// A directory in the cache is a symlink, which `--delete` could follow out of the cache.
+    #[error("fetch {what} from {from}: {} is a symlink: not mirroring into it", path.display())]
+    Symlink {
+        /// `parameters` or the module.
+        what: String,
+        /// The source.
+        from: String,
+        /// The symlink.
+        path: PathBuf,
+    },
     /// A cache directory or rsync's stderr file could not be set up, or rsync not run or reaped.
     #[error("fetch {what} from {from}: {action} {}: {source}", path.display())]
     Io {
@@ -327,14 +337,18 @@ impl Fetcher {
     /// A fetcher from `source` into `cache` (`STATE/cache`), running at most `jobs` rsyncs at
     /// once (0 means 1). `rsync_cmd` is the parameter `disco/client/cmds/rsync` (default
     /// [`DEFAULT_RSYNC`]), split by shell-words rules; `--delete` is appended when it has no
-    /// `--del*` option, because the cache must mirror the server.
+    /// `--del*` option, because the cache must mirror the server. A local source ignores it.
     pub fn new(
         source: Source,
         rsync_cmd: Option<&str>,
         cache: PathBuf,
         jobs: usize,
     ) -> Result<Fetcher, FetchError> {
-        let text = rsync_cmd.unwrap_or(DEFAULT_RSYNC);
+        // A local source runs no rsync, so its command does not matter and cannot fail it.
+        let text = match source {
+            Source::Local(_) => DEFAULT_RSYNC,
+            Source::Rsync(_) => rsync_cmd.unwrap_or(DEFAULT_RSYNC),
+        };
         let bad = |why: String| FetchError::BadCommand {
             command: text.to_owned(),
             why,
@@ -480,11 +494,15 @@ impl Fetcher {
             }
         };
         // A symlink here would let --delete reach outside the cache.
-        for dir in [dest.as_path(), dest.parent().unwrap_or(&dest)] {
+        // (The cache itself may be a symlink: the user put it there.)
+        let below_cache = dest.ancestors().take_while(|dir| *dir != self.cache);
+        for dir in below_cache {
             if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(io_err("refuse symlinked cache directory", dir)(
-                    io::Error::from(io::ErrorKind::InvalidInput),
-                ));
+                return Err(FetchError::Symlink {
+                    what: what.to_owned(),
+                    from: self.source.to_string(),
+                    path: dir.to_path_buf(),
+                });
             }
         }
         fs::create_dir_all(&dest).map_err(io_err("create", &dest))?;

@@ -101,7 +101,13 @@ impl Stack {
         Ok(layers)
     }
 
-    fn save_spec(&self, path: &Path, layers: Vec<LayerInfo>, noop: bool) -> Result<(), DanceError> {
+    fn save_spec(
+        &self,
+        path: &Path,
+        layers: Vec<LayerInfo>,
+        noop: bool,
+        defer: Option<PathBuf>,
+    ) -> Result<(), DanceError> {
         let spec = Spec {
             merged: path.with_extension("merged"),
             layers,
@@ -110,6 +116,7 @@ impl Stack {
             shims: ShimConfig::default(),
             tools: std::env::current_exe().ok(),
             hostname: self.hostname.clone(),
+            defer,
         };
         spec.save(path).map_err(DanceError::Sandbox)
     }
@@ -125,8 +132,28 @@ impl Stack {
         let dir = self.module_dir(k);
         let layers = self.layers(&dir, true, &[])?;
         let path = dir.join("spec.json");
-        self.save_spec(&path, layers, noop)?;
+        // Live, service commands are recorded here by the shims, to run after the merge.
+        let defer = (!noop).then(|| self.deferred(k));
+        if let Some(file) = &defer {
+            std::fs::write(file, "").map_err(io(file))?;
+        }
+        self.save_spec(&path, layers, noop, defer)?;
         Ok(path)
+    }
+
+    /// Where module `k`'s deferred service commands are recorded (live only).
+    pub fn deferred(&self, k: usize) -> PathBuf {
+        self.module_dir(k).join("deferred.jsonl")
+    }
+
+    /// Module `k`'s scratch layers with the live folder beneath each and the top of its
+    /// filesystem (where a merge stages), for the merge.
+    pub fn merge_layers(&self, k: usize) -> Vec<(PathBuf, PathBuf, PathBuf)> {
+        self.module_uppers(k)
+            .into_iter()
+            .zip(&self.target.filesystems)
+            .map(|(upper, fs)| (upper, self.target.root.join(fs), self.target.root.join(fs)))
+            .collect()
     }
 
     /// Module `k`'s scratch layers, one per filesystem.
@@ -142,7 +169,7 @@ impl Stack {
         let dir = self.module_dir(k).join(format!("t{j}"));
         let layers = self.layers(&dir, true, &self.module_uppers(k))?;
         let path = dir.join("spec.json");
-        self.save_spec(&path, layers, true)?;
+        self.save_spec(&path, layers, true, None)?;
         Ok(path)
     }
 
@@ -196,16 +223,21 @@ impl Stack {
                 let empty = views.join("empty");
                 for (i, fs) in filesystems.iter().enumerate() {
                     let view = views.join(format!("fs{i}"));
-                    let live = views.join(format!("live{i}"));
-                    crate::sys::mount_live_view(&root.join(fs), &empty, &live).map_err(|e| {
-                        DanceError::View {
-                            what: format!("mount a read-only view of {}", root.join(fs).display()),
-                            errno: e,
-                        }
-                    })?;
-                    std::fs::create_dir_all(&view).map_err(io(&view))?;
+                    let mut live = root.join(fs);
                     let mut lowers: Vec<&Path> =
                         done.iter().rev().map(|u| u[i].as_path()).collect();
+                    // As in the sandbox: only layers nested in the live folder need its view.
+                    if lowers.iter().any(|l| l.starts_with(&live)) {
+                        let own = views.join(format!("live{i}"));
+                        crate::sys::mount_live_view(&live, &empty, &own).map_err(|e| {
+                            DanceError::View {
+                                what: format!("mount a read-only view of {}", live.display()),
+                                errno: e,
+                            }
+                        })?;
+                        live = own;
+                    }
+                    std::fs::create_dir_all(&view).map_err(io(&view))?;
                     lowers.push(&live);
                     crate::sys::mount_overlay_readonly(&lowers, &view).map_err(|e| {
                         DanceError::View {

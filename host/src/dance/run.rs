@@ -41,6 +41,8 @@ pub struct DanceOptions {
     pub timeout: Duration,
     /// Print progress (text format); the JSON format prints only the report.
     pub progress: bool,
+    /// Wait for a running dance to finish (else fail at once).
+    pub wait: bool,
 }
 
 /// Progress lines on stdout, in the order things happen: `info:`, `warning:`, `error:`,
@@ -48,20 +50,60 @@ pub struct DanceOptions {
 struct Printer {
     on: bool,
     color: bool,
+    /// A progress bar on stderr, when stderr is a terminal; lines are printed around it.
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Printer {
+    fn new(on: bool, modules: usize) -> Printer {
+        let bar = (on && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(modules as u64);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Printer {
+            on,
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            bar,
+        }
+    }
+
+    fn suspend(&self, f: impl FnOnce()) {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    fn module(&self, name: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(name.to_owned());
+        }
+    }
+
+    fn module_done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
     fn line(&self, prefix: &str, color: &str, msg: &str) {
         if !self.on {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not stop the dance halfway.
-        let _ = if self.color {
-            writeln!(out, "\x1b[{color}m{prefix}\x1b[0m {msg}")
-        } else {
-            writeln!(out, "{prefix} {msg}")
-        };
+        self.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            // A closed stdout must not stop the dance halfway.
+            let _ = if self.color {
+                writeln!(out, "\x1b[{color}m{prefix}\x1b[0m {msg}")
+            } else {
+                writeln!(out, "{prefix} {msg}")
+            };
+        });
     }
     fn info(&self, msg: &str) {
         self.line("info:", "32", msg);
@@ -74,11 +116,13 @@ impl Printer {
     }
     fn raw(&self, text: &[u8]) {
         if self.on && !text.is_empty() {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text);
-            if !text.ends_with(b"\n") {
-                let _ = out.write_all(b"\n");
-            }
+            self.suspend(|| {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text);
+                if !text.ends_with(b"\n") {
+                    let _ = out.write_all(b"\n");
+                }
+            });
         }
     }
 }
@@ -157,18 +201,9 @@ fn stage_module(fetched: &Path, dest: &Path) -> Result<(), DanceError> {
         if !src.is_dir() {
             continue;
         }
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&src)
-            .arg(dest)
-            .status()
-            .map_err(io(&src))?;
-        if !status.success() {
-            return Err(DanceError::Io {
-                path: src,
-                source: std::io::Error::other("cp -a failed"),
-            });
-        }
+        let to = dest.join(part);
+        std::fs::create_dir_all(&to).map_err(io(&to))?;
+        super::deliver::deliver(&src, &to).map_err(io(&src))?;
         if part != "files" {
             for rel in files_under(&dest.join(part)) {
                 let path = dest.join(part).join(rel);
@@ -196,7 +231,17 @@ fn record(
 ) {
     let step = match &r {
         Ok(f) => Step::new(name, "fetch", None, usage_of(f), true),
-        Err(_) => Step::new(name, "fetch", None, Usage::default(), false),
+        Err(e) => {
+            // A failed rsync was measured too.
+            let usage = e.usage().map_or(Usage::default(), |(u, real)| {
+                usage_of(&Fetched {
+                    path: PathBuf::new(),
+                    rusage: Some(u),
+                    elapsed: real,
+                })
+            });
+            Step::new(name, "fetch", None, usage, false)
+        }
     };
     steps.push(step);
     fetched.insert(name.to_owned(), r.map_err(|e| e.to_string()));
@@ -231,7 +276,7 @@ impl ModuleRun<'_> {
 
     fn job<'s>(
         &'s self,
-        spec: &'s Path,
+        spec: Option<&'s Path>,
         file: PathBuf,
         argv: Vec<OsString>,
         internal: bool,
@@ -289,7 +334,7 @@ impl ModuleRun<'_> {
                 .iter()
                 .map(|p| self.inside(Path::new(p)).into_os_string()),
         );
-        let job = self.job(spec, exe, argv, true);
+        let job = self.job(Some(spec), exe, argv, true);
         self.piece(steps, "files", Some(parts.join(",")), job, true)
             .map(|_| ())
     }
@@ -311,7 +356,7 @@ impl ModuleRun<'_> {
                 .map_err(|e| e.to_string())?;
             let inside = self.inside(&Path::new("templates").join(rel));
             let job = self.job(
-                &tspec,
+                Some(&tspec),
                 staged.join("templates").join(rel),
                 vec!["bash".into(), inside.into_os_string()],
                 false,
@@ -343,7 +388,7 @@ impl ModuleRun<'_> {
             let host_file = staged.join("scripts").join(&rel);
             let argv =
                 exec::script_argv(&host_file, &self.inside(&Path::new("scripts").join(&rel)));
-            let job = self.job(&spec, host_file, argv, false);
+            let job = self.job(Some(&spec), host_file, argv, false);
             self.piece(steps, "exec", Some(rel.display().to_string()), job, true)?;
         }
         let start = SelfUsage::now();
@@ -357,25 +402,67 @@ impl ModuleRun<'_> {
         ));
         self.print
             .raw(crate::diff::render_text(&changes).as_bytes());
+        if !self.opts.noop {
+            self.merge(steps)?;
+            self.deferred(steps)?;
+        }
         Ok(crate::diff::summary(&changes))
+    }
+
+    /// Live: the module's layers onto the system, journaled.
+    fn merge(&self, steps: &mut Vec<Step>) -> Result<(), String> {
+        let start = SelfUsage::now();
+        let run = &self.stack.run.id;
+        let result = crate::apply::apply(
+            &self.opts.state_dir,
+            run,
+            self.name,
+            &format!("{run}.m{}", self.k),
+            &self.stack.merge_layers(self.k),
+        );
+        steps.push(Step::new(
+            self.name,
+            "merge",
+            None,
+            Usage::of_self_since(start),
+            result.is_ok(),
+        ));
+        let applied = result.map_err(|e| format!("merge failed: {e}"))?;
+        self.print
+            .info(&format!("Merged {}: {} path(s)", self.name, applied.paths));
+        Ok(())
+    }
+
+    /// Live: the service commands the module's scripts deferred, for real, in order.
+    fn deferred(&self, steps: &mut Vec<Step>) -> Result<(), String> {
+        let file = self.stack.deferred(self.k);
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let words: Vec<String> =
+                serde_json::from_str(line).map_err(|e| format!("deferred command {line}: {e}"))?;
+            let shown = words.join(" ");
+            let (program, argv) = exec::deferred_argv(&self.stack.target.root, &words)
+                .ok_or_else(|| format!("deferred command {shown}: not found"))?;
+            self.print.info(&format!("Executing deferred : {shown}"));
+            let job = self.job(None, program, argv, true);
+            self.piece(steps, "deferred", Some(shown), job, true)?;
+        }
+        Ok(())
     }
 }
 
 /// Runs a dance and returns its report (also saved under the state directory).
 pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
-    if !opts.noop {
-        return Err(DanceError::LiveNotAvailable);
-    }
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let print = Printer {
-        on: opts.progress,
-        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-    };
     std::fs::create_dir_all(&opts.state_dir).map_err(io(&opts.state_dir))?;
     let lock_path = opts.state_dir.join("dance.lock");
     let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    lock.lock().map_err(io(&lock_path))?;
+    if opts.wait {
+        lock.lock().map_err(io(&lock_path))?;
+    } else if lock.try_lock().is_err() {
+        return Err(DanceError::Busy(lock_path));
+    }
 
     // The client's own parameters say where the server is and how to reach it.
     let client = opts.state_dir.join("parameters");
@@ -472,7 +559,9 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         }
     }
 
+    let print = Printer::new(opts.progress, order.modules.len());
     let mut results: Vec<ModuleResult> = Vec::new();
+    let mut failed_live = None;
     for (k, name) in order.modules.iter().enumerate() {
         let blocked = order.after.get(name).and_then(|reqs| {
             reqs.iter().find(|r| {
@@ -490,6 +579,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             (ModuleStatus::Skipped { reason }, (0, 0, 0))
         } else {
             print.info(&format!("Processing {name}"));
+            print.module(name);
             tree.set(
                 &KeyPath::parse(&format!("{}/current_module", opts.node))?,
                 name,
@@ -509,15 +599,22 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             };
             match module.run(&mut steps) {
                 Ok(changes) => {
-                    stack.keep(k);
+                    // Live, the layer is merged already: the next module runs on the system.
+                    if opts.noop {
+                        stack.keep(k);
+                    }
                     (ModuleStatus::Ok, changes)
                 }
                 Err(reason) => {
                     print.error(&format!("{name}: {reason}"));
+                    if !opts.noop && failed_live.is_none() {
+                        failed_live = Some(k);
+                    }
                     (ModuleStatus::Failed { reason }, (0, 0, 0))
                 }
             }
         };
+        print.module_done();
         results.push(ModuleResult {
             name: name.clone(),
             status: status.0,
@@ -525,6 +622,9 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         });
     }
 
+    if let Some(bar) = &print.bar {
+        bar.finish_and_clear();
+    }
     let ok = results.iter().all(|m| m.status == ModuleStatus::Ok);
     let report = DanceReport {
         id,
@@ -538,6 +638,28 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         steps,
         ok,
     };
+    // A failed live module's layer stays for `disco diff RUN`.
+    if let Some(k) = failed_live {
+        let info = crate::sandbox::RunInfo {
+            id: report.id.clone(),
+            root: stack.target.root.clone(),
+            noop: false,
+            created: report.started_unix,
+            layers: stack
+                .merge_layers(k)
+                .into_iter()
+                .zip(&stack.target.filesystems)
+                .map(|((upper, lower, _), fs)| crate::sandbox::LayerInfo {
+                    mount_point: Path::new("/").join(fs),
+                    work: upper.with_file_name("work"),
+                    upper,
+                    lower,
+                    lowers_above: Vec::new(),
+                })
+                .collect(),
+        };
+        stack.run.save(&info)?;
+    }
     report::save(&opts.state_dir, &report)?;
     drop(stack);
     crate::sandbox::run::prune(&opts.state_dir, crate::sandbox::KEEP_RUNS)?;

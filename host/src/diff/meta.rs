@@ -83,13 +83,13 @@ pub(crate) struct Examined {
 }
 
 /// Whether an upper-layer entry is an overlayfs whiteout: a character device 0:0.
-pub(crate) fn is_whiteout(st: &Metadata) -> bool {
+pub fn is_whiteout(st: &Metadata) -> bool {
     FileType::from_mode(st.mode()) == Some(FileType::CharDevice) && st.rdev() == 0
 }
 
 /// Whether an upper-layer directory is opaque (hides the lower directory of the same name): the
 /// xattr `trusted.overlay.opaque` (or `user.overlay.opaque` on `userxattr` mounts) is `y`.
-pub(crate) fn is_opaque(dir: &Path) -> Result<bool, DiffError> {
+pub fn is_opaque(dir: &Path) -> Result<bool, DiffError> {
     for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
         match xattr::get(dir, name) {
             Ok(Some(value)) if value.as_slice() == b"y" => return Ok(true),

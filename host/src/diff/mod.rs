@@ -18,4 +18,5 @@ pub use compare::{compute, summary};
 pub use content::{is_binary, normal_diff};
 pub use entry::{Change, ChangeKind, Content, DiffOptions, FileType, Layer, Meta};
 pub use error::DiffError;
+pub use meta::{is_opaque, is_whiteout};
 pub use render::{content_text, escape, header, render_json, render_text};

@@ -25,6 +25,7 @@ use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
 
+use super::shims::ShimMode;
 use super::{SandboxError, Spec};
 
 /// Exit status of `disco __sandbox` when the sandbox itself could not be set up.
@@ -37,6 +38,8 @@ pub const EXIT_EXEC: i32 = 127;
 pub const SHIM_DIR: &str = "/dev/.disco/shims";
 /// Where disco's tools (`disco-param`) appear inside the sandbox.
 pub const BIN_DIR: &str = "/dev/.disco/bin";
+/// Where a live sandbox's shims record the commands they defer.
+pub const DEFERRED: &str = "/dev/.disco/deferred";
 
 /// Capabilities dropped in noop: each reaches outside the sandbox (modules, clock, network,
 /// raw I/O, other processes, mounts, immutable flags that would pin the scratch layer).
@@ -89,6 +92,8 @@ fn inside(merged: &Path, path: &Path) -> PathBuf {
 /// Runs the recipe and the payload `argv` (with working directory `cwd` inside the sandbox);
 /// returns the payload's exit status (128 + signal when killed).
 pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxError> {
+    // If the disco that started this sandbox dies, the sandbox dies with it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if spec.noop {
         flags |= CloneFlags::CLONE_NEWPID;
@@ -147,8 +152,16 @@ fn mount_overlays(spec: &Spec) -> Result<(), SandboxError> {
     let empty = spec.merged.with_extension("empty");
     for (i, layer) in spec.layers.iter().enumerate() {
         let target = inside(&spec.merged, &layer.mount_point);
+        // Scratch layers are `volatile` (no syncs while scripts write: a merge makes what it
+        // needs durable itself). overlayfs marks such a work folder, and refuses it until the
+        // mark is removed; the sandbox that used it last has ended, so it goes.
+        let _ = std::fs::remove_dir_all(layer.work.join("work/incompat/volatile"));
         let mut base = layer.lower.clone();
-        if !layer.lowers_above.is_empty() {
+        if layer
+            .lowers_above
+            .iter()
+            .any(|l| l.starts_with(&layer.lower))
+        {
             // Layers kept under the live filesystem would overlap it as lower layers; a
             // read-only view of it is a filesystem of its own, so they stack on that instead.
             base = spec.merged.with_extension(format!("live{i}"));
@@ -162,7 +175,7 @@ fn mount_overlays(spec: &Spec) -> Result<(), SandboxError> {
             .map(|l| crate::sys::overlay_escape(l))
             .collect();
         let data = format!(
-            "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
+            "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off,volatile",
             lowers.join(":"),
             crate::sys::overlay_escape(&layer.upper),
             crate::sys::overlay_escape(&layer.work)
@@ -258,7 +271,21 @@ fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
     }
     if spec.noop {
         let shims = inside(&spec.merged, Path::new(SHIM_DIR));
-        super::shims::install(&spec.shims, &shims).map_err(prep(&shims))?;
+        super::shims::install(&spec.shims, &shims, ShimMode::Report).map_err(prep(&shims))?;
+    } else if let Some(record) = &spec.defer {
+        let shims = inside(&spec.merged, Path::new(SHIM_DIR));
+        super::shims::install(&spec.shims, &shims, ShimMode::Defer).map_err(prep(&shims))?;
+        // The record survives the sandbox: it is the host's file, bound in.
+        let target = inside(&spec.merged, Path::new(DEFERRED));
+        std::fs::File::create(&target).map_err(prep(&target))?;
+        mount(
+            Some(record),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys("bind", target.display()))?;
     }
     Ok(())
 }
@@ -383,9 +410,11 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
         if let Err(e) = drop_capabilities() {
             return e;
         }
+        cmd.env("NOOP", "true");
+    }
+    if spec.noop || spec.defer.is_some() {
         full.push(SHIM_DIR);
         full.push(":");
-        cmd.env("NOOP", "true");
     }
     if spec.tools.is_some() {
         full.push(BIN_DIR);

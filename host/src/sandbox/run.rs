@@ -164,7 +164,8 @@ pub fn prune(state_dir: &Path, keep: usize) -> Result<usize, SandboxError> {
         }
         let path = dir.join(&id);
         let in_use = File::open(path.join("lock")).is_ok_and(|f| f.try_lock().is_err());
-        if in_use {
+        // A merge that did not finish still needs the run's layers.
+        if in_use || crate::apply::Journal::pending_for(state_dir, &id) {
             continue;
         }
         std::fs::remove_dir_all(&path).map_err(io(&path))?;

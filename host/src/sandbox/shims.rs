@@ -57,9 +57,23 @@ fn read_only(command: &str) -> Option<(&'static str, usize)> {
     }
 }
 
+/// What a shim does with a command that acts on the running system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShimMode {
+    /// Noop: say what would have run, and succeed.
+    Report,
+    /// Live: record it (through `disco __defer`) to run after the module's layer is merged.
+    Defer,
+}
+
 /// The shell script for one shim. `DISCO_REAL_PATH` (the `PATH` without the shims) finds the
 /// real command for read-only queries.
 pub fn script(command: &str) -> String {
+    script_for(command, ShimMode::Report)
+}
+
+/// The shell script for one shim in `mode`.
+pub fn script_for(command: &str, mode: ShimMode) -> String {
     let mut s = String::from("#!/bin/sh\n# disco noop shim: report what would run, and succeed.\n");
     if let Some((pattern, position)) = read_only(command) {
         // The sub-command is the Nth argument that is not an option.
@@ -68,14 +82,20 @@ pub fn script(command: &str) -> String {
              case \"$sub\" in {pattern})\n  real=$(PATH=\"$DISCO_REAL_PATH\" command -v {command}) && exec \"$real\" \"$@\"\n  echo \"{command}: not found\" >&2; exit 127;;\nesac\n"
         ));
     }
-    s.push_str(&format!(
-        "printf 'warning: Would execute : %s\\n' \"{command}${{*:+ $*}}\" >&2\nexit 0\n"
-    ));
+    match mode {
+        ShimMode::Report => s.push_str(&format!(
+            "printf 'warning: Would execute : %s\\n' \"{command}${{*:+ $*}}\" >&2\nexit 0\n"
+        )),
+        ShimMode::Defer => s.push_str(&format!(
+            "exec {}/disco __defer {command} \"$@\"\n",
+            super::enter::BIN_DIR
+        )),
+    }
     s
 }
 
 /// Writes one executable shim a command into `dir`.
-pub fn install(config: &ShimConfig, dir: &Path) -> std::io::Result<()> {
+pub fn install(config: &ShimConfig, dir: &Path, mode: ShimMode) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for command in &config.commands {
         // A name with a slash would write outside the shim directory.
@@ -84,7 +104,7 @@ pub fn install(config: &ShimConfig, dir: &Path) -> std::io::Result<()> {
         }
         let path = dir.join(command);
         let mut f = std::fs::File::create(&path)?;
-        f.write_all(script(command).as_bytes())?;
+        f.write_all(script_for(command, mode).as_bytes())?;
         f.set_permissions(std::fs::Permissions::from_mode(0o755))?;
     }
     Ok(())

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The seed's example as a noop dance from the local source, and a generated site of 100
+# modules (each one template, two scripts, ten files), against the floor of running the same
+# templates and scripts directly with bash, in one hyperfine run (root only: the sandbox).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q
+disco=$PWD/target/release/disco
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+site=$work/site100
+for i in $(seq -w 1 100); do
+    m=$site/modules/mod$i
+    mkdir -p "$m/scripts" "$m/templates/etc/disco-bench" "$m/files/etc/disco-bench/mod$i"
+    mkdir -p "$site/parameters/bench.node/modules"
+    : > "$site/parameters/bench.node/modules/mod$i"
+    printf 'echo module=mod%s\necho sum=$((10#%s + 1))\n' "$i" "$i" > "$m/templates/etc/disco-bench/mod$i.conf"
+    printf '#!/bin/bash\necho hello from mod%s\n' "$i" > "$m/scripts/00-hello.sh"
+    printf '#!/bin/bash\ntest -d /etc\n' > "$m/scripts/10-check.sh"
+    chmod 755 "$m/scripts/"*.sh
+    for f in $(seq 1 10); do echo "file $f of mod$i" > "$m/files/etc/disco-bench/mod$i/f$f"; done
+done
+# The floor: the same templates and scripts, run directly with bash.
+cat > "$work/floor.sh" <<FLOOR
+for m in $site/modules/*; do
+    bash "\$m"/templates/etc/disco-bench/*.conf > /dev/null
+    for s in "\$m"/scripts/*; do bash "\$s" > /dev/null; done
+done
+FLOOR
+
+hyperfine -N --warmup 2 --runs "${RUNS:-10}" --export-json "$work/dance.json" \
+    -n 'example: disco dance --noop' "$disco --state-dir $work/state dance --noop --source contrib/example-site --node localhost.localdomain" \
+    -n '100 modules: bash floor' "bash $work/floor.sh" \
+    -n '100 modules: disco dance --noop' "$disco --state-dir $work/state dance --noop --source $site --node bench.node"
+python3 - "$work/dance.json" <<'PY'
+import json, sys
+r = {x["command"]: x["median"] for x in json.load(open(sys.argv[1]))["results"]}
+ex, floor, big = r['example: disco dance --noop'], r['100 modules: bash floor'], r['100 modules: disco dance --noop']
+print(f"median: example dance {ex*1e3:.1f} ms; 100 modules: bash floor {floor*1e3:.0f} ms, "
+      f"disco {big*1e3:.0f} ms -> disco / floor = {big/floor:.2f}x")
+PY

@@ -1,0 +1,121 @@
+#!/bin/bash
+# Benchmark of `disco serve` (a benchmark, not a test), in one run:
+#  1. throughput: N Alertmanager-format webhooks (one alert each, each for its own target)
+#     posted at concurrency 16 with keep-alive; fixes per second from the first arrival to the
+#     last outcome in the history;
+#  2. dispatch latency while capacity is free: alerts paced at RATE/s; p50/p99 of the time from
+#     the request's arrival to the module's first instruction (the module logs $EPOCHREALTIME);
+#  3. the same fixes run by `disco fix` in a shell loop (one after another), fixes per second.
+# The module answers at once (bash, reads its request, prints a SurvivorFixResult).
+#
+# Usage: bench/serve.sh [DISCO_BINARY]   (default: builds and uses target/release/disco)
+# Env: N (default 3000), RATE (default 100), JOBS (--max-concurrent, default: 2 x cores).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+disco=${1:-}
+if [ -z "$disco" ]; then
+    (cd "$here" && cargo build --release -p disco >/dev/null)
+    disco=$here/target/release/disco
+fi
+N=${N:-3000}
+RATE=${RATE:-100}
+JOBS=${JOBS:-$(( $(nproc) * 2 ))}
+work=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$work/mod/fix"
+cat > "$work/mod/fix/now" <<MOD
+#!/bin/bash
+echo "\$DISCO_HOST \$EPOCHREALTIME" >> $work/starts
+cat >/dev/null
+printf '<?xml version="1.0" encoding="iso-8859-1"?>\n<SurvivorFixResult Version="1.0">\n<ReturnCode>0</ReturnCode>\n<Comment>ok</Comment>\n</SurvivorFixResult>\n'
+MOD
+chmod 755 "$work/mod/fix/now"
+printf '[[rule]]\nmodule = "now"\nservice = "bench"\nlock = "none"\n' > "$work/rules.toml"
+"$disco" --state-dir "$work/state" serve --listen 127.0.0.1:0 --rules "$work/rules.toml" \
+    --module-dir "$work/mod" --lock-dir "$work/locks" --max-concurrent "$JOBS" \
+    --max-queue 100000 -q > "$work/addr" 2> "$work/serve.log" &
+pid=$!
+for _ in $(seq 100); do grep -q listening "$work/addr" 2>/dev/null && break; sleep 0.05; done
+addr=$(sed -n 's/^listening on //p' "$work/addr")
+echo "== disco serve on $addr, --max-concurrent $JOBS, $(nproc) cores"
+
+python3 - "$addr" "$N" "$RATE" "$work" <<'PY'
+import http.client, json, sys, threading, time
+addr, n, rate, work = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+host, port = addr.rsplit(":", 1)
+
+def body(tag):
+    return json.dumps({"version": "4", "status": "firing", "receiver": "disco",
+        "alerts": [{"status": "firing", "labels": {"alertname": "B", "instance": tag},
+                    "fingerprint": tag}]})
+
+def post(conn, tag):
+    conn.request("POST", "/alertmanager", body(tag), {"Content-Type": "application/json"})
+    r = conn.getresponse(); r.read()
+    return r.status
+
+def history():
+    c = http.client.HTTPConnection(host, int(port)); c.request("GET", "/fixes")
+    return json.loads(c.getresponse().read())
+
+def settle(count):
+    while True:
+        fixes = history()
+        if len(fixes) >= count and all(f["status"] != "pending" for f in fixes):
+            return fixes
+        time.sleep(0.2)
+
+def starts():
+    s = {}
+    for line in open(work + "/starts"):
+        h, t = line.split(); s[h] = float(t)
+    return s
+
+# 1. Throughput at concurrency 16.
+tags = [f"t{i}" for i in range(n)]
+lock = threading.Lock(); codes = {}
+def worker():
+    c = http.client.HTTPConnection(host, int(port))
+    while True:
+        with lock:
+            if not tags: return
+            tag = tags.pop()
+        st = post(c, tag)
+        with lock: codes[st] = codes.get(st, 0) + 1
+t0 = time.time()
+ts = [threading.Thread(target=worker) for _ in range(16)]
+[t.start() for t in ts]; [t.join() for t in ts]
+posted = time.time() - t0
+fixes = settle(n)
+ran = [f for f in fixes if f["status"] == "ran"]
+first = min(f["time"] for f in ran); last = max(f["outcome"]["time"] for f in ran)
+print(f"throughput: {n} webhooks posted in {posted:.2f} s ({n / posted:.0f}/s, answers {codes}); "
+      f"{len(ran)} fixes ran in {last - first:.2f} s: {len(ran) / (last - first):.0f} fixes/s")
+
+# 2. Dispatch latency at RATE/s (capacity free).
+m = int(rate * 5)
+c = http.client.HTTPConnection(host, int(port))
+t0 = time.time()
+for i in range(m):
+    time.sleep(max(0, t0 + i / rate - time.time()))
+    post(c, f"p{i}")
+fixes = settle(n + m)
+s = starts()
+lat = sorted((s[f["host"]] - f["time"]) * 1e3 for f in fixes if f["host"].startswith("p") and f["host"] in s)
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
+print(f"dispatch (request to module start) at {rate:.0f}/s: {len(lat)} fixes, "
+      f"p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {lat[-1]:.2f} ms")
+PY
+
+# 3. The same fixes by `disco fix` in a shell loop.
+m=500
+"$disco" request --timeout 45 > "$work/req.xml"
+start=$(date +%s.%N)
+for i in $(seq "$m"); do
+    "$disco" fix "$work/mod/fix/now" --stdin --lock none --host "l$i" --service bench \
+        --format json < "$work/req.xml" > /dev/null
+done
+end=$(date +%s.%N)
+python3 -c "import sys; m, a, b = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]); print(f'disco fix in a shell loop: {m} fixes in {b - a:.2f} s: {m / (b - a):.0f} fixes/s, {(b - a) / m * 1e3:.2f} ms each')" "$m" "$start" "$end"

@@ -1,0 +1,51 @@
+//! What can stop a merge.
+
+use std::path::PathBuf;
+
+/// Why a merge could not be planned, staged or committed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Staging failed (no space, typically); nothing of the live system was changed.
+    #[error("merge stopped before changing anything: {0}")]
+    Staging(Box<ApplyError>),
+    /// Committing failed halfway; the journal will finish the merge when it can.
+    #[error("merge interrupted (the journal {journal} will finish it): {source}")]
+    Commit {
+        /// The journal left behind.
+        journal: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<ApplyError>,
+    },
+    /// The journal could not be read or written.
+    #[error("journal {path}: {why}")]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+impl ApplyError {
+    /// An I/O error on `path`.
+    pub fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> ApplyError {
+        ApplyError::Io {
+            what,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Carrying out a plan: stage, `syncfs`, rename into place in plan order, `syncfs`.
+//!
+//! Staging writes every new file, link and node into a folder at the top of the live
+//! filesystem (same filesystem, so a rename moves it into place atomically), then one
+//! `syncfs` makes all their data durable at once — the crash guarantee of an fsync per file,
+//! without paying one per file. Only then is the live tree changed, one rename (or deletion)
+//! at a time, so a file is always entirely old or entirely new.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use super::journal::{self, Journal};
+use super::{plan, ApplyError, Attrs, Op};
+
+/// What a merge changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Paths written, created or deleted.
+    pub paths: usize,
+}
+
+fn set_attrs(path: &Path, attrs: &Attrs, link: bool) -> Result<(), ApplyError> {
+    let io = |what| move |e| ApplyError::io(what, path, e);
+    std::os::unix::fs::lchown(path, Some(attrs.uid), Some(attrs.gid)).map_err(io("chown"))?;
+    if link {
+        return Ok(());
+    }
+    // After chown, which clears setuid and setgid.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(attrs.mode))
+        .map_err(io("chmod"))?;
+    let wanted: std::collections::BTreeMap<&str, &[u8]> = attrs
+        .xattrs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    if let Ok(names) = xattr::list(path) {
+        for name in names {
+            let name = name.to_string_lossy().into_owned();
+            if !wanted.contains_key(name.as_str()) && !name.starts_with("trusted.overlay.") {
+                let _ = xattr::remove(path, &name);
+            }
+        }
+    }
+    for (name, value) in wanted {
+        if let Err(e) = xattr::set(path, name, value) {
+            // A filesystem without xattrs (or without this namespace) cannot hold it.
+            if e.raw_os_error() != Some(nix::libc::EOPNOTSUPP) {
+                return Err(ApplyError::io("set xattrs of", path, e));
+            }
+        }
+    }
+    set_mtime(path, attrs)
+}
+
+fn set_mtime(path: &Path, attrs: &Attrs) -> Result<(), ApplyError> {
+    let mtime = TimeSpec::new(attrs.mtime.0, attrs.mtime.1);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::UTIME_OMIT,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| ApplyError::io("set times of", path, e.into()))
+}
+
+fn remove_any(path: &Path) -> Result<bool, ApplyError> {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Ok(false),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path)
+            .map(|_| true)
+            .map_err(|e| ApplyError::io("remove", path, e)),
+        Ok(_) => std::fs::remove_file(path)
+            .map(|_| true)
+            .map_err(|e| ApplyError::io("remove", path, e)),
+    }
+}
+
+fn syncfs(dir: &Path) -> Result<(), ApplyError> {
+    let f = std::fs::File::open(dir).map_err(|e| ApplyError::io("open", dir, e))?;
+    nix::unistd::syncfs(f.as_fd()).map_err(|e| ApplyError::io("syncfs", dir, e.into()))
+}
+
+/// Phase one: every new file, link and node written in the staging folders, and durable.
+fn stage(j: &Journal) -> Result<(), ApplyError> {
+    for dir in &j.staging {
+        std::fs::create_dir_all(dir).map_err(|e| ApplyError::io("create", dir, e))?;
+    }
+    for op in &j.ops {
+        match op {
+            Op::File {
+                source,
+                staged,
+                attrs,
+                ..
+            } => {
+                let _ = std::fs::remove_file(staged);
+                std::fs::copy(source, staged).map_err(|e| ApplyError::io("stage", staged, e))?;
+                set_attrs(staged, attrs, false)?;
+            }
+            Op::Symlink {
+                target,
+                staged,
+                attrs,
+                ..
+            } => {
+                let _ = std::fs::remove_file(staged);
+                std::os::unix::fs::symlink(target, staged)
+                    .map_err(|e| ApplyError::io("stage", staged, e))?;
+                set_attrs(staged, attrs, true)?;
+            }
+            Op::Node {
+                mode,
+                rdev,
+                staged,
+                attrs,
+                ..
+            } => {
+                let _ = std::fs::remove_file(staged);
+                nix::sys::stat::mknod(
+                    staged.as_path(),
+                    SFlag::from_bits_truncate(*mode & nix::libc::S_IFMT),
+                    Mode::from_bits_truncate(*mode & 0o7777),
+                    *rdev,
+                )
+                .map_err(|e| ApplyError::io("stage", staged, e.into()))?;
+                set_attrs(staged, attrs, false)?;
+            }
+            _ => {}
+        }
+    }
+    for dir in &j.staging {
+        syncfs(dir)?;
+    }
+    Ok(())
+}
+
+/// Phase two: the live tree changed in plan order, one atomic step at a time.
+fn commit(j: &Journal) -> Result<Applied, ApplyError> {
+    let mut applied = Applied::default();
+    for op in &j.ops {
+        match op {
+            Op::Delete { path } => {
+                remove_any(path)?;
+            }
+            Op::Dir { path, attrs } => {
+                match std::fs::symlink_metadata(path) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        remove_any(path)?;
+                        std::fs::create_dir(path).map_err(|e| ApplyError::io("create", path, e))?;
+                    }
+                    Err(_) => {
+                        std::fs::create_dir(path).map_err(|e| ApplyError::io("create", path, e))?
+                    }
+                }
+                set_attrs(path, attrs, false)?;
+            }
+            Op::File { path, staged, .. }
+            | Op::Symlink { path, staged, .. }
+            | Op::Node { path, staged, .. } => {
+                if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                    remove_any(path)?;
+                }
+                std::fs::rename(staged, path)
+                    .map_err(|e| ApplyError::io("rename into", path, e))?;
+            }
+            Op::HardLink { path, to, staged } => {
+                let _ = std::fs::remove_file(staged);
+                std::fs::hard_link(to, staged).map_err(|e| ApplyError::io("link", staged, e))?;
+                std::fs::rename(staged, path)
+                    .map_err(|e| ApplyError::io("rename into", path, e))?;
+            }
+        }
+        applied.paths += 1;
+    }
+    // Folder times last: every rename above touched its folder's.
+    for op in j.ops.iter().rev() {
+        if let Op::Dir { path, attrs } = op {
+            set_mtime(path, attrs)?;
+        }
+    }
+    for dir in &j.staging {
+        syncfs(dir)?;
+    }
+    Ok(applied)
+}
+
+/// Stages and commits a journal's plan. Repeatable: a replay after a crash does it again.
+pub fn execute(j: &Journal) -> Result<Applied, ApplyError> {
+    stage(j)?;
+    commit(j)
+}
+
+/// Removes the staging folders of a finished (or abandoned) merge.
+pub fn clean_staging(j: &Journal) {
+    for dir in &j.staging {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Merges a module's scratch layers onto the live tree: `layers` pairs each scratch layer with
+/// the live folder beneath it. The plan is journaled first; on a staging failure (no space,
+/// typically) nothing of the live tree was changed and the journal is dropped; on a commit
+/// failure the journal is kept, so that the next command finishes the merge.
+pub fn apply(
+    state_dir: &Path,
+    run: &str,
+    module: &str,
+    name: &str,
+    layers: &[(PathBuf, PathBuf, PathBuf)],
+) -> Result<Applied, ApplyError> {
+    let mut ops = Vec::new();
+    let mut staging = Vec::new();
+    for (upper, live, fs_root) in layers {
+        let dir = fs_root.join(format!(".disco-staging-{name}"));
+        ops.extend(plan::plan(upper, live, &dir)?);
+        staging.push(dir);
+    }
+    if ops.is_empty() {
+        return Ok(Applied::default());
+    }
+    // The scratch layers were written without syncs (`volatile`); the journal will point at
+    // them, so they must be on disk before it exists.
+    for (upper, _, _) in layers {
+        syncfs(upper)?;
+    }
+    let journal = Journal {
+        run: run.to_owned(),
+        module: module.to_owned(),
+        staging,
+        ops,
+    };
+    let path = journal.write(state_dir, name)?;
+    if let Err(e) = stage(&journal) {
+        clean_staging(&journal);
+        journal::remove(&path)?;
+        return Err(ApplyError::Staging(Box::new(e)));
+    }
+    match commit(&journal) {
+        Ok(applied) => {
+            clean_staging(&journal);
+            journal::remove(&path)?;
+            Ok(applied)
+        }
+        Err(e) => Err(ApplyError::Commit {
+            journal: path,
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// Device of a path's filesystem, to tell whether two paths share one.
+pub fn device_of(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.dev())
+}

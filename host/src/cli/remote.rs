@@ -1,0 +1,44 @@
+//! `disco remote`: the Survivor scheduler's remote protocol on stdin and stdout, for
+//! `ssh HOST disco remote`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::serve::{self, Remote};
+use crate::supervise;
+
+/// Arguments of `disco remote`.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The module directory: a module NAME is DIR/fix/NAME [default: PREFIX/mod].
+    #[arg(short = 'm', long, value_name = "DIR")]
+    pub module_dir: Option<PathBuf>,
+    /// The host fixes are for [default: this machine's host name].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Where the lock files are.
+    #[arg(long, value_name = "DIR", default_value = supervise::DEFAULT_LOCK_DIR)]
+    pub lock_dir: PathBuf,
+}
+
+pub(super) fn exec(args: RemoteArgs) -> Result<ExitCode> {
+    let host = match args.host {
+        Some(h) => h,
+        None => crate::sys::hostname()
+            .map_err(|e| Error::Other(format!("cannot read the host name (give --host): {e}")))?,
+    };
+    let remote = Remote {
+        module_dir: args.module_dir.unwrap_or_else(serve::default_module_dir),
+        lock_dir: args.lock_dir,
+        host,
+        max_request: 1 << 20,
+    };
+    let stdin = std::io::stdin();
+    remote
+        .session(&mut stdin.lock(), &mut std::io::stdout().lock())
+        .map_err(Error::Write)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,40 @@
+//! Fixes on alert: `disco serve` (Alertmanager webhooks → rules → dedup, storm control,
+//! per-target serialisation, a bounded queue → the fix-module host), its durable history and
+//! metrics, the sinks results go to, and `disco remote` (the Survivor scheduler's line
+//! protocol).
+//!
+//! The path of one alert: `server` (HTTP, token, bounds) → `alertmanager` (the payload) →
+//! `rules` (which fix, for which target, with which options) → `dispatch` (deduplicated,
+//! suppressed or queued; journaled by `history` before anything runs) → `runner` (one child
+//! `disco __serve-fix` per fix, which calls [`crate::supervise::run`]) → `history` (outcome,
+//! Survivor fixhistory line), `metrics`, `sinks`.
+
+mod alertmanager;
+mod dispatch;
+mod error;
+mod history;
+mod http;
+mod metrics;
+mod remote;
+mod rules;
+mod runner;
+mod server;
+mod sinks;
+
+pub use alertmanager::{Alert, Payload};
+pub use dispatch::{Busy, Dispatcher, Job, Recorder, Target, Ticket};
+pub use error::ServeError;
+pub use history::{
+    fixes, fixhistory_line, local_time, now, parse_since, read, Decision, FixRecord, FixView,
+    Journal, OutcomeRecord, Query, Record, RequestRecord, JOURNAL,
+};
+pub use http::{Head, Response};
+pub use metrics::{Gauges, Metrics};
+pub use remote::Remote;
+pub use rules::{
+    check_target_name, default_module_dir, resolve_module, strip_port, Limits, Planned, Rule,
+    Rules, Source,
+};
+pub use runner::{run_child, ChildSpec, Ran, Runner};
+pub use server::{serve, Config, MAX_BODY};
+pub use sinks::{Plugin, Sink, Sinks, Textfile, ABI_VERSION, TEXTFILE};

@@ -1,0 +1,903 @@
+//! `disco serve` end to end: a real Prometheus Alertmanager (an HA pair) posting to it, a storm
+//! of 1,000 webhook alerts, a restart after `kill -9`, bad input, a full queue, and the sinks
+//! (textfile and the example native plugin from `contrib/sink-plugin`).
+//!
+//! Every process a test starts is owned by a guard that kills it on drop. The Alertmanager test
+//! needs Debian's `prometheus-alertmanager`; without it, it says why and passes, except under CI.
+
+mod servers;
+mod util;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use protocol::Document;
+use serde_json::{json, Value};
+use util::TempDir;
+
+const DISCO: &str = env!("CARGO_BIN_EXE_disco");
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+/// A child process killed on drop (SIGTERM, then SIGKILL after two seconds) and reaped.
+struct Guard(Child);
+
+impl Guard {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.0.id() as i32)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `disco serve`.
+struct Serve {
+    guard: Guard,
+    addr: SocketAddr,
+    stderr: PathBuf,
+    /// The bearer token `fixes` sends, when the server wants one.
+    token: Option<String>,
+}
+
+impl Serve {
+    /// Starts `disco --state-dir STATE serve --listen 127.0.0.1:0 ARGS` and waits for its
+    /// address. Its stderr goes to `dir/serve-N.log`.
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stderr = dir.join(format!("serve-{n}.log"));
+        let mut child = Command::new(DISCO)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--lock-dir"])
+            .arg(dir.join("locks"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("run disco serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let guard = Guard(child);
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "disco serve did not start: {}",
+                    fs::read_to_string(&stderr).unwrap_or_default()
+                )
+            })
+            .parse()
+            .unwrap();
+        Serve {
+            guard,
+            addr,
+            stderr,
+            token: None,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// `GET /fixes?QUERY` as JSON.
+    fn fixes(&self, query: &str) -> Vec<Value> {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (status, body) = request(self.addr, "GET", &format!("/fixes?{query}"), &headers, b"");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<Vec<Value>>(&body).unwrap()
+    }
+
+    /// Waits until no queued fix is pending; returns every fix.
+    fn settle(&self, expect: usize, within: Duration) -> Vec<Value> {
+        let until = Instant::now() + within;
+        loop {
+            let all = self.fixes("");
+            if all.len() >= expect && all.iter().all(|f| f["status"] != "pending") {
+                return all;
+            }
+            assert!(
+                Instant::now() < until,
+                "fixes did not settle: {} of {expect}, {} pending\n{}",
+                all.len(),
+                all.iter().filter(|f| f["status"] == "pending").count(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn terminate(mut self) -> i32 {
+        kill(self.guard.pid(), Signal::SIGTERM).unwrap();
+        let status = self.guard.0.wait().unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status and the body.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // A refused body may be cut short by the server: that is its right.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |i| i + 4);
+    (status, raw[at..].to_vec())
+}
+
+/// Posts an Alertmanager payload with these alerts (and the token, when given).
+fn post_alerts(addr: SocketAddr, alerts: &[Value], token: Option<&str>) -> (u16, Value) {
+    let payload = json!({
+        "version": "4", "receiver": "disco", "status": "firing", "groupKey": "{}:{}",
+        "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://test", "alerts": alerts,
+    });
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    let (status, body) = request(
+        addr,
+        "POST",
+        "/alertmanager",
+        &headers,
+        payload.to_string().as_bytes(),
+    );
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn alert(labels: &[(&str, &str)], fingerprint: Option<&str>) -> Value {
+    let labels: BTreeMap<_, _> = labels.iter().copied().collect();
+    let mut a = json!({
+        "status": "firing", "labels": labels, "annotations": {"summary": "it broke"},
+        "startsAt": "2024-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+    });
+    if let Some(f) = fingerprint {
+        a["fingerprint"] = json!(f);
+    }
+    a
+}
+
+/// Writes an executable bash fix module at `path`.
+fn module(path: &Path, body: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let script = format!(
+        "#!/bin/bash\nset -e\n{body}\nprintf '<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\\n<SurvivorFixResult Version=\"1.0\">\\n<ReturnCode>0</ReturnCode>\\n<Comment>fixed %s</Comment>\\n</SurvivorFixResult>\\n' \"$DISCO_SERVICE\"\n"
+    );
+    fs::write(path, script).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A module that saves its request as `DIR/req-HOST-SERVICE-PID.xml`.
+fn recording_module(path: &Path, dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    module(
+        path,
+        &format!(
+            "cat > '{}/req-'\"$DISCO_HOST-$DISCO_SERVICE-$$\".xml",
+            dir.display()
+        ),
+    );
+}
+
+fn requests_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn count(fixes: &[Value], status: &str) -> usize {
+    fixes.iter().filter(|f| f["status"] == status).count()
+}
+
+/// A real Alertmanager on loopback, clustering off, notifying `webhook` with `token`.
+struct Alertmanager {
+    _guard: Guard,
+    port: u16,
+}
+
+impl Alertmanager {
+    fn start(dir: &Path, webhook: SocketAddr, token: &str) -> Alertmanager {
+        fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("alertmanager.yml");
+        fs::write(
+            &conf,
+            format!(
+                "route:\n  receiver: disco\n  group_by: ['alertname', 'instance']\n  \
+                 group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+                 receivers:\n  - name: disco\n    webhook_configs:\n      \
+                 - url: http://{webhook}/alertmanager\n        send_resolved: true\n        \
+                 http_config:\n          authorization:\n            credentials: {token}\n"
+            ),
+        )
+        .unwrap();
+        for _ in 0..5 {
+            let port = servers::free_port();
+            let child = Command::new(ALERTMANAGER)
+                .arg(format!("--config.file={}", conf.display()))
+                .arg(format!("--storage.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .arg("--log.level=warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(dir.join("alertmanager.log")).unwrap())
+                .spawn()
+                .expect("run prometheus-alertmanager");
+            let mut guard = Guard(child);
+            let until = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = guard.0.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let (status, _) =
+                        request(([127, 0, 0, 1], port).into(), "GET", "/-/ready", &[], b"");
+                    if status == 200 {
+                        return Alertmanager {
+                            _guard: guard,
+                            port,
+                        };
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!(
+            "alertmanager did not start: {}",
+            fs::read_to_string(dir.join("alertmanager.log")).unwrap_or_default()
+        );
+    }
+
+    /// Posts alerts to its v2 API.
+    fn post(&self, alerts: &Value) {
+        let (status, body) = request(
+            ([127, 0, 0, 1], self.port).into(),
+            "POST",
+            "/api/v2/alerts",
+            &[("Content-Type", "application/json")],
+            alerts.to_string().as_bytes(),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+}
+
+#[test]
+fn alertmanager_ha_pair_runs_the_fix_once_with_its_options() {
+    if !servers::can_run("alertmanager_ha_pair", &[ALERTMANAGER]) {
+        return;
+    }
+    let tmp = TempDir::new("serve-am");
+    let reqs = tmp.path().join("requests");
+    recording_module(&tmp.path().join("mod/fix/cleanup"), &reqs);
+    fs::write(
+        tmp.path().join("rules.toml"),
+        "cooldown = 600\n\n[[rule]]\nname = \"disk\"\nmatch = { alertname = \"DiskFull\" }\n\
+         module = \"cleanup\"\nservice = \"disk\"\n\
+         options = { mount = { label = \"mount\" }, why = { annotation = \"summary\" } }\n",
+    )
+    .unwrap();
+    fs::write(tmp.path().join("token"), "s3cret\n").unwrap();
+    let mut args = vec!["--rules"];
+    let rules = tmp.path().join("rules.toml").display().to_string();
+    let mods = tmp.path().join("mod").display().to_string();
+    let token = tmp.path().join("token").display().to_string();
+    args.extend([
+        rules.as_str(),
+        "--module-dir",
+        &mods,
+        "--token-file",
+        &token,
+    ]);
+    let mut serve = Serve::start(tmp.path(), &args, &[]);
+    serve.token = Some("s3cret".to_owned());
+    // An HA pair without gossip: each member notifies, so disco gets every alert twice.
+    let am1 = Alertmanager::start(&tmp.path().join("am1"), serve.addr, "s3cret");
+    let am2 = Alertmanager::start(&tmp.path().join("am2"), serve.addr, "s3cret");
+    let mount = "/var; rm -rf / $(id) `x` & <y>";
+    let alerts = json!([{
+        "labels": {"alertname": "DiskFull", "instance": "db1:9100", "mount": mount},
+        "annotations": {"summary": "disk 99% full"},
+    }]);
+    am1.post(&alerts);
+    am2.post(&alerts);
+    let fixes = serve.settle(2, Duration::from_secs(20));
+    assert_eq!(count(&fixes, "ran"), 1, "{fixes:#?}\n{}", serve.log());
+    assert_eq!(count(&fixes, "deduplicated"), 1, "{fixes:#?}");
+    let ran = fixes.iter().find(|f| f["status"] == "ran").unwrap();
+    assert_eq!(ran["host"], "db1");
+    assert_eq!(ran["service"], "disk");
+    assert_eq!(ran["options"]["mount"], json!([mount]));
+    assert_eq!(ran["outcome"]["return_code"], 0);
+    // The module got the label verbatim, as option data.
+    let files = requests_in(&reqs);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let req = protocol::FixData::parse(&fs::read(&files[0]).unwrap())
+        .unwrap()
+        .doc;
+    assert_eq!(req.options.first("mount"), Some(mount));
+    assert_eq!(req.options.first("why"), Some("disk 99% full"));
+    // And the history says so on the command line too.
+    let out = Command::new(DISCO)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["history", "--host", "db1", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let fh = fs::read_to_string(tmp.path().join("state/history/host/db1/disk/fixhistory")).unwrap();
+    assert_eq!(fh.lines().count(), 1, "{fh}");
+    assert!(fh.contains(":0:0:disco-serve:fixed disk"), "{fh}");
+    drop((am1, am2));
+    assert_eq!(serve.terminate(), 0);
+}
+
+#[test]
+fn storm_of_1000_alerts_over_100_targets() {
+    let tmp = TempDir::new("serve-storm");
+    let log = tmp.path().join("intervals");
+    fs::create_dir_all(&log).unwrap();
+    // Records "START END" per target, holding 20 ms.
+    module(
+        &tmp.path().join("mod/fix/hold"),
+        &format!(
+            "cat >/dev/null\nstart=$EPOCHREALTIME\nsleep 0.02\n\
+             echo \"$start $EPOCHREALTIME\" >> '{}'/\"$DISCO_HOST\"",
+            log.display()
+        ),
+    );
+    fs::write(
+        tmp.path().join("rules.toml"),
+        "cooldown = 600\nstorm_limit = 2\nstorm_window = 600\n\n[[rule]]\nmodule = \"hold\"\n\
+         service = \"web\"\n",
+    )
+    .unwrap();
+    let rules = tmp.path().join("rules.toml").display().to_string();
+    let mods = tmp.path().join("mod").display().to_string();
+    let serve = Serve::start(
+        tmp.path(),
+        &[
+            "--rules",
+            &rules,
+            "--module-dir",
+            &mods,
+            "--max-concurrent",
+            "4",
+        ],
+        &[],
+    );
+    // Target i gets ten alerts with four distinct fingerprints, spread over the requests.
+    let mut all = Vec::new();
+    for k in 0..10 {
+        for i in 0..100 {
+            let host = format!("h{i:03}:9100");
+            let fp = format!("f{i}-{}", k % 4);
+            all.push(alert(
+                &[("alertname", "Down"), ("instance", &host)],
+                Some(&fp),
+            ));
+        }
+    }
+    let batches: Vec<Vec<Value>> = all.chunks(5).map(<[Value]>::to_vec).collect();
+    let batches = Arc::new(std::sync::Mutex::new(batches));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (batches, addr) = (Arc::clone(&batches), serve.addr);
+            std::thread::spawn(move || loop {
+                let Some(b) = batches.lock().unwrap().pop() else {
+                    return;
+                };
+                let (status, body) = post_alerts(addr, &b, None);
+                assert_eq!(status, 200, "{body}");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let posted = started.elapsed();
+    assert!(posted <= Duration::from_secs(10), "posting took {posted:?}");
+    let fixes = serve.settle(1000, Duration::from_secs(30));
+    assert_eq!(fixes.len(), 1000, "none lost");
+    let (ran, dedup, supp) = (
+        count(&fixes, "ran"),
+        count(&fixes, "deduplicated"),
+        count(&fixes, "suppressed"),
+    );
+    assert_eq!(ran + dedup + supp, 1000, "{ran} {dedup} {supp}");
+    assert_eq!(ran, 200, "two fixes per target (the storm limit)");
+    let mut per_target: HashMap<String, usize> = HashMap::new();
+    for f in fixes.iter().filter(|f| f["status"] == "ran") {
+        *per_target
+            .entry(f["host"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        assert_eq!(f["outcome"]["return_code"], 0, "{f}");
+    }
+    assert!(per_target.values().all(|&n| n == 2), "{per_target:?}");
+    // Never two fixes on one target at once; never more than four at once overall.
+    let mut events = Vec::new();
+    for entry in fs::read_dir(&log).unwrap().flatten() {
+        let text = fs::read_to_string(entry.path()).unwrap();
+        let mut spans: Vec<(f64, f64)> = text
+            .lines()
+            .map(|l| {
+                let (a, b) = l.split_once(' ').unwrap();
+                (a.parse().unwrap(), b.parse().unwrap())
+            })
+            .collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert_eq!(spans.len(), 2, "{}", entry.path().display());
+        assert!(
+            spans[0].1 <= spans[1].0,
+            "overlap on {}",
+            entry.path().display()
+        );
+        for (a, b) in spans {
+            events.push((a, 1));
+            events.push((b, -1));
+        }
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut peak) = (0, 0);
+    for (_, d) in events {
+        now += d;
+        peak = peak.max(now);
+    }
+    assert!(peak <= 4, "{peak} fixes ran at once, the limit is 4");
+    let (_, metrics) = request(serve.addr, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains("disco_serve_fixes_total{return_code=\"0\",name=\"MODEXEC_OK\"} 200"));
+    assert!(
+        serve.log().contains("storm control"),
+        "a warning per suppressed alert"
+    );
+    assert_eq!(serve.terminate(), 0);
+}
+
+#[test]
+fn restart_after_kill_9_keeps_the_history() {
+    let tmp = TempDir::new("serve-restart");
+    let service = util::marker("restart");
+    module(
+        &tmp.path().join("mod/fix/slow"),
+        "cat >/dev/null\nsleep 1.5",
+    );
+    fs::write(
+        tmp.path().join("rules.toml"),
+        format!("[[rule]]\nmodule = \"slow\"\nservice = \"{service}\"\n"),
+    )
+    .unwrap();
+    let rules = tmp.path().join("rules.toml").display().to_string();
+    let mods = tmp.path().join("mod").display().to_string();
+    let args = ["--rules", rules.as_str(), "--module-dir", &mods];
+    let alerts: Vec<Value> = (0..3)
+        .map(|i| {
+            alert(
+                &[("alertname", "Down"), ("instance", &format!("r{i}"))],
+                None,
+            )
+        })
+        .collect();
+    let serve = Serve::start(tmp.path(), &args, &[]);
+    let (status, _) = post_alerts(serve.addr, &alerts, None);
+    assert_eq!(status, 200);
+    // Wait until the three fixes run, then kill the server outright.
+    let until = Instant::now() + Duration::from_secs(10);
+    while util::processes_of(&service).len() < 3 {
+        assert!(
+            Instant::now() < until,
+            "fixes did not start\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(serve.guard.pid(), Signal::SIGKILL).unwrap();
+    drop(serve);
+    // The fixes themselves are not cut short by the server's death; let them end.
+    let until = Instant::now() + Duration::from_secs(10);
+    while !util::processes_of(&service).is_empty() {
+        assert!(Instant::now() < until, "fixes outlived their time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let serve = Serve::start(tmp.path(), &args, &[]);
+    let fixes = serve.fixes("");
+    assert_eq!(fixes.len(), 3, "{fixes:#?}");
+    assert_eq!(count(&fixes, "interrupted"), 3, "{fixes:#?}");
+    // The cool-down survived the restart: the same alerts again run nothing.
+    let (status, body) = post_alerts(serve.addr, &alerts, None);
+    assert_eq!(status, 200);
+    assert!(
+        body["fixes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["decision"] == "deduplicated"),
+        "{body}"
+    );
+    let out = Command::new(DISCO)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["history", "--host", "r1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains("interrupted") && text.contains("deduplicated"),
+        "{text}"
+    );
+    assert_eq!(serve.terminate(), 0);
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
+    let tmp = TempDir::new("serve-bad");
+    let reqs = tmp.path().join("requests");
+    recording_module(&tmp.path().join("mod/fix/rec"), &reqs);
+    fs::write(
+        tmp.path().join("rules.toml"),
+        "[[rule]]\nmodule = \"rec\"\nservice = \"svc\"\noptions = { arg = { label = \"arg\" } }\n",
+    )
+    .unwrap();
+    fs::write(tmp.path().join("token"), "t0ken\n").unwrap();
+    let rules = tmp.path().join("rules.toml").display().to_string();
+    let mods = tmp.path().join("mod").display().to_string();
+    let token = tmp.path().join("token").display().to_string();
+    let serve = Serve::start(
+        tmp.path(),
+        &[
+            "--rules",
+            &rules,
+            "--module-dir",
+            &mods,
+            "--token-file",
+            &token,
+        ],
+        &[],
+    );
+    let firing = [alert(&[("alertname", "X"), ("instance", "b1")], None)];
+    let (status, _) = post_alerts(serve.addr, &firing, None);
+    assert_eq!(status, 401, "missing token");
+    let (status, _) = post_alerts(serve.addr, &firing, Some("wrong"));
+    assert_eq!(status, 401, "wrong token");
+    let auth = [("Authorization", "Bearer t0ken")];
+    let json_auth = [auth[0], ("Content-Type", "application/json")];
+    let (status, body) = request(
+        serve.addr,
+        "POST",
+        "/alertmanager",
+        &json_auth,
+        b"{\"alerts\": [",
+    );
+    assert_eq!(status, 400, "malformed JSON");
+    assert!(
+        String::from_utf8_lossy(&body).contains("malformed"),
+        "{body:?}"
+    );
+    let text_auth = [auth[0], ("Content-Type", "text/plain")];
+    let (status, _) = request(
+        serve.addr,
+        "POST",
+        "/alertmanager",
+        &text_auth,
+        b"{\"alerts\":[]}",
+    );
+    assert_eq!(status, 415, "wrong content type");
+    let big = vec![b' '; 10 << 20];
+    let (status, _) = request(serve.addr, "POST", "/alertmanager", &json_auth, &big);
+    assert_eq!(status, 413, "10 MiB body");
+    let (status, _) = request(serve.addr, "GET", "/fixes", &[], b"");
+    assert_eq!(status, 401, "the history needs the token too");
+    let (status, _) = request(serve.addr, "GET", "/nope", &[], b"");
+    assert_eq!(status, 404);
+    let (status, _) = request(serve.addr, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200, "health needs no token");
+    assert!(requests_in(&reqs).is_empty(), "nothing ran");
+    // Shell metacharacters in a label arrive verbatim, as option data.
+    let nasty = "x'; touch /tmp/pwned-disco; echo \"$(id)\" `id` | & > <";
+    let (status, body) = post_alerts(
+        serve.addr,
+        &[alert(
+            &[("alertname", "X"), ("instance", "b2"), ("arg", nasty)],
+            None,
+        )],
+        Some("t0ken"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while requests_in(&reqs).is_empty() {
+        assert!(
+            Instant::now() < until,
+            "the fix did not run\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let files = requests_in(&reqs);
+    assert_eq!(files.len(), 1);
+    let req = protocol::FixData::parse(&fs::read(&files[0]).unwrap())
+        .unwrap()
+        .doc;
+    assert_eq!(req.options.first("arg"), Some(nasty));
+    assert!(!Path::new("/tmp/pwned-disco").exists());
+    let log = serve.log();
+    for status in ["401", "400", "415", "413", "404"] {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with("warning:") && l.contains(&format!(": {status} "))),
+            "no log line for {status}:\n{log}"
+        );
+    }
+    // Every refusal is in the history as a request.
+    let journal = fs::read_to_string(tmp.path().join("state/history/serve.jsonl")).unwrap();
+    for status in [401, 400, 415, 413] {
+        assert!(
+            journal.contains(&format!("\"status\":{status}")),
+            "{status}"
+        );
+    }
+    assert_eq!(serve.terminate(), 0);
+}
+
+#[test]
+fn unknown_module_in_a_rule_is_a_config_error_at_start() {
+    let tmp = TempDir::new("serve-unknown");
+    fs::create_dir_all(tmp.path().join("mod/fix")).unwrap();
+    fs::write(
+        tmp.path().join("rules.toml"),
+        "[[rule]]\nname = \"oops\"\nmodule = \"nope\"\n",
+    )
+    .unwrap();
+    let out = Command::new(DISCO)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--rules"])
+        .arg(tmp.path().join("rules.toml"))
+        .arg("--module-dir")
+        .arg(tmp.path().join("mod"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: rules "), "{err}");
+    assert!(
+        err.contains("rule 'oops'") && err.contains("mod/fix/nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_full_queue_answers_503_and_sigterm_lets_running_fixes_finish() {
+    let tmp = TempDir::new("serve-full");
+    let done = tmp.path().join("done");
+    module(
+        &tmp.path().join("mod/fix/slow"),
+        &format!(
+            "cat >/dev/null\nsleep 1\necho \"$DISCO_HOST\" >> '{}'",
+            done.display()
+        ),
+    );
+    fs::write(
+        tmp.path().join("rules.toml"),
+        "[[rule]]\nmodule = \"slow\"\nservice = \"s\"\n",
+    )
+    .unwrap();
+    let rules = tmp.path().join("rules.toml").display().to_string();
+    let mods = tmp.path().join("mod").display().to_string();
+    let serve = Serve::start(
+        tmp.path(),
+        &[
+            "--rules",
+            &rules,
+            "--module-dir",
+            &mods,
+            "--max-concurrent",
+            "1",
+            "--max-queue",
+            "2",
+        ],
+        &[],
+    );
+    let a = |h: &str| alert(&[("alertname", "X"), ("instance", h)], None);
+    let (status, _) = post_alerts(serve.addr, &[a("q1"), a("q2")], None);
+    assert_eq!(status, 200);
+    // q1 runs, q2 waits: room for one more, not for two.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = post_alerts(serve.addr, &[a("q3"), a("q4")], None);
+    assert_eq!(status, 503, "{body}");
+    let (status, _) = post_alerts(serve.addr, &[a("q3")], None);
+    assert_eq!(status, 200);
+    // SIGTERM: q1 finishes, q2 and q3 are cancelled, exit 0.
+    let started = Instant::now();
+    assert_eq!(serve.terminate(), 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(fs::read_to_string(&done).unwrap(), "q1\n");
+    let out = Command::new(DISCO)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["history", "--format", "json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.matches("\"status\":\"ran\"").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("\"status\":\"cancelled\"").count(),
+        2,
+        "{text}"
+    );
+}
+
+/// Builds `contrib/sink-plugin` (its own target dir, so the outer cargo's lock is no matter).
+fn sink_plugin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target/sink-plugin");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(root.join("contrib/sink-plugin/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "cargo build of contrib/sink-plugin");
+    target.join("debug/libdisco_sink_example.so")
+}
+
+#[test]
+fn sinks_get_every_result_and_a_broken_plugin_never_stops_a_fix() {
+    let plugin = sink_plugin();
+    let tmp = TempDir::new("serve-sinks");
+    module(&tmp.path().join("mod/fix/ok"), "cat >/dev/null");
+    fs::write(
+        tmp.path().join("rules.toml"),
+        "[[rule]]\nmodule = \"ok\"\nservice = \"s\"\n",
+    )
+    .unwrap();
+    let rules = tmp.path().join("rules.toml").display().to_string();
+    let mods = tmp.path().join("mod").display().to_string();
+    let textfile = tmp.path().join("textfile");
+    let out = tmp.path().join("plugin.out");
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib/aarch64-linux-gnu/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[], ""),
+        (
+            &[("DISCO_SINK_EXAMPLE_ABI", "2")],
+            "ABI version 2, this disco speaks version 1",
+        ),
+        (
+            &[("DISCO_SINK_EXAMPLE_FAIL", "1")],
+            "on_fix_result returned 1",
+        ),
+    ];
+    for (i, (env, warning)) in cases.into_iter().enumerate() {
+        let mut env = env.to_vec();
+        let out_s = out.display().to_string();
+        env.push(("DISCO_SINK_EXAMPLE_OUT", &out_s));
+        let plugin_s = plugin.display().to_string();
+        let textfile_s = textfile.display().to_string();
+        let mut args = vec![
+            "--rules",
+            rules.as_str(),
+            "--module-dir",
+            &mods,
+            "--sink-plugin",
+            &plugin_s,
+            "--textfile",
+            &textfile_s,
+        ];
+        if let (1, Some(libm)) = (i, libm) {
+            args.extend(["--sink-plugin", libm]);
+        }
+        let serve = Serve::start(tmp.path(), &args, &env);
+        let host = format!("s{i}");
+        let (status, _) = post_alerts(
+            serve.addr,
+            &[alert(&[("alertname", "X"), ("instance", &host)], None)],
+            None,
+        );
+        assert_eq!(status, 200);
+        let fixes = serve.settle(i + 1, Duration::from_secs(10));
+        let f = fixes.iter().find(|f| f["host"] == host.as_str()).unwrap();
+        assert_eq!(f["status"], "ran", "the fix ran whatever the plugin did");
+        let log = serve.log();
+        if warning.is_empty() {
+            let lines = fs::read_to_string(&out).unwrap();
+            assert_eq!(lines.lines().count(), 1, "{lines}");
+            assert!(lines.starts_with("fix {") && lines.contains(f["id"].as_str().unwrap()));
+        } else {
+            assert!(log.contains(warning), "{log}");
+            assert_eq!(fs::read_to_string(&out).unwrap().lines().count(), 1);
+        }
+        if i == 1 && libm.is_some() {
+            assert!(
+                log.contains("missing symbol disco_sink_abi_version"),
+                "{log}"
+            );
+        }
+        let prom = fs::read_to_string(textfile.join("disco_serve.prom")).unwrap();
+        assert!(
+            prom.contains("disco_serve_fixes_total{return_code=\"0\""),
+            "{prom}"
+        );
+        if i == 2 {
+            assert!(
+                prom.contains("disco_serve_sink_errors_total{sink=\"plugin "),
+                "{prom}"
+            );
+        }
+        assert_eq!(serve.terminate(), 0);
+    }
+}
