@@ -415,3 +415,33 @@ fn opaque_dirs_links_odd_names_a_sparse_gibibyte_and_ten_thousand_files() {
     // Nothing of it reached the live tree.
     assert_eq!(Command::new("find").arg(l).output().unwrap().stdout, before);
 }
+
+#[test]
+fn without_root_the_sandbox_is_one_clear_error() {
+    if !have_root() {
+        return;
+    }
+    let state = TempDir::new("state-nobody");
+    std::fs::set_permissions(
+        state.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_disco"))
+        .arg("--state-dir")
+        .arg(state.path().join("s"))
+        .args(["shell", "-c", "true"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: sandbox: cannot unshare namespaces: EPERM"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the sandbox needs root"), "{stderr}");
+}

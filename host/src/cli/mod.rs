@@ -1,5 +1,6 @@
 //! The command line: global options, one file per subcommand, and dispatch.
 
+mod apply;
 mod args;
 mod check_result;
 mod completions;
@@ -41,6 +42,8 @@ Exit status:
   1  the operation failed, or the document checked is not valid
   2  the command line is wrong
   disco fix exits with the ReturnCode it decided, modulo 256.
+  disco dance --noop --exit-code exits 2 when something would change.
+  125 the sandbox could not be built (it says why).
 
 Errors are one line on stderr, 'error: ' then what is at fault.
 Set NO_COLOR to turn colours off; RUST_LOG=debug for diagnostics.";
@@ -125,6 +128,9 @@ pub enum Command {
     /// Internal: record a service command a live module's script wants run after the merge.
     #[command(name = "__defer", hide = true)]
     Defer(defer::DeferArgs),
+    /// Internal: merge one scratch layer onto a folder, journaled (benchmarks, recovery).
+    #[command(name = "__apply", hide = true)]
+    Apply(apply::ApplyArgs),
 }
 
 /// Runs one subcommand.
@@ -151,6 +157,7 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::Sandbox(args) => sandbox_init::exec(args),
         Command::Deliver(args) => deliver::exec(args),
         Command::Defer(args) => defer::exec(args),
+        Command::Apply(args) => apply::exec(args, &cli.global),
     }
 }
 

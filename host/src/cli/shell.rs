@@ -48,6 +48,10 @@ pub(super) fn exec(args: ShellArgs, global: &super::GlobalArgs) -> Result<ExitCo
         .env("PS1", "(disco noop) \\u@\\h:\\w\\$ ")
         .status()
         .map_err(|e| Error::Other(format!("cannot start the sandbox: {e}")))?;
+    if status.code() == Some(crate::sandbox::enter::EXIT_SANDBOX) {
+        // The sandbox itself could not be built, and has said why: there is no layer to keep.
+        return Ok(ExitCode::from(crate::sandbox::enter::EXIT_SANDBOX as u8));
+    }
     let info = sandbox.finish().map_err(|e| Error::Other(e.to_string()))?;
     crate::output::info(&format!(
         "scratch layer of run {} kept in {}; 'disco diff' reports it",

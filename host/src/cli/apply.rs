@@ -1,0 +1,34 @@
+//! `disco __apply --upper DIR --live DIR`: merge one scratch layer onto a folder, journaled, as a
+//! live dance does after a module. Internal: for benchmarks and for recovering by hand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+
+/// Arguments of `disco __apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The scratch layer (an overlay upper folder).
+    #[arg(long)]
+    pub upper: PathBuf,
+    /// The live folder beneath it.
+    #[arg(long)]
+    pub live: PathBuf,
+}
+
+pub(super) fn exec(args: ApplyArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
+    let name = format!("apply-{}", std::process::id());
+    let applied = crate::apply::apply(
+        &global.state_dir,
+        &name,
+        "(by hand)",
+        &name,
+        &[(args.upper, args.live.clone(), args.live)],
+    )
+    .map_err(|e| Error::Other(e.to_string()))?;
+    crate::output::info(&format!("merged {} path(s)", applied.paths));
+    Ok(ExitCode::SUCCESS)
+}
