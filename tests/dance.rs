@@ -1,26 +1,13 @@
 //! `disco dance --noop` end to end, from local sources: the seed's complete example against
 //! the real `/` (which must stay unchanged), ordering, failures, parameters and templates.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod servers;
 mod util;
 use servers::{RsyncDaemon, Sshd};
-use util::TempDir;
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "dance tests need root, and CI must run them"
-    );
-    eprintln!("skipped: dance tests need root");
-    false
-}
+use util::{have_root, site, text, TempDir};
 
 fn example_site() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/example-site")
@@ -39,22 +26,6 @@ fn dance(state: &Path, source: &Path, node: &str, extra: &[&str]) -> Output {
         .expect("run disco dance")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Writes a site: `(path, content)`; paths under `scripts/` are made executable.
-fn site(dir: &Path, files: &[(&str, &str)]) {
-    for (path, content) in files {
-        let p = dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-        if path.contains("/scripts/") {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-    }
-}
-
 fn md5_hex(data: &[u8]) -> String {
     let mut child = Command::new("md5sum")
         .stdin(Stdio::piped())
@@ -68,7 +39,7 @@ fn md5_hex(data: &[u8]) -> String {
 
 #[test]
 fn the_seeds_complete_example_in_noop_against_the_real_root() {
-    if !have_root() {
+    if !have_root("dance") {
         return;
     }
     let state = TempDir::new("dance-state");
@@ -177,7 +148,7 @@ fn a_missing_module_names_who_required_it() {
 
 #[test]
 fn a_failing_script_fails_its_module_and_skips_its_dependents_only() {
-    if !have_root() {
+    if !have_root("dance") {
         return;
     }
     let state = TempDir::new("dance-state");
@@ -221,7 +192,7 @@ fn a_failing_script_fails_its_module_and_skips_its_dependents_only() {
 
 #[test]
 fn a_failing_template_fails_its_module() {
-    if !have_root() {
+    if !have_root("dance") {
         return;
     }
     let state = TempDir::new("dance-state");
@@ -248,7 +219,7 @@ fn a_failing_template_fails_its_module() {
 
 #[test]
 fn parameters_merge_in_order_and_templates_read_them_with_disco_param() {
-    if !have_root() {
+    if !have_root("dance") {
         return;
     }
     let state = TempDir::new("dance-state");
@@ -386,4 +357,44 @@ fn the_example_served_over_ssh_by_a_real_sshd() {
         &[],
     );
     assert_example_output(&out);
+}
+
+#[test]
+fn exit_code_says_drift_when_a_noop_dance_would_change_something() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let out = dance(
+        state.path(),
+        &example_site(),
+        "localhost.localdomain",
+        &["--exit-code"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(!Path::new("/etc/othermodule").exists());
+}
+
+#[test]
+fn a_second_dance_waits_or_with_no_wait_says_who_holds_the_lock() {
+    let state = TempDir::new("dance-state");
+    // Another dance holds the dance lock.
+    let lock_path = state.path().join("dance.lock");
+    let held = std::fs::File::create(&lock_path).unwrap();
+    held.lock().unwrap();
+    let out = dance(
+        state.path(),
+        &example_site(),
+        "localhost.localdomain",
+        &["--no-wait"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: another dance is running (it holds {})\n",
+            lock_path.display()
+        )
+    );
+    drop(held);
 }

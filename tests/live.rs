@@ -8,19 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod util;
-use util::TempDir;
-
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "live tests need root, and CI must run them"
-    );
-    eprintln!("skipped: live tests need root");
-    false
-}
+use util::{disco, have_root, site, text, TempDir};
 
 /// An overlay of `/` at `tmp/root`, visible only to this test's thread and its children.
 /// `upper_size` puts the overlay's writes on a tmpfs of that size (to run out of space).
@@ -57,32 +45,6 @@ fn disposable_root(tmp: &Path, upper_size: Option<&str>) -> PathBuf {
     )
     .expect("mount the disposable root");
     root
-}
-
-fn disco(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_disco"))
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run disco")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn site(dir: &Path, files: &[(&str, &str)]) {
-    for (path, content) in files {
-        let p = dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, content).unwrap();
-        if path.contains("/scripts/") {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-    }
 }
 
 fn live(state: &Path, source: &Path, root: &Path, extra: &[&str]) -> Output {
@@ -178,7 +140,7 @@ fn reported(stdout: &str, under: &str) -> Vec<(PathBuf, &'static str)> {
 
 #[test]
 fn the_seeds_example_live_merges_and_runs_the_deferred_service_command() {
-    if !have_root() {
+    if !have_root("live") {
         return;
     }
     let tmp = TempDir::new("live-example");
@@ -250,7 +212,7 @@ fn the_seeds_example_live_merges_and_runs_the_deferred_service_command() {
 
 #[test]
 fn the_noop_diff_equals_what_the_live_dance_does() {
-    if !have_root() {
+    if !have_root("live") {
         return;
     }
     let tmp = TempDir::new("live-corpus");
@@ -345,7 +307,7 @@ fn the_noop_diff_equals_what_the_live_dance_does() {
 
 #[test]
 fn a_failing_module_leaves_the_root_byte_identical_and_skips_its_dependents() {
-    if !have_root() {
+    if !have_root("live") {
         return;
     }
     let tmp = TempDir::new("live-fail");
@@ -388,7 +350,7 @@ fn a_failing_module_leaves_the_root_byte_identical_and_skips_its_dependents() {
 
 #[test]
 fn sigkill_during_merges_leaves_every_file_entirely_old_or_new() {
-    if !have_root() {
+    if !have_root("live") {
         return;
     }
     const FILES: usize = 5_000;
@@ -515,7 +477,7 @@ fn sigkill_during_merges_leaves_every_file_entirely_old_or_new() {
 
 #[test]
 fn running_out_of_space_stops_the_merge_cleanly() {
-    if !have_root() {
+    if !have_root("live") {
         return;
     }
     let tmp = TempDir::new("live-enospc");

@@ -5,36 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod util;
-use util::TempDir;
-
-/// Privileged tests run as root (CI and developer machines are root); without root they say
-/// why and pass, except under CI, where a skip would hide a broken setup.
-fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "sandbox tests need root, and CI must run them"
-    );
-    eprintln!("skipped: sandbox tests need root");
-    false
-}
-
-fn disco(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_disco"))
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run disco")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use util::{disco, have_root, text, TempDir};
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap()
@@ -86,7 +57,7 @@ impl Drop for Loop {
 
 #[test]
 fn escape_attempts_fail_or_are_captured() {
-    if !have_root() {
+    if !have_root("sandbox") {
         return;
     }
     let state = TempDir::new("state");
@@ -170,7 +141,7 @@ fn escape_attempts_fail_or_are_captured() {
 
 #[test]
 fn processes_started_inside_do_not_survive_the_sandbox() {
-    if !have_root() {
+    if !have_root("sandbox") {
         return;
     }
     let state = TempDir::new("state");
@@ -235,7 +206,7 @@ fn fingerprint(paths: &[&Path]) -> Vec<(PathBuf, Option<String>)> {
 
 #[test]
 fn noop_changes_on_every_filesystem_are_reported_and_none_reaches_the_live_system() {
-    if !have_root() {
+    if !have_root("sandbox") {
         return;
     }
     let state = TempDir::new("state");
@@ -312,7 +283,7 @@ cat {fs}/existing {fs}/doomed"#,
 
 #[test]
 fn the_seeds_shell_session_against_a_disposable_root_reports_exactly_four_paths() {
-    if !have_root() {
+    if !have_root("sandbox") {
         return;
     }
     let state = TempDir::new("state");
@@ -370,7 +341,7 @@ test -e {d}/root/etc/passwd && test ! -e {d}/root/var/lib/p0wnt && echo root-int
 
 #[test]
 fn opaque_dirs_links_odd_names_a_sparse_gibibyte_and_ten_thousand_files() {
-    if !have_root() {
+    if !have_root("sandbox") {
         return;
     }
     let state = TempDir::new("state");
@@ -418,7 +389,7 @@ fn opaque_dirs_links_odd_names_a_sparse_gibibyte_and_ten_thousand_files() {
 
 #[test]
 fn without_root_the_sandbox_is_one_clear_error() {
-    if !have_root() {
+    if !have_root("sandbox") {
         return;
     }
     let state = TempDir::new("state-nobody");

@@ -147,3 +147,47 @@ pub fn kill(pid: i32) {
         .args(["-KILL", &pid.to_string()])
         .status();
 }
+
+/// Privileged tests run as root (CI and developer machines are root); without root they say
+/// why and pass, except under CI, where a skip would hide a broken setup.
+pub fn have_root(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} tests need root, and CI must run them"
+    );
+    eprintln!("skipped: {what} tests need root");
+    false
+}
+
+/// `disco --state-dir STATE ARGS...`, without colours or stdin, run to the end.
+pub fn disco(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_disco"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run disco")
+}
+
+/// Bytes as text, for messages and matching.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes a dance site: `(path, content)`; paths under `scripts/` are made executable.
+pub fn site(dir: &Path, files: &[(&str, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, content) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        if path.contains("/scripts/") {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}
