@@ -373,11 +373,9 @@ pub fn private_mount_namespace() -> Result<(), nix::errno::Errno> {
 /// Mounts a read-only overlay of `lowers` (topmost first) on `target`.
 pub fn mount_overlay_readonly(lowers: &[&Path], target: &Path) -> Result<(), nix::errno::Errno> {
     use nix::mount::{mount, MsFlags};
-    // Two lower layers at least: a single one with no upper layer is just the folder itself.
-    let dirs: Vec<String> = lowers.iter().map(|p| overlay_escape(p)).collect();
     let data = format!(
         "lowerdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
-        dirs.join(":")
+        overlay_lowerdir(lowers)?
     );
     mount(
         Some("overlay"),
@@ -386,6 +384,37 @@ pub fn mount_overlay_readonly(lowers: &[&Path], target: &Path) -> Result<(), nix
         MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
         Some(data.as_str()),
     )
+}
+
+/// The `lowerdir=` value for `lowers` (topmost first). Mount options fit in one page, which
+/// a few dozen absolute paths of stacked scratch layers would overflow; so the process moves
+/// into the folder that holds all but the last (the live one) and names them relative to it.
+/// The caller must be single-threaded or have its own working directory (`CLONE_FS`), as a
+/// thread in its own mount namespace has.
+pub fn overlay_lowerdir(lowers: &[&Path]) -> Result<String, nix::errno::Errno> {
+    let (last, above) = match lowers.split_last() {
+        Some((last, above)) if above.len() > 1 => (last, above),
+        _ => {
+            let dirs: Vec<String> = lowers.iter().map(|p| overlay_escape(p)).collect();
+            return Ok(dirs.join(":"));
+        }
+    };
+    let mut base = above[0].to_path_buf();
+    while !above.iter().all(|p| p.starts_with(&base)) {
+        if !base.pop() {
+            break;
+        }
+    }
+    nix::unistd::chdir(&base)?;
+    let mut dirs: Vec<String> = above
+        .iter()
+        .map(|p| match p.strip_prefix(&base) {
+            Ok(rel) if !rel.as_os_str().is_empty() => overlay_escape(rel),
+            _ => overlay_escape(p),
+        })
+        .collect();
+    dirs.push(overlay_escape(last));
+    Ok(dirs.join(":"))
 }
 
 /// Escapes a path for an overlay option list, where `,` separates options and `:` layers.

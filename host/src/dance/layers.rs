@@ -214,7 +214,7 @@ impl Stack {
         let done = &self.done;
         let root = &self.target.root;
         let filesystems = &self.target.filesystems;
-        std::thread::scope(|s| {
+        let changes = std::thread::scope(|s| {
             s.spawn(|| {
                 crate::sys::private_mount_namespace().map_err(|e| DanceError::View {
                     what: "unshare a mount namespace".into(),
@@ -255,6 +255,37 @@ impl Stack {
                     errno: nix::errno::Errno::EIO,
                 })
             })
-        })
+        });
+        // The views are filesystems of their own; report the live filesystem's device, as an
+        // unstacked diff does.
+        let mut changes = changes?;
+        use std::os::unix::fs::MetadataExt;
+        let devices: Vec<(PathBuf, u64)> = filesystems
+            .iter()
+            .filter_map(|fs| {
+                let dev = std::fs::metadata(root.join(fs)).ok()?.dev();
+                Some((Path::new("/").join(fs), dev))
+            })
+            .collect();
+        for change in &mut changes {
+            let dev = devices
+                .iter()
+                .filter(|(mp, _)| change.path.starts_with(mp))
+                .max_by_key(|(mp, _)| mp.components().count())
+                .map(|(_, dev)| *dev);
+            for meta in [change.old.as_mut(), change.new.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                let node = matches!(
+                    meta.file_type,
+                    crate::diff::FileType::CharDevice | crate::diff::FileType::BlockDevice
+                );
+                if let (false, Some(dev)) = (node, dev) {
+                    meta.device = dev;
+                }
+            }
+        }
+        Ok(changes)
     }
 }

@@ -168,15 +168,17 @@ fn mount_overlays(spec: &Spec) -> Result<(), SandboxError> {
             crate::sys::mount_live_view(&layer.lower, &empty, &base)
                 .map_err(sys("mount a read-only view of", layer.lower.display()))?;
         }
-        let lowers: Vec<String> = layer
+        let lowers: Vec<&Path> = layer
             .lowers_above
             .iter()
             .chain(std::iter::once(&base))
-            .map(|l| crate::sys::overlay_escape(l))
+            .map(PathBuf::as_path)
             .collect();
+        let lowers = crate::sys::overlay_lowerdir(&lowers)
+            .map_err(sys("enter the layers' folder for", target.display()))?;
         let data = format!(
             "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off,volatile",
-            lowers.join(":"),
+            lowers,
             crate::sys::overlay_escape(&layer.upper),
             crate::sys::overlay_escape(&layer.work)
         );
