@@ -151,7 +151,7 @@ fn assert_seed_fetched(fetcher: &Fetcher, cache: &Path) {
 
 fn assert_measured(fetched: &Fetched) {
     let usage = fetched.rusage.expect("an rsync fetch is measured");
-    assert!(usage.max_rss_kb > 0, "{usage:?}");
+    assert!(usage.mem_max_kb > 0, "{usage:?}");
     assert!(
         usage.user + usage.sys > std::time::Duration::ZERO,
         "{usage:?}"
@@ -226,7 +226,7 @@ fn daemon_missing_module_fails_alone_with_rsyncs_message() {
         *status, 5,
         "rsync's 'error starting client-server protocol'"
     );
-    assert!(rusage.max_rss_kb > 0);
+    assert!(rusage.mem_max_kb > 0);
 }
 
 #[test]

@@ -359,8 +359,14 @@ pub fn executable(path: &Path) -> bool {
 /// what it mounts is seen by no other thread or process and goes away when the thread ends.
 /// [unshare(2)](https://man7.org/linux/man-pages/man2/unshare.2.html)
 pub fn private_mount_namespace() -> Result<(), nix::errno::Errno> {
-    use nix::mount::{mount, MsFlags};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    make_mounts_private()
+}
+
+/// Makes every mount of this mount namespace private, recursively, so that nothing mounted
+/// from here on propagates to the namespace it was copied from.
+pub fn make_mounts_private() -> Result<(), nix::errno::Errno> {
+    use nix::mount::{mount, MsFlags};
     mount(
         None::<&str>,
         "/",

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, Ended, RawRusage};
+use crate::sys::{self, Ended};
 
 /// The rsync command used when the parameter `disco/client/cmds/rsync` is not set.
 pub const DEFAULT_RSYNC: &str = "rsync -a --delete";
@@ -175,42 +175,8 @@ pub fn valid_module_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Resource usage of one rsync, from wait4(2): rsync and the children it waited for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// User CPU time.
-    pub user: Duration,
-    /// System CPU time.
-    pub sys: Duration,
-    /// Peak resident set size of the largest process, KiB.
-    pub max_rss_kb: u64,
-    /// Page faults served without I/O.
-    pub minor_faults: u64,
-    /// Page faults that needed I/O.
-    pub major_faults: u64,
-    /// Block input operations.
-    pub in_blocks: u64,
-    /// Block output operations.
-    pub out_blocks: u64,
-    /// Signals received.
-    pub signals: u64,
-}
-
-impl From<RawRusage> for Usage {
-    fn from(raw: RawRusage) -> Usage {
-        let n = |v: i64| v.max(0) as u64;
-        Usage {
-            user: raw.user,
-            sys: raw.system,
-            max_rss_kb: n(raw.max_rss_kib),
-            minor_faults: n(raw.minor_faults),
-            major_faults: n(raw.major_faults),
-            in_blocks: n(raw.blocks_in),
-            out_blocks: n(raw.blocks_out),
-            signals: n(raw.signals),
-        }
-    }
-}
+/// Resource usage of one rsync (and the children it waited for), as the dance reports it.
+pub use super::report::Usage;
 
 /// A fetched directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -532,7 +498,7 @@ impl Fetcher {
             Ended::Exited(0) => {
                 return Ok(Fetched {
                     path: dest,
-                    rusage: Some(raw.into()),
+                    rusage: Some(Usage::from_raw(&raw, elapsed)),
                     elapsed,
                 })
             }
@@ -549,7 +515,7 @@ impl Fetcher {
             from: self.source.to_string(),
             message: rsync_message(&text, ended),
             status,
-            rusage: Box::new(raw.into()),
+            rusage: Box::new(Usage::from_raw(&raw, elapsed)),
             elapsed,
         })
     }

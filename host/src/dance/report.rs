@@ -70,6 +70,21 @@ impl Usage {
         }
     }
 
+    /// The usage of a process reaped with wait4 (`raw`) that ran for `real`.
+    pub fn from_raw(raw: &crate::sys::RawRusage, real: Duration) -> Usage {
+        Usage {
+            real,
+            user: raw.user,
+            sys: raw.system,
+            mem_max_kb: count(raw.max_rss_kib),
+            faults_major: count(raw.major_faults),
+            faults_minor: count(raw.minor_faults),
+            io_in: count(raw.blocks_in),
+            io_out: count(raw.blocks_out),
+            signals: count(raw.signals),
+        }
+    }
+
     /// The usage of in-process work on this thread since `start` was taken: CPU time, faults,
     /// I/O and signals as differences, and the process's peak RSS so far (a peak cannot be
     /// differenced).

@@ -128,18 +128,10 @@ impl Printer {
 }
 
 fn usage_of(f: &Fetched) -> Usage {
-    let u = f.rusage.unwrap_or_default();
-    Usage {
-        real: f.elapsed,
-        user: u.user,
-        sys: u.sys,
-        mem_max_kb: u.max_rss_kb,
-        faults_major: u.major_faults,
-        faults_minor: u.minor_faults,
-        io_in: u.in_blocks,
-        io_out: u.out_blocks,
-        signals: u.signals,
-    }
+    // A local source ran nothing: only the wall time.
+    let mut usage = f.rusage.unwrap_or_default();
+    usage.real = f.elapsed;
+    usage
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DanceError + '_ {
@@ -233,13 +225,7 @@ fn record(
         Ok(f) => Step::new(name, "fetch", None, usage_of(f), true),
         Err(e) => {
             // A failed rsync was measured too.
-            let usage = e.usage().map_or(Usage::default(), |(u, real)| {
-                usage_of(&Fetched {
-                    path: PathBuf::new(),
-                    rusage: Some(u),
-                    elapsed: real,
-                })
-            });
+            let usage = e.usage().map_or(Usage::default(), |(u, _)| u);
             Step::new(name, "fetch", None, usage, false)
         }
     };

@@ -104,14 +104,7 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
         nix::unistd::sethostname(name).map_err(sys("set hostname", name))?;
     }
     // Private, recursively: no mount below may propagate to the host's namespace.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(sys("make mounts private", "/"))?;
+    crate::sys::make_mounts_private().map_err(sys("make mounts private", "/"))?;
     mount_overlays(spec)?;
     for hidden in &spec.hide {
         let target = inside(&spec.merged, hidden);
