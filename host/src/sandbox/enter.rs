@@ -170,22 +170,33 @@ fn mount_overlays(spec: &Spec) -> Result<(), SandboxError> {
         let lowers = crate::sys::overlay_lowerdir(&lowers)
             .map_err(sys("enter the layers' folder for", target.display()))?;
         let data = format!(
-            "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off,volatile",
+            "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
             lowers,
             crate::sys::overlay_escape(&layer.upper),
             crate::sys::overlay_escape(&layer.work)
         );
-        mount(
-            Some("overlay"),
-            &target,
-            Some("overlay"),
-            MsFlags::MS_NODEV,
-            Some(data.as_str()),
-        )
-        .map_err(sys(
-            "mount overlay",
-            format!("on {} (lower {})", target.display(), layer.lower.display()),
-        ))?;
+        let overlay = |data: &str| {
+            mount(
+                Some("overlay"),
+                &target,
+                Some("overlay"),
+                MsFlags::MS_NODEV,
+                Some(data),
+            )
+        };
+        // Kernels before 5.10 know no `volatile`: the same layer, with syncs.
+        overlay(&format!("{data},volatile"))
+            .or_else(|e| {
+                if e == Errno::EINVAL {
+                    overlay(&data)
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(sys(
+                "mount overlay",
+                format!("on {} (lower {})", target.display(), layer.lower.display()),
+            ))?;
     }
     Ok(())
 }
