@@ -510,3 +510,45 @@ fn running_out_of_space_stops_the_merge_cleanly() {
         .starts_with(".disco-staging")));
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn a_mount_point_the_sandbox_did_not_cover_is_never_merged_into() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-mount");
+    let root = disposable_root(tmp.path(), None);
+    // An mqueue filesystem is not overlaid (it holds no files of the system): the sandbox shows
+    // its mount point as an empty folder, and a script may replace it.
+    let point = root.join("srv/disco-mq");
+    std::fs::create_dir_all(&point).unwrap();
+    nix::mount::mount(
+        Some("mqueue"),
+        &point,
+        Some("mqueue"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let src = TempDir::new("live-mount-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-replace",
+                "#!/bin/sh\nrm -rf /srv/disco-mq && mkdir /srv/disco-mq && echo x > /srv/disco-mq/x\n",
+            ),
+        ],
+    );
+    let state = tmp.path().join("state");
+    let out = live(&state, src.path(), &root, &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("is on another filesystem than its layer"),
+        "{stdout}"
+    );
+    assert!(!point.join("x").exists());
+    assert!(std::fs::read_dir(state.join("journal")).map_or(true, |mut d| d.next().is_none()));
+}

@@ -70,6 +70,7 @@ fn escape_attempts_fail_or_are_captured() {
     let modules_before = std::fs::read_to_string("/proc/modules").unwrap_or_default();
     let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let clock_before = std::time::SystemTime::now();
+    let null_before = std::fs::metadata("/dev/null").unwrap();
 
     let script = format!(
         "kill -9 {pid}; /bin/kill -9 {pid}
@@ -81,6 +82,7 @@ fn escape_attempts_fail_or_are_captured() {
          date -s '2001-01-01 00:00:00'
          ip link add disco-esc0 type dummy
          systemctl stop cron
+         chmod 600 /dev/null; chown 65534 /dev/null
          reboot
          /usr/sbin/reboot -f
          echo done",
@@ -113,6 +115,15 @@ fn escape_attempts_fail_or_are_captured() {
         disk_before,
         "the loop device was written"
     );
+    // The sandbox's /dev/null is the host's, bound read-only: its mode and owner held.
+    let null_after = std::fs::metadata("/dev/null").unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (null_after.mode(), null_after.uid()),
+            (null_before.mode(), null_before.uid())
+        );
+    }
     let drift = std::time::SystemTime::now()
         .duration_since(clock_before)
         .expect("the clock went backwards");

@@ -405,8 +405,10 @@ pub fn overlay_lowerdir(lowers: &[&Path]) -> Result<String, nix::errno::Errno> {
             return Ok(dirs.join(":"));
         }
     };
-    let mut base = above[0].to_path_buf();
-    while !above.iter().all(|p| p.starts_with(&base)) {
+    // The deepest folder that holds all but at most two of them (the disco layer and a
+    // module's files may lie elsewhere): those two stay absolute.
+    let mut base = above[above.len() - 1].to_path_buf();
+    while above.iter().filter(|p| p.starts_with(&base)).count() + 2 < above.len() {
         if !base.pop() {
             break;
         }

@@ -29,6 +29,14 @@ pub enum ApplyError {
         #[source]
         source: Box<ApplyError>,
     },
+    /// An interrupted merge must be finished first.
+    #[error(
+        "an interrupted merge is pending ({0}); any disco command finishes it when no dance runs"
+    )]
+    Pending(PathBuf),
+    /// The layer reaches a path on another filesystem, which the sandbox did not overlay.
+    #[error("{0} is on another filesystem than its layer (a mount point the sandbox did not cover); refusing to merge")]
+    OtherFilesystem(PathBuf),
     /// The journal could not be read or written.
     #[error("journal {path}: {why}")]
     Journal {

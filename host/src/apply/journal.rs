@@ -83,12 +83,14 @@ pub fn remove(path: &Path) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Finishes every merge that a killed disco left half done (roll forward); returns one line a
-/// merge finished, for the user.
-pub fn recover(state_dir: &Path) -> Result<Vec<String>, ApplyError> {
-    let dir = dir(state_dir);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(Vec::new());
+/// Whether a merge is pending (a journal not yet finished).
+pub fn pending(state_dir: &Path) -> Option<PathBuf> {
+    pending_paths(&dir(state_dir)).into_iter().next()
+}
+
+fn pending_paths(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
     };
     let mut paths: Vec<PathBuf> = entries
         .flatten()
@@ -101,8 +103,35 @@ pub fn recover(state_dir: &Path) -> Result<Vec<String>, ApplyError> {
         })
         .collect();
     paths.sort();
+    paths
+}
+
+/// Finishes every merge that a killed disco left half done (roll forward), unless a dance is
+/// running (it holds the dance lock, and may be committing that very merge); returns one line a
+/// merge finished, for the user.
+pub fn recover(state_dir: &Path) -> Result<Vec<String>, ApplyError> {
+    if pending(state_dir).is_none() {
+        return Ok(Vec::new());
+    }
+    let lock_path = state_dir.join("dance.lock");
+    let Ok(lock) = std::fs::File::create(&lock_path) else {
+        return Ok(Vec::new());
+    };
+    if lock.try_lock().is_err() {
+        return Ok(Vec::new());
+    }
+    replay_pending(state_dir)
+}
+
+/// Replays every pending journal; the caller holds the dance lock.
+pub fn replay_pending(state_dir: &Path) -> Result<Vec<String>, ApplyError> {
+    let dir = dir(state_dir);
+    let entries = pending_paths(&dir);
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut done = Vec::new();
-    for path in paths {
+    for path in entries {
         let journal = Journal::read(&path)?;
         let applied = merge::execute(&journal)?;
         merge::clean_staging(&journal);

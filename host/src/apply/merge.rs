@@ -89,6 +89,10 @@ fn syncfs(dir: &Path) -> Result<(), ApplyError> {
 fn stage(j: &Journal) -> Result<(), ApplyError> {
     for dir in &j.staging {
         std::fs::create_dir_all(dir).map_err(|e| ApplyError::io("create", dir, e))?;
+        // Staged files carry their final owner and setuid bits before they are in place: no
+        // one else may reach them meanwhile.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| ApplyError::io("chmod", dir, e))?;
     }
     for op in &j.ops {
         match op {
@@ -214,6 +218,9 @@ pub fn apply(
     name: &str,
     layers: &[(PathBuf, PathBuf, PathBuf)],
 ) -> Result<Applied, ApplyError> {
+    if let Some(journal) = journal::pending(state_dir) {
+        return Err(ApplyError::Pending(journal));
+    }
     let mut ops = Vec::new();
     let mut staging = Vec::new();
     for (upper, live, fs_root) in layers {

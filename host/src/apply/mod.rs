@@ -15,6 +15,6 @@ pub mod merge;
 pub mod plan;
 
 pub use error::ApplyError;
-pub use journal::{recover, Journal};
+pub use journal::{pending, recover, replay_pending, Journal};
 pub use merge::{apply, Applied};
 pub use plan::{plan, Attrs, Op};

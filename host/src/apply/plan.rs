@@ -115,6 +115,9 @@ pub fn attrs_of(path: &Path, meta: &std::fs::Metadata) -> Result<Attrs, ApplyErr
 
 struct Planner<'a> {
     staging: &'a Path,
+    /// The live filesystem's device: a live path on another one is a mount point that the
+    /// sandbox showed empty, and must not be deleted into or renamed onto.
+    dev: u64,
     ops: Vec<Op>,
     links: HashMap<(u64, u64), PathBuf>,
 }
@@ -136,6 +139,9 @@ impl Planner<'_> {
             let l = live.join(&name);
             let um = std::fs::symlink_metadata(&u).map_err(|e| ApplyError::io("stat", &u, e))?;
             let lm = std::fs::symlink_metadata(&l).ok();
+            if lm.as_ref().is_some_and(|m| m.dev() != self.dev) {
+                return Err(ApplyError::OtherFilesystem(l));
+            }
             if is_whiteout(&um) {
                 if lm.is_some() {
                     self.ops.push(Op::Delete { path: l });
@@ -226,8 +232,12 @@ impl Planner<'_> {
 /// The operations that bring `live` to what `upper` (a scratch layer over it) shows; new
 /// files are to be staged in `staging` (on `live`'s filesystem).
 pub fn plan(upper: &Path, live: &Path, staging: &Path) -> Result<Vec<Op>, ApplyError> {
+    let dev = std::fs::symlink_metadata(live)
+        .map_err(|e| ApplyError::io("stat", live, e))?
+        .dev();
     let mut planner = Planner {
         staging,
+        dev,
         ops: Vec::new(),
         links: HashMap::new(),
     };

@@ -6,12 +6,12 @@ mod check_result;
 mod completions;
 mod dance;
 mod defer;
-mod deliver;
 mod diff;
 mod fix;
 mod history;
 mod new;
 mod param;
+mod pieces;
 mod remote;
 mod report;
 mod request;
@@ -122,12 +122,12 @@ pub enum Command {
     /// Internal: set up a sandbox from its plan and run a command in it.
     #[command(name = "__sandbox", hide = true)]
     Sandbox(SandboxInitArgs),
-    /// Internal: deliver a module's files inside its sandbox.
-    #[command(name = "__deliver", hide = true)]
-    Deliver(deliver::DeliverArgs),
     /// Internal: record a service command a live module's script wants run after the merge.
     #[command(name = "__defer", hide = true)]
     Defer(defer::DeferArgs),
+    /// Internal: a module's files and scripts, inside its sandbox.
+    #[command(name = "__pieces", hide = true)]
+    Pieces(pieces::PiecesArgs),
     /// Internal: merge one scratch layer onto a folder, journaled (benchmarks, recovery).
     #[command(name = "__apply", hide = true)]
     Apply(apply::ApplyArgs),
@@ -155,8 +155,8 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::Args(args) => args::exec(args),
         Command::Result(args) => result::exec(args),
         Command::Sandbox(args) => sandbox_init::exec(args),
-        Command::Deliver(args) => deliver::exec(args),
         Command::Defer(args) => defer::exec(args),
+        Command::Pieces(args) => pieces::exec(args),
         Command::Apply(args) => apply::exec(args, &cli.global),
     }
 }

@@ -71,6 +71,9 @@ pub enum DanceError {
     /// The report could not be saved.
     #[error(transparent)]
     Report(#[from] super::report::ReportError),
+    /// An interrupted merge could not be finished.
+    #[error(transparent)]
+    Apply(crate::apply::ApplyError),
     /// Another dance holds the dance lock.
     #[error("another dance is running (it holds {0})")]
     Busy(PathBuf),

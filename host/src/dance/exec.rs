@@ -36,17 +36,22 @@ pub struct Job<'a> {
     pub internal: bool,
 }
 
-/// Runs `job` and returns what the host decided.
-pub fn run(job: Job<'_>, state_dir: &Path) -> Result<FixOutcome, DanceError> {
-    let request = FixData {
-        timeout: Some(job.timeout.as_secs().max(1)),
-        options: job.options.clone(),
+/// The SurvivorFixData a module's pieces get: its parameters as ModuleOptions.
+pub fn request(module: &str, options: &Options, timeout: Duration) -> Result<Vec<u8>, DanceError> {
+    FixData {
+        timeout: Some(timeout.as_secs().max(1)),
+        options: options.clone(),
     }
     .to_xml()
     .map_err(|e| DanceError::Request {
-        module: job.module.to_owned(),
+        module: module.to_owned(),
         source: e,
-    })?;
+    })
+}
+
+/// Runs `job` and returns what the host decided.
+pub fn run(job: Job<'_>, state_dir: &Path) -> Result<FixOutcome, DanceError> {
+    let request = request(job.module, job.options, job.timeout)?;
     let exe = std::env::current_exe().map_err(|source| DanceError::Io {
         path: PathBuf::from("/proc/self/exe"),
         source,

@@ -73,7 +73,7 @@ impl Stack {
         &self,
         base: &Path,
         with_disco: bool,
-        extra_top: &[PathBuf],
+        extra_top: &[Option<PathBuf>],
     ) -> Result<Vec<LayerInfo>, DanceError> {
         let mut layers = Vec::new();
         for (i, fs) in self.target.filesystems.iter().enumerate() {
@@ -86,7 +86,7 @@ impl Stack {
             if with_disco && i == self.disco_fs {
                 lowers_above.push(self.disco_layer.clone());
             }
-            if let Some(top) = extra_top.get(i) {
+            if let Some(Some(top)) = extra_top.get(i) {
                 lowers_above.push(top.clone());
             }
             lowers_above.extend(self.done.iter().rev().map(|uppers| uppers[i].clone()));
@@ -107,6 +107,7 @@ impl Stack {
         layers: Vec<LayerInfo>,
         noop: bool,
         defer: Option<PathBuf>,
+        results: Option<PathBuf>,
     ) -> Result<(), DanceError> {
         let spec = Spec {
             merged: path.with_extension("merged"),
@@ -117,6 +118,7 @@ impl Stack {
             tools: std::env::current_exe().ok(),
             hostname: self.hostname.clone(),
             defer,
+            results,
         };
         spec.save(path).map_err(DanceError::Sandbox)
     }
@@ -137,8 +139,15 @@ impl Stack {
         if let Some(file) = &defer {
             std::fs::write(file, "").map_err(io(file))?;
         }
-        self.save_spec(&path, layers, noop, defer)?;
+        let results = self.results(k);
+        std::fs::write(&results, "").map_err(io(&results))?;
+        self.save_spec(&path, layers, noop, defer, Some(results))?;
         Ok(path)
+    }
+
+    /// Where module `k`'s pieces report, one JSON line each.
+    pub fn results(&self, k: usize) -> PathBuf {
+        self.module_dir(k).join("results.jsonl")
     }
 
     /// Where module `k`'s deferred service commands are recorded (live only).
@@ -163,13 +172,21 @@ impl Stack {
             .collect()
     }
 
-    /// A throwaway noop sandbox on top of module `k`'s layer as it is now, for template `j`:
-    /// templates always render in noop, and whatever they write is discarded.
-    pub fn template_spec(&self, k: usize, j: usize) -> Result<PathBuf, DanceError> {
+    /// A throwaway noop sandbox for template `j` of module `k`, `files` (the module's files
+    /// tree, which mirrors `/`) stacked on top so the template sees them delivered: templates
+    /// always render in noop, and whatever they write is discarded.
+    pub fn template_spec(&self, k: usize, j: usize, files: &Path) -> Result<PathBuf, DanceError> {
         let dir = self.module_dir(k).join(format!("t{j}"));
-        let layers = self.layers(&dir, true, &self.module_uppers(k))?;
+        // Each filesystem gets the part of the files tree that lies on it.
+        let extra: Vec<Option<PathBuf>> = self
+            .target
+            .filesystems
+            .iter()
+            .map(|fs| Some(files.join(fs)).filter(|p| p.is_dir()))
+            .collect();
+        let layers = self.layers(&dir, true, &extra)?;
         let path = dir.join("spec.json");
-        self.save_spec(&path, layers, true, None)?;
+        self.save_spec(&path, layers, true, None, None)?;
         Ok(path)
     }
 

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod fetch;
 pub mod layers;
 pub mod order;
+pub mod pieces;
 pub mod report;
 pub mod run;
 

@@ -14,6 +14,7 @@ use super::exec::{self, Job};
 use super::fetch::{Fetched, Fetcher, Source};
 use super::layers::{Stack, DISCO_DIR};
 use super::order::{self, Requires};
+use super::pieces::{PieceResult, Plan, Script};
 use super::report::{self, DanceReport, ModuleResult, ModuleStatus, SelfUsage, Step, Usage};
 use super::DanceError;
 use crate::params::{KeyPath, Tree, Value};
@@ -312,33 +313,21 @@ impl ModuleRun<'_> {
         }
     }
 
-    fn deliver(&self, steps: &mut Vec<Step>, spec: &Path, parts: &[&str]) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut argv: Vec<OsString> = vec!["/dev/.disco/bin/disco".into(), "__deliver".into()];
-        argv.extend(
-            parts
-                .iter()
-                .map(|p| self.inside(Path::new(p)).into_os_string()),
-        );
-        let job = self.job(Some(spec), exe, argv, true);
-        self.piece(steps, "files", Some(parts.join(",")), job, true)
-            .map(|_| ())
-    }
-
     fn run(&self, steps: &mut Vec<Step>) -> Result<(usize, usize, usize), String> {
+        // The module's scratch layers exist from here on, even when nothing runs in them.
         let spec = self
             .stack
             .module_spec(self.k, self.opts.noop)
             .map_err(|e| e.to_string())?;
         let staged = self.stack.disco_host().join("modules").join(self.name);
-        if !files_under(&staged.join("files")).is_empty() {
-            self.deliver(steps, &spec, &["files"])?;
-        }
+        // Templates first, each in a throwaway noop sandbox that shows the module's files as if
+        // delivered (the fetched copy: the staged one lies inside the disco layer, and overlayfs
+        // refuses lower layers nested in one another); their output keeps the template's mode.
         let templates = files_under(&staged.join("templates"));
         for (j, rel) in templates.iter().enumerate() {
             let tspec = self
                 .stack
-                .template_spec(self.k, j)
+                .template_spec(self.k, j, &self.fetched.join("files"))
                 .map_err(|e| e.to_string())?;
             let inside = self.inside(&Path::new("templates").join(rel));
             let job = self.job(
@@ -354,7 +343,6 @@ impl ModuleRun<'_> {
                 job,
                 false,
             )?;
-            // The rendered file takes the template's own mode, as fetched.
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(self.fetched.join("templates").join(rel))
                 .map(|m| m.permissions().mode())
@@ -367,15 +355,29 @@ impl ModuleRun<'_> {
             };
             write().map_err(|e| format!("template {}: {}: {e}", rel.display(), out.display()))?;
         }
-        if !templates.is_empty() {
-            self.deliver(steps, &spec, &["rendered"])?;
-        }
-        for rel in files_under(&staged.join("scripts")) {
-            let host_file = staged.join("scripts").join(&rel);
-            let argv =
-                exec::script_argv(&host_file, &self.inside(&Path::new("scripts").join(&rel)));
-            let job = self.job(Some(&spec), host_file, argv, false);
-            self.piece(steps, "exec", Some(rel.display().to_string()), job, true)?;
+        // Then one sandbox for the rest: files and rendered templates delivered, scripts run.
+        let deliver: Vec<PathBuf> = ["files", "rendered"]
+            .into_iter()
+            .filter(|part| !files_under(&staged.join(part)).is_empty())
+            .map(|part| self.inside(Path::new(part)))
+            .collect();
+        let scripts: Vec<Script> = files_under(&staged.join("scripts"))
+            .into_iter()
+            .map(|rel| {
+                let file = self.inside(&Path::new("scripts").join(&rel));
+                let argv = exec::script_argv(&staged.join("scripts").join(&rel), &file)
+                    .into_iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                Script {
+                    item: rel.display().to_string(),
+                    file,
+                    argv,
+                }
+            })
+            .collect();
+        if !deliver.is_empty() || !scripts.is_empty() {
+            self.pieces(steps, &spec, &staged, deliver, scripts)?;
         }
         let start = SelfUsage::now();
         let changes = self.stack.diff(self.k).map_err(|e| e.to_string())?;
@@ -393,6 +395,60 @@ impl ModuleRun<'_> {
             self.deferred(steps)?;
         }
         Ok(crate::diff::summary(&changes))
+    }
+
+    /// Runs the module's files and scripts in its sandbox (`disco __pieces`), then prints and
+    /// records each piece as it reported; `Err` is the first failure.
+    fn pieces(
+        &self,
+        steps: &mut Vec<Step>,
+        spec: &Path,
+        staged: &Path,
+        deliver: Vec<PathBuf>,
+        scripts: Vec<Script>,
+    ) -> Result<(), String> {
+        let count = scripts.len();
+        let plan = Plan {
+            module: self.name.to_owned(),
+            node: self.opts.node.clone(),
+            noop: self.opts.noop,
+            timeout: self.opts.timeout,
+            request: exec::request(self.name, &self.options, self.opts.timeout)
+                .map_err(|e| e.to_string())?,
+            deliver,
+            scripts,
+        };
+        let plan_file = staged.join("plan.json");
+        let json = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
+        std::fs::write(&plan_file, json).map_err(|e| format!("{}: {e}", plan_file.display()))?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let argv = vec![
+            "/dev/.disco/bin/disco".into(),
+            "__pieces".into(),
+            self.inside(Path::new("plan.json")).into_os_string(),
+        ];
+        let mut job = self.job(Some(spec), exe, argv, true);
+        // Each script has its own timeout inside; this one bounds them all.
+        job.timeout = self.opts.timeout * (count as u32 + 1);
+        let outcome = exec::run(job, &self.opts.state_dir).map_err(|e| e.to_string())?;
+        let results = std::fs::read_to_string(self.stack.results(self.k)).unwrap_or_default();
+        for line in results.lines().filter(|l| !l.is_empty()) {
+            let piece: PieceResult = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            self.print.raw(piece.stdout.as_bytes());
+            self.print.raw(piece.stderr.as_bytes());
+            for w in &piece.warnings {
+                self.print.warning(&format!("{}: {w}", self.name));
+            }
+            steps.push(piece.step);
+            if let Some(failure) = piece.failure {
+                return Err(failure);
+            }
+        }
+        if outcome.return_code != protocol::ReturnCode::OK || !outcome.violations.is_empty() {
+            self.print.raw(outcome.stderr_tail.as_bytes());
+            return Err(format!("its sandbox failed: {}", describe(&outcome)));
+        }
+        Ok(())
     }
 
     /// Live: the module's layers onto the system, journaled.
@@ -448,6 +504,11 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         lock.lock().map_err(io(&lock_path))?;
     } else if lock.try_lock().is_err() {
         return Err(DanceError::Busy(lock_path));
+    }
+    // A merge a killed dance left half done is finished before anything else changes.
+    let print_early = Printer::new(opts.progress, 0);
+    for line in crate::apply::replay_pending(&opts.state_dir).map_err(DanceError::Apply)? {
+        print_early.info(&line);
     }
 
     // The client's own parameters say where the server is and how to reach it.
@@ -549,6 +610,21 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     let mut results: Vec<ModuleResult> = Vec::new();
     let mut failed_live = None;
     for (k, name) in order.modules.iter().enumerate() {
+        // A merge left unfinished (a commit that failed) stops a live dance: what runs next
+        // would run on a half-merged system.
+        if let Some(journal) = (!opts.noop)
+            .then(|| crate::apply::pending(&opts.state_dir))
+            .flatten()
+        {
+            let reason = format!("an unfinished merge is pending ({})", journal.display());
+            print.warning(&format!("{name}: skipped: {reason}"));
+            results.push(ModuleResult {
+                name: name.clone(),
+                status: ModuleStatus::Skipped { reason },
+                changes: (0, 0, 0),
+            });
+            continue;
+        }
         let blocked = order.after.get(name).and_then(|reqs| {
             reqs.iter().find(|r| {
                 results

@@ -40,6 +40,8 @@ pub const SHIM_DIR: &str = "/dev/.disco/shims";
 pub const BIN_DIR: &str = "/dev/.disco/bin";
 /// Where a live sandbox's shims record the commands they defer.
 pub const DEFERRED: &str = "/dev/.disco/deferred";
+/// Where a module's pieces report (see `dance::pieces`).
+pub const RESULTS: &str = "/dev/.disco/results";
 
 /// Capabilities dropped in noop: each reaches outside the sandbox (modules, clock, network,
 /// raw I/O, other processes, mounts, immutable flags that would pin the scratch layer).
@@ -219,14 +221,7 @@ fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
         let target = dev.join(name);
         std::fs::File::create(&target).map_err(prep(&target))?;
         let source = Path::new("/dev").join(name);
-        mount(
-            Some(&source),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(sys("bind", target.display()))?;
+        bind_read_only(&source, &target)?;
     }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).map_err(prep(&pts))?;
@@ -265,15 +260,11 @@ fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
         for name in ["disco-param", "disco"] {
             let target = bin.join(name);
             std::fs::File::create(&target).map_err(prep(&target))?;
-            mount(
-                Some(tools),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(sys("bind", target.display()))?;
+            bind_read_only(tools, &target)?;
         }
+    }
+    if let Some(results) = &spec.results {
+        bind_file(results, &inside(&spec.merged, Path::new(RESULTS)))?;
     }
     if spec.noop {
         let shims = inside(&spec.merged, Path::new(SHIM_DIR));
@@ -282,18 +273,44 @@ fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
         let shims = inside(&spec.merged, Path::new(SHIM_DIR));
         super::shims::install(&spec.shims, &shims, ShimMode::Defer).map_err(prep(&shims))?;
         // The record survives the sandbox: it is the host's file, bound in.
-        let target = inside(&spec.merged, Path::new(DEFERRED));
-        std::fs::File::create(&target).map_err(prep(&target))?;
-        mount(
-            Some(record),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(sys("bind", target.display()))?;
+        bind_file(record, &inside(&spec.merged, Path::new(DEFERRED)))?;
     }
     Ok(())
+}
+
+/// Binds the host's `source` at `target`, read-only: a bind mount is the host's file itself,
+/// so a script's chmod, chown or xattr would otherwise change the host's (a device still opens
+/// for writing on a read-only mount).
+fn bind_read_only(source: &Path, target: &Path) -> Result<(), SandboxError> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys("bind", target.display()))?;
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .map_err(sys("remount read-only", target.display()))
+}
+
+/// Binds the host's `file` at `target` (created empty first), writable.
+fn bind_file(file: &Path, target: &Path) -> Result<(), SandboxError> {
+    std::fs::File::create(target).map_err(prep(target))?;
+    mount(
+        Some(file),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys("bind", target.display()))
 }
 
 /// `/sys` read-only: scripts may read hardware facts, never change them.

@@ -112,6 +112,10 @@ pub struct Spec {
     /// it appears inside as `/dev/.disco/deferred`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defer: Option<PathBuf>,
+    /// A file (on the host) where a module's pieces report, bound inside at
+    /// `/dev/.disco/results`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<PathBuf>,
 }
 
 impl Spec {
@@ -177,7 +181,11 @@ impl Target {
             &mountinfo::parse(&mountinfo),
             &root,
             std::slice::from_ref(&state_dir),
-        );
+        )
+        .into_iter()
+        // A file bind-mounted over a file (a container's /etc/hosts) cannot take an overlay.
+        .filter(|fs| root.join(fs).is_dir())
+        .collect();
         Ok(Target {
             root,
             state_dir,
@@ -269,6 +277,7 @@ impl Sandbox {
             tools: None,
             hostname: None,
             defer: None,
+            results: None,
         };
         let spec_path = run.path.join("spec.json");
         spec.save(&spec_path)?;
