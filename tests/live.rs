@@ -10,9 +10,24 @@ use std::time::{Duration, Instant};
 mod util;
 use util::{disco, have_root, site, text, TempDir};
 
-/// An overlay of `/` at `tmp/root`, visible only to this test's thread and its children.
+/// An overlay of `/` at `tmp/root`, visible only to this test's thread and its children, and
+/// unmounted (with whatever the test mounted inside it) when dropped: before the temp dir goes,
+/// or its removal would walk the whole overlaid system.
+struct Disposable {
+    root: PathBuf,
+    scratch: PathBuf,
+}
+
+impl Drop for Disposable {
+    fn drop(&mut self) {
+        use nix::mount::{umount2, MntFlags};
+        let _ = umount2(&self.root, MntFlags::MNT_DETACH);
+        let _ = umount2(&self.scratch, MntFlags::MNT_DETACH);
+    }
+}
+
 /// `upper_size` puts the overlay's writes on a tmpfs of that size (to run out of space).
-fn disposable_root(tmp: &Path, upper_size: Option<&str>) -> PathBuf {
+fn disposable_root(tmp: &Path, upper_size: Option<&str>) -> Disposable {
     use nix::mount::{mount, MsFlags};
     host::sys::private_mount_namespace().expect("private mount namespace");
     let scratch = tmp.join("scratch");
@@ -44,7 +59,7 @@ fn disposable_root(tmp: &Path, upper_size: Option<&str>) -> PathBuf {
         Some(data.as_str()),
     )
     .expect("mount the disposable root");
-    root
+    Disposable { root, scratch }
 }
 
 fn live(state: &Path, source: &Path, root: &Path, extra: &[&str]) -> Output {
@@ -144,7 +159,8 @@ fn the_seeds_example_live_merges_and_runs_the_deferred_service_command() {
         return;
     }
     let tmp = TempDir::new("live-example");
-    let root = disposable_root(tmp.path(), None);
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
     // A stand-in `service` in the disposable root records what it was asked.
     let service = root.join("usr/sbin/service");
     std::fs::write(
@@ -216,7 +232,8 @@ fn the_noop_diff_equals_what_the_live_dance_does() {
         return;
     }
     let tmp = TempDir::new("live-corpus");
-    let root = disposable_root(tmp.path(), None);
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
     let area = format!("/srv/disco-corpus-{}", std::process::id());
     let live_area = root.join(area.trim_start_matches('/'));
     for (rel, content) in [
@@ -311,7 +328,8 @@ fn a_failing_module_leaves_the_root_byte_identical_and_skips_its_dependents() {
         return;
     }
     let tmp = TempDir::new("live-fail");
-    let root = disposable_root(tmp.path(), None);
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
     let area = format!("/srv/disco-fail-{}", std::process::id());
     std::fs::create_dir_all(root.join(area.trim_start_matches('/'))).unwrap();
     std::fs::write(root.join(area.trim_start_matches('/')).join("f"), "old\n").unwrap();
@@ -355,7 +373,8 @@ fn sigkill_during_merges_leaves_every_file_entirely_old_or_new() {
     }
     const FILES: usize = 5_000;
     let tmp = TempDir::new("live-crash");
-    let root = disposable_root(tmp.path(), None);
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
     let area = root.join("srv/disco-crash");
     // Its own filesystem under the root: copy-up from a nested overlay would be ten times
     // slower, and a second filesystem is merged like the first.
@@ -481,7 +500,8 @@ fn running_out_of_space_stops_the_merge_cleanly() {
         return;
     }
     let tmp = TempDir::new("live-enospc");
-    let root = disposable_root(tmp.path(), Some("2m"));
+    let disposable = disposable_root(tmp.path(), Some("2m"));
+    let root = disposable.root.clone();
     let src = TempDir::new("live-enospc-site");
     site(
         src.path(),
@@ -517,7 +537,8 @@ fn a_mount_point_the_sandbox_did_not_cover_is_never_merged_into() {
         return;
     }
     let tmp = TempDir::new("live-mount");
-    let root = disposable_root(tmp.path(), None);
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
     // An mqueue filesystem is not overlaid (it holds no files of the system): the sandbox shows
     // its mount point as an empty folder, and a script may replace it.
     let point = root.join("srv/disco-mq");
