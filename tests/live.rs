@@ -573,3 +573,44 @@ fn a_mount_point_the_sandbox_did_not_cover_is_never_merged_into() {
     assert!(!point.join("x").exists());
     assert!(std::fs::read_dir(state.join("journal")).map_or(true, |mut d| d.next().is_none()));
 }
+
+#[test]
+fn deferred_commands_of_a_merge_cut_short_run_at_the_next_command() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-deferred");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let service = root.join("usr/sbin/service");
+    std::fs::write(
+        &service,
+        "#!/bin/sh\necho \"$@\" >> /tmp/disco-deferred-ran\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&service, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // What a dance killed between its merge and its deferred commands leaves behind.
+    let state = tmp.path().join("state");
+    let journal = host::apply::Journal {
+        run: "1.000001-1".into(),
+        module: "web".into(),
+        staging: Vec::new(),
+        ops: Vec::new(),
+        committed: true,
+        root: root.clone(),
+        node: "n1".into(),
+        deferred: vec![vec!["service".into(), "nginx".into(), "reload".into()]],
+    };
+    journal.write(&state, "1.000001-1.m0").unwrap();
+    let out = disco(&state, &["report"]);
+    assert!(
+        text(&out.stderr).contains("ran the deferred command of web: service nginx reload"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("tmp/disco-deferred-ran")).unwrap(),
+        "nginx reload\n"
+    );
+    assert!(host::apply::pending(&state).is_none());
+}

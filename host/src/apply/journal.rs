@@ -19,6 +19,18 @@ pub struct Journal {
     pub staging: Vec<PathBuf>,
     /// The plan.
     pub ops: Vec<Op>,
+    /// The plan is in place; only the deferred commands remain.
+    #[serde(default)]
+    pub committed: bool,
+    /// The target root, for the deferred commands.
+    #[serde(default)]
+    pub root: PathBuf,
+    /// The node, for the deferred commands.
+    #[serde(default)]
+    pub node: String,
+    /// Service commands to run after the merge, in order.
+    #[serde(default)]
+    pub deferred: Vec<Vec<String>>,
 }
 
 /// Where journals live.
@@ -132,14 +144,35 @@ pub fn replay_pending(state_dir: &Path) -> Result<Vec<String>, ApplyError> {
     }
     let mut done = Vec::new();
     for path in entries {
-        let journal = Journal::read(&path)?;
-        let applied = merge::execute(&journal)?;
-        merge::clean_staging(&journal);
+        let mut journal = Journal::read(&path)?;
+        if !journal.committed {
+            let applied = merge::execute(&journal)?;
+            merge::clean_staging(&journal);
+            done.push(format!(
+                "finished the interrupted merge of {} (run {}): {} path(s)",
+                journal.module, journal.run, applied.paths
+            ));
+            journal.committed = true;
+        }
+        for words in &journal.deferred {
+            let outcome = super::deferred::run(
+                &journal.root,
+                &journal.node,
+                &journal.module,
+                words,
+                std::time::Duration::from_secs(600),
+            );
+            done.push(match outcome {
+                Ok(o) => format!(
+                    "ran the deferred command of {}: {}: ReturnCode {}",
+                    journal.module,
+                    words.join(" "),
+                    o.return_code
+                ),
+                Err(e) => format!("the deferred command of {} failed: {e}", journal.module),
+            });
+        }
         remove(&path)?;
-        done.push(format!(
-            "finished the interrupted merge of {} (run {}): {} path(s)",
-            journal.module, journal.run, applied.paths
-        ));
     }
     Ok(done)
 }

@@ -17,10 +17,24 @@ use super::journal::{self, Journal};
 use super::{plan, ApplyError, Attrs, Op};
 
 /// What a merge changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Paths written, created or deleted.
     pub paths: usize,
+    /// The journal, kept until the caller ran the deferred commands and calls
+    /// [`journal::remove`]; `None` when there were none.
+    pub journal: Option<PathBuf>,
+}
+
+/// What follows a merge: service commands to run, where, for which node.
+#[derive(Clone, Debug, Default)]
+pub struct After {
+    /// The target root.
+    pub root: PathBuf,
+    /// The node.
+    pub node: String,
+    /// The deferred service commands, in order.
+    pub deferred: Vec<Vec<String>>,
 }
 
 fn set_attrs(path: &Path, attrs: &Attrs, link: bool) -> Result<(), ApplyError> {
@@ -217,6 +231,7 @@ pub fn apply(
     module: &str,
     name: &str,
     layers: &[(PathBuf, PathBuf, PathBuf)],
+    after: After,
 ) -> Result<Applied, ApplyError> {
     if let Some(journal) = journal::pending(state_dir) {
         return Err(ApplyError::Pending(journal));
@@ -228,7 +243,7 @@ pub fn apply(
         ops.extend(plan::plan(upper, live, &dir)?);
         staging.push(dir);
     }
-    if ops.is_empty() {
+    if ops.is_empty() && after.deferred.is_empty() {
         return Ok(Applied::default());
     }
     // The scratch layers were written without syncs (`volatile`); the journal will point at
@@ -236,29 +251,39 @@ pub fn apply(
     for (upper, _, _) in layers {
         syncfs(upper)?;
     }
-    let journal = Journal {
+    let mut journal = Journal {
         run: run.to_owned(),
         module: module.to_owned(),
+        committed: ops.is_empty(),
         staging,
         ops,
+        root: after.root,
+        node: after.node,
+        deferred: after.deferred,
     };
     let path = journal.write(state_dir, name)?;
-    if let Err(e) = stage(&journal) {
-        clean_staging(&journal);
-        journal::remove(&path)?;
-        return Err(ApplyError::Staging(Box::new(e)));
-    }
-    match commit(&journal) {
-        Ok(applied) => {
+    let mut applied = Applied::default();
+    if !journal.committed {
+        if let Err(e) = stage(&journal) {
             clean_staging(&journal);
             journal::remove(&path)?;
-            Ok(applied)
+            return Err(ApplyError::Staging(Box::new(e)));
         }
-        Err(e) => Err(ApplyError::Commit {
-            journal: path,
+        applied = commit(&journal).map_err(|e| ApplyError::Commit {
+            journal: path.clone(),
             source: Box::new(e),
-        }),
+        })?;
+        clean_staging(&journal);
     }
+    if journal.deferred.is_empty() {
+        journal::remove(&path)?;
+    } else {
+        // Merged: only the deferred commands remain, and the journal says so until they ran.
+        journal.committed = true;
+        journal.write(state_dir, name)?;
+        applied.journal = Some(path);
+    }
+    Ok(applied)
 }
 
 /// Device of a path's filesystem, to tell whether two paths share one.

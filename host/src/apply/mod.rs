@@ -9,6 +9,7 @@
 //! a merge interrupted anywhere (SIGKILL, power loss) is finished by replaying its journal from
 //! the start: the next `disco` command does that before anything else ([`recover`]).
 
+pub mod deferred;
 mod error;
 pub mod journal;
 pub mod merge;
@@ -16,5 +17,5 @@ pub mod plan;
 
 pub use error::ApplyError;
 pub use journal::{pending, recover, replay_pending, Journal};
-pub use merge::{apply, Applied};
+pub use merge::{apply, After, Applied};
 pub use plan::{plan, Attrs, Op};

@@ -27,6 +27,7 @@ pub(super) fn exec(args: ApplyArgs, global: &super::GlobalArgs) -> Result<ExitCo
         "(by hand)",
         &name,
         &[(args.upper, args.live.clone(), args.live)],
+        crate::apply::After::default(),
     )
     .map_err(|e| Error::Other(e.to_string()))?;
     crate::output::info(&format!("merged {} path(s)", applied.paths));

@@ -102,31 +102,3 @@ pub fn script_argv(host_file: &Path, inside: &Path) -> Vec<OsString> {
         vec!["bash".into(), inside.into()]
     }
 }
-
-/// The command line that runs a deferred command for real in `root` (chrooted when the root
-/// is not `/`), and the file the host inspects: the program as found in the root's `PATH`.
-pub fn deferred_argv(root: &Path, words: &[String]) -> Option<(PathBuf, Vec<OsString>)> {
-    let program = words.first()?;
-    let found = if program.contains('/') {
-        Some(root.join(program.trim_start_matches('/')))
-    } else {
-        [
-            "usr/local/sbin",
-            "usr/local/bin",
-            "usr/sbin",
-            "usr/bin",
-            "sbin",
-            "bin",
-        ]
-        .iter()
-        .map(|dir| root.join(dir).join(program))
-        .find(|p| p.is_file())
-    }?;
-    let mut argv: Vec<OsString> = Vec::new();
-    if root != Path::new("/") {
-        argv.push("chroot".into());
-        argv.push(root.into());
-    }
-    argv.extend(words.iter().map(OsString::from));
-    Some((found, argv))
-}

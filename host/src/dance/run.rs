@@ -392,7 +392,6 @@ impl ModuleRun<'_> {
             .raw(crate::diff::render_text(&changes).as_bytes());
         if !self.opts.noop {
             self.merge(steps)?;
-            self.deferred(steps)?;
         }
         Ok(crate::diff::summary(&changes))
     }
@@ -451,8 +450,16 @@ impl ModuleRun<'_> {
         Ok(())
     }
 
-    /// Live: the module's layers onto the system, journaled.
+    /// Live: the module's layers onto the system, journaled with the service commands its
+    /// scripts deferred, which then run for real, in order, each through the fix-module host.
     fn merge(&self, steps: &mut Vec<Step>) -> Result<(), String> {
+        let text = std::fs::read_to_string(self.stack.deferred(self.k)).unwrap_or_default();
+        let mut deferred = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let words: Vec<String> =
+                serde_json::from_str(line).map_err(|e| format!("deferred command {line}: {e}"))?;
+            deferred.push(words);
+        }
         let start = SelfUsage::now();
         let run = &self.stack.run.id;
         let result = crate::apply::apply(
@@ -461,6 +468,11 @@ impl ModuleRun<'_> {
             self.name,
             &format!("{run}.m{}", self.k),
             &self.stack.merge_layers(self.k),
+            crate::apply::After {
+                root: self.stack.target.root.clone(),
+                node: self.opts.node.clone(),
+                deferred: deferred.clone(),
+            },
         );
         steps.push(Step::new(
             self.name,
@@ -472,24 +484,29 @@ impl ModuleRun<'_> {
         let applied = result.map_err(|e| format!("merge failed: {e}"))?;
         self.print
             .info(&format!("Merged {}: {} path(s)", self.name, applied.paths));
-        Ok(())
-    }
-
-    /// Live: the service commands the module's scripts deferred, for real, in order.
-    fn deferred(&self, steps: &mut Vec<Step>) -> Result<(), String> {
-        let file = self.stack.deferred(self.k);
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let words: Vec<String> =
-                serde_json::from_str(line).map_err(|e| format!("deferred command {line}: {e}"))?;
+        let mut failure = None;
+        for words in &deferred {
             let shown = words.join(" ");
-            let (program, argv) = exec::deferred_argv(&self.stack.target.root, &words)
-                .ok_or_else(|| format!("deferred command {shown}: not found"))?;
+            let Some((program, argv)) =
+                crate::apply::deferred::argv(&self.stack.target.root, words)
+            else {
+                failure = Some(format!("deferred command {shown}: not found"));
+                continue;
+            };
             self.print.info(&format!("Executing deferred : {shown}"));
             let job = self.job(None, program, argv, true);
-            self.piece(steps, "deferred", Some(shown), job, true)?;
+            // Every deferred command runs, even after one failed: each is its own service.
+            if let Err(e) = self.piece(steps, "deferred", Some(shown), job, true) {
+                failure.get_or_insert(e);
+            }
         }
-        Ok(())
+        if let Some(journal) = &applied.journal {
+            crate::apply::journal::remove(journal).map_err(|e| e.to_string())?;
+        }
+        match failure {
+            Some(e) => Err(format!("merged, but {e}")),
+            None => Ok(()),
+        }
     }
 }
 
