@@ -614,3 +614,56 @@ fn deferred_commands_of_a_merge_cut_short_run_at_the_next_command() {
     );
     assert!(host::apply::pending(&state).is_none());
 }
+
+#[test]
+fn a_folder_swapped_for_a_symlink_during_a_merge_is_never_followed() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-swap");
+    let live = tmp.path().join("live");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // The plan was made when live/home/bob was a folder; since, bob made it a symlink.
+    std::fs::create_dir_all(live.join("home")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, live.join("home/bob")).unwrap();
+    let staging = live.join(".disco-staging-test");
+    let source = tmp.path().join("authorized_keys");
+    std::fs::write(&source, "ssh-ed25519 AAAA disco\n").unwrap();
+    let attrs = host::apply::Attrs {
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+        xattrs: Vec::new(),
+        mtime: (0, 0),
+    };
+    let state = tmp.path().join("state");
+    host::apply::Journal {
+        run: "1.000002-1".into(),
+        module: "keys".into(),
+        staging: vec![staging.clone()],
+        ops: vec![host::apply::Op::File {
+            path: live.join("home/bob/authorized_keys"),
+            source,
+            staged: staging.join("0"),
+            attrs,
+        }],
+        committed: false,
+        root: live.clone(),
+        node: "n1".into(),
+        deferred: Vec::new(),
+    }
+    .write(&state, "1.000002-1.m0")
+    .unwrap();
+    let out = disco(&state, &["report"]);
+    assert!(
+        text(&out.stderr).contains("resolve without symlinks"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !elsewhere.join("authorized_keys").exists(),
+        "the write followed the symlink"
+    );
+}

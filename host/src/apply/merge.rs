@@ -157,40 +157,73 @@ fn stage(j: &Journal) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// A live path reached without following any symlink on the way: its folder, opened from `/`
+/// with `RESOLVE_NO_SYMLINKS` (plans never cross one: the root is canonical and the layer
+/// mirrors real paths), and the path through that open folder. A folder swapped for a symlink
+/// between two operations makes the operation fail instead of writing elsewhere.
+struct Beneath {
+    _parent: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+fn beneath(path: &Path) -> Result<Beneath, ApplyError> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::AsRawFd;
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(ApplyError::io(
+            "resolve",
+            path,
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        ));
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let fd = openat2(nix::fcntl::AT_FDCWD, parent, how)
+        .map_err(|e| ApplyError::io("resolve without symlinks", parent, e.into()))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name);
+    Ok(Beneath { _parent: fd, path })
+}
+
 /// Phase two: the live tree changed in plan order, one atomic step at a time.
 fn commit(j: &Journal) -> Result<Applied, ApplyError> {
     let mut applied = Applied::default();
     for op in &j.ops {
         match op {
             Op::Delete { path } => {
-                remove_any(path)?;
+                remove_any(&beneath(path)?.path)?;
             }
             Op::Dir { path, attrs } => {
-                match std::fs::symlink_metadata(path) {
+                let at = beneath(path)?;
+                match std::fs::symlink_metadata(&at.path) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
-                        remove_any(path)?;
-                        std::fs::create_dir(path).map_err(|e| ApplyError::io("create", path, e))?;
+                        remove_any(&at.path)?;
+                        std::fs::create_dir(&at.path)
+                            .map_err(|e| ApplyError::io("create", path, e))?;
                     }
-                    Err(_) => {
-                        std::fs::create_dir(path).map_err(|e| ApplyError::io("create", path, e))?
-                    }
+                    Err(_) => std::fs::create_dir(&at.path)
+                        .map_err(|e| ApplyError::io("create", path, e))?,
                 }
-                set_attrs(path, attrs, false)?;
+                set_dir_attrs(&at.path, path, attrs)?;
             }
             Op::File { path, staged, .. }
             | Op::Symlink { path, staged, .. }
             | Op::Node { path, staged, .. } => {
-                if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-                    remove_any(path)?;
+                let at = beneath(path)?;
+                if std::fs::symlink_metadata(&at.path).is_ok_and(|m| m.is_dir()) {
+                    remove_any(&at.path)?;
                 }
-                std::fs::rename(staged, path)
+                std::fs::rename(staged, &at.path)
                     .map_err(|e| ApplyError::io("rename into", path, e))?;
             }
             Op::HardLink { path, to, staged } => {
+                let from = beneath(to)?;
                 let _ = std::fs::remove_file(staged);
-                std::fs::hard_link(to, staged).map_err(|e| ApplyError::io("link", staged, e))?;
-                std::fs::rename(staged, path)
+                std::fs::hard_link(&from.path, staged)
+                    .map_err(|e| ApplyError::io("link", staged, e))?;
+                let at = beneath(path)?;
+                std::fs::rename(staged, &at.path)
                     .map_err(|e| ApplyError::io("rename into", path, e))?;
             }
         }
@@ -199,13 +232,62 @@ fn commit(j: &Journal) -> Result<Applied, ApplyError> {
     // Folder times last: every rename above touched its folder's.
     for op in j.ops.iter().rev() {
         if let Op::Dir { path, attrs } = op {
-            set_mtime(path, attrs)?;
+            let dir = open_dir(&beneath(path)?.path, path)?;
+            nix::sys::stat::futimens(
+                dir.as_fd(),
+                &TimeSpec::UTIME_OMIT,
+                &TimeSpec::new(attrs.mtime.0, attrs.mtime.1),
+            )
+            .map_err(|e| ApplyError::io("set times of", path, e.into()))?;
         }
     }
     for dir in &j.staging {
         syncfs(dir)?;
     }
     Ok(applied)
+}
+
+/// Opens a folder without following a symlink in its last component.
+fn open_dir(at: &Path, shown: &Path) -> Result<std::fs::File, ApplyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(at)
+        .map_err(|e| ApplyError::io("open", shown, e))
+}
+
+/// A live folder's attributes, through a descriptor: nothing swapped in after the check can
+/// receive them.
+fn set_dir_attrs(at: &Path, shown: &Path, attrs: &Attrs) -> Result<(), ApplyError> {
+    use std::os::unix::fs::fchown;
+    use xattr::FileExt;
+    let dir = open_dir(at, shown)?;
+    fchown(&dir, Some(attrs.uid), Some(attrs.gid))
+        .map_err(|e| ApplyError::io("chown", shown, e))?;
+    dir.set_permissions(std::fs::Permissions::from_mode(attrs.mode))
+        .map_err(|e| ApplyError::io("chmod", shown, e))?;
+    let wanted: std::collections::BTreeMap<&str, &[u8]> = attrs
+        .xattrs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    if let Ok(names) = dir.list_xattr() {
+        for name in names {
+            let name = name.to_string_lossy().into_owned();
+            if !wanted.contains_key(name.as_str()) && !name.starts_with("trusted.overlay.") {
+                let _ = dir.remove_xattr(&name);
+            }
+        }
+    }
+    for (name, value) in wanted {
+        if let Err(e) = dir.set_xattr(name, value) {
+            if e.raw_os_error() != Some(nix::libc::EOPNOTSUPP) {
+                return Err(ApplyError::io("set xattrs of", shown, e));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Stages and commits a journal's plan. Repeatable: a replay after a crash does it again.
