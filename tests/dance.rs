@@ -398,3 +398,29 @@ fn a_second_dance_waits_or_with_no_wait_says_who_holds_the_lock() {
     );
     drop(held);
 }
+
+#[test]
+fn the_dance_outcome_goes_to_a_node_exporter_textfile() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let dir = TempDir::new("textfile");
+    let out = dance(
+        state.path(),
+        &example_site(),
+        "localhost.localdomain",
+        &["--textfile", dir.path().to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let prom = std::fs::read_to_string(dir.path().join("disco_dance.prom")).unwrap();
+    let labels = "node=\"localhost.localdomain\",noop=\"true\"";
+    for want in [
+        format!("disco_dance_last_success{{{labels}}} 1\n"),
+        format!("disco_dance_last_modules{{{labels},status=\"ok\"}} 2\n"),
+        format!("disco_dance_last_changes{{{labels},kind=\"created\"}} 2\n"),
+        "# TYPE disco_dance_last_duration_seconds gauge\n".to_owned(),
+    ] {
+        assert!(prom.contains(&want), "{want:?} missing from:\n{prom}");
+    }
+}

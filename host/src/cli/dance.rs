@@ -50,6 +50,97 @@ pub struct DanceArgs {
     /// Exit at once, instead of waiting, when another dance is running.
     #[arg(long)]
     pub no_wait: bool,
+    /// Write the dance's outcome for node_exporter to DIR/disco_dance.prom.
+    #[arg(long, value_name = "DIR")]
+    pub textfile: Option<PathBuf>,
+    /// Hand the dance report (JSON) to this native sink plugin (see doc/serve.md); repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub sink_plugin: Vec<PathBuf>,
+}
+
+/// The textfile's name in `--textfile DIR`.
+pub const TEXTFILE: &str = "disco_dance.prom";
+
+/// The last dance in the Prometheus text format, for node_exporter's textfile collector.
+pub fn textfile(report: &dance::report::DanceReport) -> String {
+    let labels = format!(
+        "node=\"{}\",noop=\"{}\"",
+        report.node.replace(['\\', '"', '\n'], "_"),
+        report.noop
+    );
+    let (ok, failed, skipped) = report.counts();
+    let (mut created, mut modified, mut deleted) = (0, 0, 0);
+    for m in &report.modules {
+        created += m.changes.0;
+        modified += m.changes.1;
+        deleted += m.changes.2;
+    }
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, samples: &[(&str, String)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (extra, value) in samples {
+            let sep = if extra.is_empty() { "" } else { "," };
+            out.push_str(&format!("{name}{{{labels}{sep}{extra}}} {value}\n"));
+        }
+    };
+    metric(
+        "disco_dance_last_success",
+        "Whether the last dance succeeded.",
+        &[("", u8::from(report.ok).to_string())],
+    );
+    metric(
+        "disco_dance_last_timestamp_seconds",
+        "When the last dance started.",
+        &[("", report.started_unix.to_string())],
+    );
+    metric(
+        "disco_dance_last_duration_seconds",
+        "How long the last dance took.",
+        &[("", format!("{:.3}", report.duration.as_secs_f64()))],
+    );
+    metric(
+        "disco_dance_last_modules",
+        "Modules of the last dance by outcome.",
+        &[
+            ("status=\"ok\"", ok.to_string()),
+            ("status=\"failed\"", failed.to_string()),
+            ("status=\"skipped\"", skipped.to_string()),
+        ],
+    );
+    metric(
+        "disco_dance_last_changes",
+        "Paths the last dance changed (or, in noop, would change).",
+        &[
+            ("kind=\"created\"", created.to_string()),
+            ("kind=\"modified\"", modified.to_string()),
+            ("kind=\"deleted\"", deleted.to_string()),
+        ],
+    );
+    out
+}
+
+/// Hands the report to the textfile and plugin sinks; their failures are warnings only.
+fn sinks(args: &DanceArgs, report: &dance::report::DanceReport) {
+    if let Some(dir) = &args.textfile {
+        let tmp = dir.join(format!(".{TEXTFILE}.{}", std::process::id()));
+        let path = dir.join(TEXTFILE);
+        if let Err(e) =
+            std::fs::write(&tmp, textfile(report)).and_then(|_| std::fs::rename(&tmp, &path))
+        {
+            crate::output::warning(&format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    if args.sink_plugin.is_empty() {
+        return;
+    }
+    let mut all = crate::serve::Sinks::default();
+    for path in &args.sink_plugin {
+        match crate::serve::Plugin::load(path) {
+            Ok(plugin) => all.push(Box::new(plugin)),
+            Err(e) => crate::output::warning(&e),
+        }
+    }
+    all.dance_report(&dance::report::render_json(report));
 }
 
 /// Exit status of `disco dance --noop --exit-code` when something would change.
@@ -74,7 +165,7 @@ fn fqdn() -> String {
 
 pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
     let noop = args.noop || std::env::var("NOOP").is_ok_and(|v| v == "true");
-    let node = args.node.unwrap_or_else(fqdn);
+    let node = args.node.clone().unwrap_or_else(fqdn);
     let own = crate::sys::hostname().unwrap_or_default();
     // Scripts and templates ask `hostname` for the node, as in the original: when disco
     // dances for another name, the sandboxes carry it.
@@ -82,10 +173,10 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
     let timeout = std::time::Duration::try_from_secs_f64(args.timeout)
         .map_err(|_| Error::Other(format!("--timeout {}: not a duration", args.timeout)))?;
     let opts = DanceOptions {
-        source: args.source,
+        source: args.source.clone(),
         node,
         hostname,
-        root: args.root,
+        root: args.root.clone(),
         state_dir: global.state_dir.clone(),
         noop,
         jobs: args.jobs.max(1),
@@ -94,6 +185,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         wait: !args.no_wait,
     };
     let report = dance::dance(&opts).map_err(|e| Error::Other(e.to_string()))?;
+    sinks(&args, &report);
     match args.format {
         DanceFormat::Json => println!("{}", dance::report::render_json(&report)),
         DanceFormat::Text => {
