@@ -153,6 +153,13 @@ fn reported(stdout: &str, under: &str) -> Vec<(PathBuf, &'static str)> {
     out
 }
 
+/// A stand-in `service` in the disposable root that records what it was asked in `log`.
+fn stand_in_service(root: &Path, log: &str) {
+    let service = root.join("usr/sbin/service");
+    std::fs::write(&service, format!("#!/bin/sh\necho \"$@\" >> {log}\n")).unwrap();
+    std::fs::set_permissions(&service, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[test]
 fn the_seeds_example_live_merges_and_runs_the_deferred_service_command() {
     if !have_root("live") {
@@ -161,14 +168,7 @@ fn the_seeds_example_live_merges_and_runs_the_deferred_service_command() {
     let tmp = TempDir::new("live-example");
     let disposable = disposable_root(tmp.path(), None);
     let root = disposable.root.clone();
-    // A stand-in `service` in the disposable root records what it was asked.
-    let service = root.join("usr/sbin/service");
-    std::fs::write(
-        &service,
-        "#!/bin/sh\necho \"$@\" >> /tmp/disco-service-called\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&service, std::fs::Permissions::from_mode(0o755)).unwrap();
+    stand_in_service(&root, "/tmp/disco-service-called");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/example-site");
     let state = tmp.path().join("state");
     let out = disco(
@@ -582,13 +582,7 @@ fn deferred_commands_of_a_merge_cut_short_run_at_the_next_command() {
     let tmp = TempDir::new("live-deferred");
     let disposable = disposable_root(tmp.path(), None);
     let root = disposable.root.clone();
-    let service = root.join("usr/sbin/service");
-    std::fs::write(
-        &service,
-        "#!/bin/sh\necho \"$@\" >> /tmp/disco-deferred-ran\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&service, std::fs::Permissions::from_mode(0o755)).unwrap();
+    stand_in_service(&root, "/tmp/disco-deferred-ran");
     // What a dance killed between its merge and its deferred commands leaves behind.
     let state = tmp.path().join("state");
     let journal = host::apply::Journal {
