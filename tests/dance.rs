@@ -424,3 +424,30 @@ fn the_dance_outcome_goes_to_a_node_exporter_textfile() {
         assert!(prom.contains(&want), "{want:?} missing from:\n{prom}");
     }
 }
+
+#[test]
+fn scripts_cannot_reach_the_results_of_their_module() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-sealed");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-forge",
+                "#!/bin/bash\nfor fd in 3 4 5 6 7 8 9; do echo 'not json' >&$fd; done 2>/dev/null\n\
+                 test ! -e /dev/.disco/results && test -z \"$DISCO_RESULTS_FD\" && echo sealed\n",
+            ),
+            ("modules/m/scripts/10-after", "#!/bin/sh\necho after\n"),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    // A forged line on an inherited descriptor would make the dance fail to read its results.
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("sealed\n"), "{stdout}");
+    assert!(stdout.contains("after\n"), "{stdout}");
+}

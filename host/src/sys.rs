@@ -1,7 +1,9 @@
 //! Every raw syscall and every `/proc` read of the host, behind small safe functions.
 //!
-//! This is the only file with `unsafe` and with libc calls: the supervisor (`supervise/`) speaks
-//! in pids, fds and [`ProcStat`]s, and the seams here are what a test or a port would replace.
+//! The raw calls of the supervisor, the dance and the merge live here: the supervisor
+//! (`supervise/`) speaks in pids, fds and [`ProcStat`]s, and the seams here are what a test or
+//! a port would replace. (The sandbox's `fork` and `sigaction` are in `sandbox/enter.rs`, next
+//! to the recipe they belong to; loading sink plugins is in `serve/sinks.rs`.)
 //! Errors are `std::io::Error`s from `errno`; callers add the context (which module, which pid).
 
 use std::fs;
@@ -463,6 +465,19 @@ pub fn mount_live_view(live: &Path, empty: &Path, target: &Path) -> Result<(), n
 
 fn libc_eio() -> i32 {
     nix::libc::EIO
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the parent, and closes it on exec so
+/// that nothing this process starts inherits it in turn.
+pub fn inherited_file(fd: i32) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl on any integer is defined: an fd that is not open gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (fcntl succeeded) and nothing else in this process owns
+    // it: it came through exec, named by an environment variable.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! tear-down of namespaces and mounts is most of what a small script costs.
 //!
 //! The plan comes in through the disco layer; each piece's result goes out as one JSON line to
-//! a file of the host's bound at [`RESULTS`], in the order the pieces ran.
+//! a file of the host's, on the descriptor named by [`RESULTS_FD`], in the order the pieces
+//! ran (a descriptor that scripts do not inherit, so they cannot forge or erase results).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::report::{SelfUsage, Step, Usage};
 use crate::supervise::{self, FixSpec, LockLevel};
 
-pub use crate::sandbox::enter::RESULTS;
+pub use crate::sandbox::enter::RESULTS_FD;
 
 /// One script of the plan.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,15 +65,17 @@ pub struct PieceResult {
 
 fn emit(results: &mut std::fs::File, r: &PieceResult) -> Result<(), String> {
     let line = serde_json::to_string(r).map_err(|e| e.to_string())?;
-    writeln!(results, "{line}").map_err(|e| format!("{RESULTS}: {e}"))
+    writeln!(results, "{line}").map_err(|e| format!("results: {e}"))
 }
 
 /// Runs a plan inside the sandbox; stops at the first piece that fails.
 pub fn run_inside(plan: &Plan) -> Result<(), String> {
-    let mut results = std::fs::OpenOptions::new()
-        .append(true)
-        .open(RESULTS)
-        .map_err(|e| format!("{RESULTS}: {e}"))?;
+    let fd: i32 = std::env::var(RESULTS_FD)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{RESULTS_FD} is not set: run by the dance only"))?;
+    let mut results =
+        crate::sys::inherited_file(fd).map_err(|e| format!("{RESULTS_FD}={fd}: {e}"))?;
     let sources: Vec<&PathBuf> = plan.deliver.iter().filter(|p| p.is_dir()).collect();
     if !sources.is_empty() {
         let start = SelfUsage::now();

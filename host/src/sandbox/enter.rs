@@ -40,8 +40,9 @@ pub const SHIM_DIR: &str = "/dev/.disco/shims";
 pub const BIN_DIR: &str = "/dev/.disco/bin";
 /// Where a live sandbox's shims record the commands they defer.
 pub const DEFERRED: &str = "/dev/.disco/deferred";
-/// Where a module's pieces report (see `dance::pieces`).
-pub const RESULTS: &str = "/dev/.disco/results";
+/// The environment variable that names the descriptor a module's pieces report on (see
+/// `dance::pieces`): a descriptor, not a path, so that the scripts cannot reach it.
+pub const RESULTS_FD: &str = "DISCO_RESULTS_FD";
 
 /// Capabilities dropped in noop: each reaches outside the sandbox (modules, clock, network,
 /// raw I/O, other processes, mounts, immutable flags that would pin the scratch layer).
@@ -124,12 +125,22 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
     }
     mount_dev(spec)?;
     mount_sys(&spec.merged)?;
+    // Opened here, on the host's side of the mounts, and handed down as a descriptor.
+    let results = match &spec.results {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(prep(path))?,
+        ),
+        None => None,
+    };
     forward_signals()?;
     // SAFETY: this process is single-threaded (disco __sandbox starts no threads before here),
     // so the child may run arbitrary code after fork.
     match unsafe { fork() }.map_err(sys("fork", "the sandbox's init"))? {
         ForkResult::Child => {
-            let err = match init(spec, argv, cwd) {
+            let err = match init(spec, argv, cwd, results.as_ref()) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -263,9 +274,6 @@ fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
             bind_read_only(tools, &target)?;
         }
     }
-    if let Some(results) = &spec.results {
-        bind_file(results, &inside(&spec.merged, Path::new(RESULTS)))?;
-    }
     if spec.noop {
         let shims = inside(&spec.merged, Path::new(SHIM_DIR));
         super::shims::install(&spec.shims, &shims, ShimMode::Report).map_err(prep(&shims))?;
@@ -343,7 +351,12 @@ fn mount_sys(merged: &Path) -> Result<(), SandboxError> {
 }
 
 /// PID 1 of the sandbox: `/proc`, `pivot_root`, then the payload as PID 2.
-fn init(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<Infallible, SandboxError> {
+fn init(
+    spec: &Spec,
+    argv: &[OsString],
+    cwd: &Path,
+    results: Option<&std::fs::File>,
+) -> Result<Infallible, SandboxError> {
     // If `disco __sandbox` dies, the whole sandbox goes with it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     let proc_dir = spec.merged.join("proc");
@@ -406,7 +419,7 @@ fn init(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<Infallible, Sandbo
     // SAFETY: PID 1 is single-threaded, as its parent was.
     match unsafe { fork() }.map_err(sys("fork", "the payload"))? {
         ForkResult::Child => {
-            let err = payload(spec, argv);
+            let err = payload(spec, argv, results);
             eprintln!("error: sandbox: {err}");
             std::process::exit(match err {
                 SandboxError::Exec { .. } => EXIT_EXEC,
@@ -418,7 +431,7 @@ fn init(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<Infallible, Sandbo
 }
 
 /// PID 2: drop what noop must not have, then become the payload.
-fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
+fn payload(spec: &Spec, argv: &[OsString], results: Option<&std::fs::File>) -> SandboxError {
     let Some((program, args)) = argv.split_first() else {
         return SandboxError::Exec {
             command: String::new(),
@@ -427,6 +440,20 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
+    if let Some(file) = results {
+        // The payload (disco __pieces) inherits it; it closes it on exec for the scripts.
+        use std::os::fd::AsRawFd;
+        if let Err(e) = nix::fcntl::fcntl(
+            file,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        ) {
+            return SandboxError::Exec {
+                command: program.to_string_lossy().into_owned(),
+                source: e.into(),
+            };
+        }
+        cmd.env(RESULTS_FD, file.as_raw_fd().to_string());
+    }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
     let mut full = OsString::new();
     if spec.noop {
