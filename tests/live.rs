@@ -153,6 +153,19 @@ fn reported(stdout: &str, under: &str) -> Vec<(PathBuf, &'static str)> {
     out
 }
 
+/// Mounts a fresh filesystem of type `kind` at `at` (in the test's own mount namespace).
+fn mount_fs(kind: &str, at: &Path) {
+    std::fs::create_dir_all(at).unwrap();
+    nix::mount::mount(
+        Some(kind),
+        at,
+        Some(kind),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+}
+
 /// A stand-in `service` in the disposable root that records what it was asked in `log`.
 fn stand_in_service(root: &Path, log: &str) {
     let service = root.join("usr/sbin/service");
@@ -378,15 +391,7 @@ fn sigkill_during_merges_leaves_every_file_entirely_old_or_new() {
     let area = root.join("srv/disco-crash");
     // Its own filesystem under the root: copy-up from a nested overlay would be ten times
     // slower, and a second filesystem is merged like the first.
-    std::fs::create_dir_all(&area).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &area,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .unwrap();
+    mount_fs("tmpfs", &area);
     let reset = || {
         std::fs::create_dir_all(&area).unwrap();
         for i in 0..FILES {
@@ -542,15 +547,7 @@ fn a_mount_point_the_sandbox_did_not_cover_is_never_merged_into() {
     // An mqueue filesystem is not overlaid (it holds no files of the system): the sandbox shows
     // its mount point as an empty folder, and a script may replace it.
     let point = root.join("srv/disco-mq");
-    std::fs::create_dir_all(&point).unwrap();
-    nix::mount::mount(
-        Some("mqueue"),
-        &point,
-        Some("mqueue"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .unwrap();
+    mount_fs("mqueue", &point);
     let src = TempDir::new("live-mount-site");
     site(
         src.path(),

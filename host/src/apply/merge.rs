@@ -7,7 +7,7 @@
 //! at a time, so a file is always entirely old or entirely new.
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
@@ -366,9 +366,4 @@ pub fn apply(
         applied.journal = Some(path);
     }
     Ok(applied)
-}
-
-/// Device of a path's filesystem, to tell whether two paths share one.
-pub fn device_of(path: &Path) -> Option<u64> {
-    std::fs::metadata(path).ok().map(|m| m.dev())
 }

@@ -57,7 +57,8 @@ struct Printer {
 
 impl Printer {
     fn new(on: bool, modules: usize) -> Printer {
-        let bar = (on && std::io::stderr().is_terminal()).then(|| {
+        // A dance with nothing to count (the early replay's printer) draws no bar.
+        let bar = (on && modules > 0 && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(modules as u64);
             if let Ok(style) =
                 indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed}")
