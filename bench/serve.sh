@@ -60,12 +60,21 @@ def history():
     c = http.client.HTTPConnection(host, int(port)); c.request("GET", "/fixes")
     return json.loads(c.getresponse().read())
 
+def health():
+    c = http.client.HTTPConnection(host, int(port)); c.request("GET", "/healthz")
+    return json.loads(c.getresponse().read())
+
 def settle(count):
+    # Wait on /healthz (a few counters), not /fixes: reading the whole history every tick
+    # would take the server's CPU from the fixes being measured. Once nothing is queued or
+    # running, read the history (again, while the last outcomes are still being recorded).
     while True:
-        fixes = history()
-        if len(fixes) >= count and all(f["status"] != "pending" for f in fixes):
-            return fixes
-        time.sleep(0.2)
+        h = health()
+        if h["queued"] == 0 and h["running"] == 0:
+            fixes = history()
+            if len(fixes) >= count and all(f["status"] != "pending" for f in fixes):
+                return fixes
+        time.sleep(0.05)
 
 def starts():
     s = {}

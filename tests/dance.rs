@@ -451,3 +451,181 @@ fn scripts_cannot_reach_the_results_of_their_module() {
     assert!(stdout.contains("sealed\n"), "{stdout}");
     assert!(stdout.contains("after\n"), "{stdout}");
 }
+
+#[test]
+fn each_module_sees_what_the_ones_before_it_changed_and_diffs_only_its_own() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-chain");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m1", ""),
+            ("parameters/n1/modules/m2", ""),
+            ("parameters/n1/modules/m3", ""),
+            ("modules/m2/requires", "m1\n"),
+            ("modules/m3/requires", "m2\n"),
+            (
+                "modules/m1/scripts/00-make",
+                "#!/bin/bash\nset -e\nmkdir -p /etc/disco-chain/d/sub\necho one > /etc/disco-chain/a\n\
+                 echo bee > /etc/disco-chain/b\necho x > /etc/disco-chain/d/sub/x\n",
+            ),
+            (
+                "modules/m2/scripts/00-change",
+                "#!/bin/bash\nset -e\necho two >> /etc/disco-chain/a\nrm /etc/disco-chain/b\n\
+                 rm -r /etc/disco-chain/d\necho now-a-file > /etc/disco-chain/d\n",
+            ),
+            (
+                "modules/m3/scripts/00-check",
+                "#!/bin/bash\nset -e\ntest \"$(cat /etc/disco-chain/a)\" = \"$(printf 'one\\ntwo')\"\n\
+                 test ! -e /etc/disco-chain/b\ntest -f /etc/disco-chain/d\n\
+                 test \"$(cat /etc/disco-chain/d)\" = now-a-file\necho chain ok\n\
+                 echo three > /etc/disco-chain/c\n",
+            ),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("chain ok\n"), "{stdout}");
+    // Each module's diff is its own: m2 modifies a and deletes b (m1's), m3 only creates c.
+    let section = |name: &str| -> String {
+        let start = stdout.find(&format!("Processing {name}")).unwrap();
+        let rest = &stdout[start..];
+        let end = rest[1..]
+            .find("info: Processing")
+            .map_or(rest.len(), |e| e + 1);
+        rest[..end].to_owned()
+    };
+    let (m2, m3) = (section("m2"), section("m3"));
+    assert!(m2.contains("/etc/disco-chain/a : Modified"), "{m2}");
+    assert!(m2.contains("/etc/disco-chain/b : Deleted"), "{m2}");
+    assert!(!m2.contains("/etc/disco-chain/c"), "{m2}");
+    assert!(m3.contains("/etc/disco-chain/c : Created"), "{m3}");
+    assert!(!m3.contains("/etc/disco-chain/a "), "{m3}");
+    assert!(!m3.contains("/etc/disco-chain/b "), "{m3}");
+    assert!(!Path::new("/etc/disco-chain").exists());
+}
+
+#[test]
+fn a_noop_script_cannot_reach_the_host_through_other_processes() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-escape");
+    let marker = TempDir::new("escape-marker");
+    let target = marker.path().join("escaped");
+    let script = format!(
+        "#!/bin/bash\nfor p in /proc/[0-9]*; do\n  echo x > \"$p/root{}\" 2>/dev/null\n  \
+         echo x > \"$p/cwd/escaped-$$\" 2>/dev/null\ndone\necho tried\n",
+        target.display()
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-escape", &script),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("tried\n"),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(!target.exists(), "a noop script wrote {}", target.display());
+    // The dance's working folder is the host's too.
+    let cwd = std::env::current_dir().unwrap();
+    let leaked: Vec<_> = std::fs::read_dir(&cwd)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("escaped-"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "a noop script wrote into {}",
+        cwd.display()
+    );
+}
+
+#[test]
+fn a_hanging_script_or_daemon_does_not_hold_up_the_dance_or_outlive_its_module() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-hang");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/daemon", ""),
+            ("parameters/n1/modules/hang", ""),
+            ("parameters/n1/modules/next", ""),
+            // A daemon that escapes its process group; a script that never ends.
+            (
+                "modules/daemon/scripts/00-daemon",
+                "#!/bin/bash\nsetsid sleep 300 </dev/null >/dev/null 2>&1 &\necho started\n",
+            ),
+            ("modules/hang/scripts/10-hang", "#!/bin/bash\nsleep 300\n"),
+            // The next module must find nothing of it left running.
+            (
+                "modules/next/scripts/00-look",
+                "#!/bin/bash\nif pgrep -x sleep >/dev/null; then echo leftover; else echo clean; fi\n",
+            ),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let out = dance(state.path(), src.path(), "n1", &["--timeout", "1"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{stdout}"
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("error: hang:"), "{stdout}");
+    assert!(
+        stdout.contains("clean\n"),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn delivered_files_keep_their_mode_setuid_included_and_replace_what_was_there() {
+    if !have_root("dance") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-modes");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/files/etc/disco-modes/tool", "#!/bin/sh\n"),
+            ("modules/m/files/etc/hostname", "replaced\n"),
+            (
+                "modules/m/scripts/00-look",
+                "#!/bin/bash\necho mode=$(stat -c %a /etc/disco-modes/tool)\n\
+                 echo hostname=$(cat /etc/hostname)\n",
+            ),
+        ],
+    );
+    let tool = src.path().join("modules/m/files/etc/disco-modes/tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let before = std::fs::read("/etc/hostname").ok();
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("mode=4755\n"), "{stdout}");
+    assert!(stdout.contains("hostname=replaced\n"), "{stdout}");
+    assert_eq!(
+        std::fs::read("/etc/hostname").ok(),
+        before,
+        "noop changed the host"
+    );
+}

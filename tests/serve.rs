@@ -1,6 +1,7 @@
 //! `disco serve` end to end: a real Prometheus Alertmanager (an HA pair) posting to it, a storm
-//! of 1,000 webhook alerts, a restart after `kill -9`, bad input, a full queue, and the sinks
-//! (textfile and the example native plugin from `contrib/sink-plugin`).
+//! of 1,000 webhook alerts, a restart after `kill -9`, bad input, a full queue, the pool of fix
+//! workers (reused while clean, retired when a fix leaves a process), and the sinks (textfile
+//! and the example native plugin from `contrib/sink-plugin`).
 //!
 //! Every process a test starts is owned by a guard that kills it on drop. The Alertmanager test
 //! needs Debian's `prometheus-alertmanager`; without it, it says why and passes, except under CI.
@@ -796,6 +797,136 @@ fn a_full_queue_answers_503_and_sigterm_lets_running_fixes_finish() {
     );
 }
 
+/// The pid of the `disco __serve-fix` worker that ran the fix for `host` (each module writes
+/// its parent's pid, the worker's, to `DIR/HOST`).
+fn worker_of(dir: &Path, host: &str) -> i32 {
+    fs::read_to_string(dir.join(host))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The violation kinds of the fix for `host`.
+fn kinds_of(fixes: &[Value], host: &str) -> Vec<String> {
+    let f = fixes.iter().find(|f| f["host"] == host).unwrap();
+    f["outcome"]["outcome"]["violations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outcome: {f}"))
+        .iter()
+        .map(|v| v["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Kills, on drop, every process left with `DISCO_SERVICE=<.0>`, even when the test fails.
+struct Leftovers(String);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for pid in util::processes_of(&self.0) {
+            util::kill(pid);
+        }
+    }
+}
+
+#[test]
+fn a_worker_runs_fixes_one_after_another_and_retires_when_a_fix_leaves_a_process() {
+    let tmp = TempDir::new("serve-pool");
+    let service = util::marker("pool");
+    let _leftovers = Leftovers(service.clone());
+    let parents = tmp.path().join("parents");
+    fs::create_dir_all(&parents).unwrap();
+    let note = format!("echo \"$PPID\" > '{}'/\"$DISCO_HOST\"", parents.display());
+    // A quick fix; one that leaves a process holding its stdout (a leak, killed by the host);
+    // one that leaves a proper daemon (in its own session, holding nothing: background).
+    module(
+        &tmp.path().join("mod/fix/quick"),
+        &format!("cat >/dev/null\n{note}"),
+    );
+    module(
+        &tmp.path().join("mod/fix/leak"),
+        &format!("cat >/dev/null\n{note}\nsetsid sleep 60 &"),
+    );
+    module(
+        &tmp.path().join("mod/fix/daemon"),
+        &format!("cat >/dev/null\n{note}\nsetsid sleep 60 </dev/null >/dev/null 2>&1 &"),
+    );
+    let mut rules = String::new();
+    for m in ["quick", "leak", "daemon"] {
+        rules.push_str(&format!(
+            "[[rule]]\nmatch = {{ alertname = \"{m}\" }}\nmodule = \"{m}\"\n\
+             service = \"{service}\"\n\n"
+        ));
+    }
+    fs::write(tmp.path().join("rules.toml"), rules).unwrap();
+    let rules = tmp.path().join("rules.toml").display().to_string();
+    let mods = tmp.path().join("mod").display().to_string();
+    let serve = Serve::start(
+        tmp.path(),
+        &[
+            "--rules",
+            &rules,
+            "--module-dir",
+            &mods,
+            "--max-concurrent",
+            "1",
+        ],
+        &[],
+    );
+    // One fix at a time, each waited for, so the order of workers is known.
+    let mut n = 0;
+    let mut fix = |module: &str, host: &str| -> Vec<Value> {
+        let (status, body) = post_alerts(
+            serve.addr,
+            &[alert(&[("alertname", module), ("instance", host)], None)],
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        n += 1;
+        serve.settle(n, Duration::from_secs(20))
+    };
+    fix("quick", "h1");
+    fix("quick", "h2");
+    let first = worker_of(&parents, "h1");
+    assert_eq!(worker_of(&parents, "h2"), first, "the worker served both");
+    // A leaked handle is still named and killed; nothing is left, so the worker stays.
+    let fixes = fix("leak", "h3");
+    assert!(
+        kinds_of(&fixes, "h3").contains(&"leaked_file_handle".to_owned()),
+        "{fixes:#?}"
+    );
+    assert_eq!(worker_of(&parents, "h3"), first);
+    fix("quick", "h4");
+    assert_eq!(worker_of(&parents, "h4"), first, "a clean worker stays");
+    // A daemon is left running: the worker that saw it must not serve another fix, or the
+    // daemon's orphans could pass for the next fix's.
+    let fixes = fix("daemon", "h5");
+    let f = fixes.iter().find(|f| f["host"] == "h5").unwrap();
+    let background = f["outcome"]["outcome"]["background"].as_array().unwrap();
+    assert_eq!(background.len(), 1, "{f}");
+    assert_eq!(worker_of(&parents, "h5"), first);
+    let fixes = fix("quick", "h6");
+    let second = worker_of(&parents, "h6");
+    assert_ne!(second, first, "a new worker after a fix left a process");
+    assert_eq!(count(&fixes, "ran"), 6);
+    let daemon = background[0]["pid"].as_i64().unwrap() as i32;
+    let stat = fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        ppid != second && ppid != serve.guard.pid().as_raw(),
+        "the daemon is nobody's orphan in the server (parent {ppid})"
+    );
+    assert_eq!(serve.terminate(), 0);
+}
+
 /// Builds `contrib/sink-plugin` (its own target dir, so the outer cargo's lock is no matter).
 fn sink_plugin() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -872,7 +1003,11 @@ fn sinks_get_every_result_and_a_broken_plugin_never_stops_a_fix() {
         let fixes = serve.settle(i + 1, Duration::from_secs(10));
         let f = fixes.iter().find(|f| f["host"] == host.as_str()).unwrap();
         assert_eq!(f["status"], "ran", "the fix ran whatever the plugin did");
-        let log = serve.log();
+        // The sinks hear of a fix after its outcome is journaled (and so listed): stop the
+        // server, which records every ended fix before it exits, before looking at them.
+        let stderr = serve.stderr.clone();
+        assert_eq!(serve.terminate(), 0);
+        let log = fs::read_to_string(&stderr).unwrap_or_default();
         if warning.is_empty() {
             let lines = fs::read_to_string(&out).unwrap();
             assert_eq!(lines.lines().count(), 1, "{lines}");
@@ -898,6 +1033,5 @@ fn sinks_get_every_result_and_a_broken_plugin_never_stops_a_fix() {
                 "{prom}"
             );
         }
-        assert_eq!(serve.terminate(), 0);
     }
 }

@@ -39,7 +39,7 @@ pub fn run() -> ExitCode {
 fn recover(args: &cli::Cli) {
     if matches!(
         args.command,
-        cli::Command::Sandbox(_) | cli::Command::Defer(_) | cli::Command::Pieces(_)
+        cli::Command::Sandbox(_) | cli::Command::Defer(_) | cli::Command::DanceSandbox(_)
     ) {
         return;
     }

@@ -300,13 +300,20 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
 
 /// Every process on the system now (those that vanish while we read are skipped).
 pub fn proc_table() -> Vec<ProcStat> {
-    let Ok(dir) = fs::read_dir("/proc") else {
+    proc_table_in(Path::new("/proc"))
+}
+
+/// Every process that the procfs mounted at `proc` shows: the processes of the PID namespace
+/// it was mounted from, numbered as there (which `/proc` may not be, for a process that
+/// entered a PID namespace but still sees the host's tree).
+pub fn proc_table_in(proc: &Path) -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir(proc) else {
         return Vec::new();
     };
     dir.filter_map(|entry| {
-        let name = entry.ok()?.file_name();
-        let pid: i32 = name.to_str()?.parse().ok()?;
-        proc_stat(pid)
+        let entry = entry.ok()?;
+        entry.file_name().to_str()?.parse::<i32>().ok()?;
+        parse_stat(&fs::read_to_string(entry.path().join("stat")).ok()?)
     })
     .collect()
 }
@@ -465,19 +472,6 @@ pub fn mount_live_view(live: &Path, empty: &Path, target: &Path) -> Result<(), n
 
 fn libc_eio() -> i32 {
     nix::libc::EIO
-}
-
-/// Takes ownership of descriptor `fd`, inherited from the parent, and closes it on exec so
-/// that nothing this process starts inherits it in turn.
-pub fn inherited_file(fd: i32) -> io::Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: fcntl on any integer is defined: an fd that is not open gives EBADF.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor is open (fcntl succeeded) and nothing else in this process owns
-    // it: it came through exec, named by an environment variable.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 #[cfg(test)]

@@ -5,13 +5,13 @@ mod args;
 mod check_result;
 mod completions;
 mod dance;
+mod dance_sandbox;
 mod defer;
 mod diff;
 mod fix;
 mod history;
 mod new;
 mod param;
-mod pieces;
 mod remote;
 mod report;
 mod request;
@@ -125,9 +125,9 @@ pub enum Command {
     /// Internal: record a service command a live module's script wants run after the merge.
     #[command(name = "__defer", hide = true)]
     Defer(defer::DeferArgs),
-    /// Internal: a module's files and scripts, inside its sandbox.
-    #[command(name = "__pieces", hide = true)]
-    Pieces(pieces::PiecesArgs),
+    /// Internal: the sandbox a dance runs its modules in.
+    #[command(name = "__dance-sandbox", hide = true)]
+    DanceSandbox(dance_sandbox::DanceSandboxArgs),
     /// Internal: merge one scratch layer onto a folder, journaled (benchmarks, recovery).
     #[command(name = "__apply", hide = true)]
     Apply(apply::ApplyArgs),
@@ -156,7 +156,7 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::Result(args) => result::exec(args),
         Command::Sandbox(args) => sandbox_init::exec(args),
         Command::Defer(args) => defer::exec(args),
-        Command::Pieces(args) => pieces::exec(args),
+        Command::DanceSandbox(args) => dance_sandbox::exec(args),
         Command::Apply(args) => apply::exec(args, &cli.global),
     }
 }

@@ -1,7 +1,7 @@
 //! `disco serve`: fixes on alert, from Prometheus Alertmanager's webhooks; and its hidden
-//! helper `disco __serve-fix`, which runs one fix for the server in a process of its own.
+//! helper `disco __serve-fix`, a worker process that runs the server's fixes one at a time.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -75,18 +75,12 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Arguments of `disco __serve-fix` (none: everything comes on stdin).
+/// Arguments of `disco __serve-fix` (none: every fix comes on stdin).
 #[derive(Debug, Args)]
 pub struct ServeFixArgs {}
 
 pub(super) fn exec_fix(_args: ServeFixArgs) -> Result<ExitCode> {
-    let mut input = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut input)
-        .map_err(|source| Error::Read {
-            path: "-".into(),
-            source,
-        })?;
-    serve::run_child(&input, &mut std::io::stdout().lock()).map_err(Error::Write)?;
+    serve::serve_fixes(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
+        .map_err(Error::Write)?;
     Ok(ExitCode::SUCCESS)
 }

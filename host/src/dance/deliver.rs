@@ -22,8 +22,7 @@ pub fn deliver(src: &Path, dst: &Path) -> std::io::Result<usize> {
         let from = entry.path();
         let to = dst.join(entry.file_name());
         let meta = std::fs::symlink_metadata(&from).map_err(named(&from))?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
+        if meta.file_type().is_dir() {
             if std::fs::symlink_metadata(&to).is_err() {
                 std::fs::create_dir(&to).map_err(named(&to))?;
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(meta.mode()))
@@ -34,23 +33,43 @@ pub fn deliver(src: &Path, dst: &Path) -> std::io::Result<usize> {
             written += deliver(&from, &to)?;
             continue;
         }
+        if std::fs::symlink_metadata(&to).is_err() {
+            // Nothing there yet, and nothing runs in the module's root before its files are
+            // delivered: written in place, no reader can see half of it.
+            write_entry(&from, &to, &meta).map_err(named(&to))?;
+            written += 1;
+            continue;
+        }
         // Written beside and renamed: a reader never sees half a file.
         let tmp = dst.join(format!(
             ".{}.disco-new",
             entry.file_name().to_string_lossy()
         ));
         let _ = std::fs::remove_file(&tmp);
-        if ft.is_symlink() {
-            let target = std::fs::read_link(&from).map_err(named(&from))?;
-            std::os::unix::fs::symlink(&target, &tmp).map_err(named(&tmp))?;
-        } else {
-            std::fs::copy(&from, &tmp).map_err(named(&to))?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(meta.mode()))
-                .map_err(named(&to))?;
-        }
-        std::os::unix::fs::lchown(&tmp, Some(meta.uid()), Some(meta.gid())).map_err(named(&to))?;
+        write_entry(&from, &tmp, &meta).map_err(named(&to))?;
         std::fs::rename(&tmp, &to).map_err(named(&to))?;
         written += 1;
     }
     Ok(written)
+}
+
+/// Writes `from` (a file or a symlink) at `to`, where nothing is, with its mode and owner.
+fn write_entry(from: &Path, to: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
+        return std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()));
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut src = std::fs::File::open(from)?;
+    // Private until it is whole and has its owner; through the descriptor from then on (each
+    // path lookup is a walk through every layer of the root).
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    std::io::copy(&mut src, &mut dst)?;
+    // chown clears setuid and setgid: the mode comes after it.
+    std::os::unix::fs::fchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+    dst.set_permissions(std::fs::Permissions::from_mode(meta.mode()))
 }

@@ -57,14 +57,9 @@ pub enum DanceError {
         #[source]
         source: crate::supervise::SuperviseError,
     },
-    /// The read-only view of the layers beneath a module could not be set up.
-    #[error("cannot {what}: {errno}")]
-    View {
-        /// What was being done.
-        what: String,
-        /// The error.
-        errno: nix::errno::Errno,
-    },
+    /// The dance's sandbox could not be started or stopped serving.
+    #[error("{0}")]
+    Worker(String),
     /// A module's layers could not be compared.
     #[error(transparent)]
     Diff(#[from] crate::diff::DiffError),

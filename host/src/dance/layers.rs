@@ -8,14 +8,14 @@
 //! ```text
 //! RUN/disco/<path of /var/disco within its filesystem>/{parameters,modules/NAME/...}
 //! RUN/m<K>/fs<I>/{upper,work}         module K's scratch layer on filesystem I
-//! RUN/m<K>/spec.json                   module K's sandbox
-//! RUN/m<K>/t<J>/...                    template J's throwaway layers and sandbox
+//! RUN/m<K>/templates/fs<I>/...         its templates' throwaway layers
+//! RUN/m<K>/{root,templates.root,views} where the dance's sandbox mounts them
+//! RUN/sandbox/{dev,proc,sys,empty}     what the dance's sandbox binds into every root
 //! ```
 
 use std::path::{Path, PathBuf};
 
-use crate::diff::{self, Change, DiffOptions, Layer};
-use crate::sandbox::{LayerInfo, RunDir, ShimConfig, Spec, Target};
+use crate::sandbox::{LayerInfo, RunDir, Target};
 
 use super::DanceError;
 
@@ -33,8 +33,9 @@ pub struct Stack {
     disco_fs: usize,
     disco_host: PathBuf,
     disco_layer: PathBuf,
-    /// Scratch layers (one per filesystem) of the modules that succeeded, oldest first.
-    done: Vec<Vec<PathBuf>>,
+    /// The layer (one per filesystem) of everything the modules that succeeded changed, once
+    /// one did: their scratch layers folded into one (see [`fold`]).
+    done: Option<Vec<PathBuf>>,
     /// The node, as the sandboxes' host name.
     hostname: Option<String>,
 }
@@ -59,9 +60,14 @@ impl Stack {
             disco_fs,
             disco_host,
             disco_layer,
-            done: Vec::new(),
+            done: None,
             hostname,
         })
+    }
+
+    /// The node, as the sandboxes' host name.
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
     }
 
     /// The host folder that appears as `/var/disco` inside.
@@ -89,7 +95,7 @@ impl Stack {
             if let Some(Some(top)) = extra_top.get(i) {
                 lowers_above.push(top.clone());
             }
-            lowers_above.extend(self.done.iter().rev().map(|uppers| uppers[i].clone()));
+            lowers_above.extend(self.done.iter().map(|done| done[i].clone()));
             layers.push(LayerInfo {
                 mount_point: Path::new("/").join(fs),
                 lower: self.target.root.join(fs),
@@ -101,48 +107,24 @@ impl Stack {
         Ok(layers)
     }
 
-    fn save_spec(
-        &self,
-        path: &Path,
-        layers: Vec<LayerInfo>,
-        noop: bool,
-        defer: Option<PathBuf>,
-        results: Option<PathBuf>,
-    ) -> Result<(), DanceError> {
-        let spec = Spec {
-            merged: path.with_extension("merged"),
-            layers,
-            hide: self.target.hide(),
-            noop,
-            shims: ShimConfig::default(),
-            tools: std::env::current_exe().ok(),
-            hostname: self.hostname.clone(),
-            defer,
-            results,
-        };
-        spec.save(path).map_err(DanceError::Sandbox)
-    }
-
     /// Module `k`'s folder.
     pub fn module_dir(&self, k: usize) -> PathBuf {
         self.run.path.join(format!("m{k}"))
     }
 
-    /// Writes module `k`'s sandbox (its own scratch layers on the stack) and returns the
-    /// spec's path.
-    pub fn module_spec(&self, k: usize, noop: bool) -> Result<PathBuf, DanceError> {
-        let dir = self.module_dir(k);
-        let layers = self.layers(&dir, true, &[])?;
-        let path = dir.join("spec.json");
-        // Live, service commands are recorded here by the shims, to run after the merge.
-        let defer = (!noop).then(|| self.deferred(k));
-        if let Some(file) = &defer {
-            std::fs::write(file, "").map_err(io(file))?;
+    /// Module `k`'s scratch layers, stacked on the disco layer and the kept modules' layers;
+    /// the folders exist afterwards, as do its (empty) results and, live, deferred record.
+    pub fn module_layers(&self, k: usize, noop: bool) -> Result<Vec<LayerInfo>, DanceError> {
+        let layers = self.layers(&self.module_dir(k), true, &[])?;
+        let mut files = vec![self.results(k)];
+        if !noop {
+            // Live, service commands are recorded here by the shims, to run after the merge.
+            files.push(self.deferred(k));
         }
-        let results = self.results(k);
-        std::fs::write(&results, "").map_err(io(&results))?;
-        self.save_spec(&path, layers, noop, defer, Some(results))?;
-        Ok(path)
+        for file in files {
+            std::fs::write(&file, "").map_err(io(&file))?;
+        }
+        Ok(layers)
     }
 
     /// Where module `k`'s pieces report, one JSON line each.
@@ -172,11 +154,11 @@ impl Stack {
             .collect()
     }
 
-    /// A throwaway noop sandbox for template `j` of module `k`, `files` (the module's files
-    /// tree, which mirrors `/`) stacked on top so the template sees them delivered: templates
-    /// always render in noop, and whatever they write is discarded.
-    pub fn template_spec(&self, k: usize, j: usize, files: &Path) -> Result<PathBuf, DanceError> {
-        let dir = self.module_dir(k).join(format!("t{j}"));
+    /// Throwaway layers for module `k`'s templates, `files` (the module's files tree, which
+    /// mirrors `/`) stacked on top so the templates see them delivered: templates always
+    /// render in noop, and whatever they write is discarded.
+    pub fn template_layers(&self, k: usize, files: &Path) -> Result<Vec<LayerInfo>, DanceError> {
+        let dir = self.module_dir(k).join("templates");
         // Each filesystem gets the part of the files tree that lies on it.
         let extra: Vec<Option<PathBuf>> = self
             .target
@@ -184,125 +166,180 @@ impl Stack {
             .iter()
             .map(|fs| Some(files.join(fs)).filter(|p| p.is_dir()))
             .collect();
-        let layers = self.layers(&dir, true, &extra)?;
-        let path = dir.join("spec.json");
-        self.save_spec(&path, layers, true, None, None)?;
-        Ok(path)
+        self.layers(&dir, true, &extra)
     }
 
-    /// Module `k` succeeded: later modules stack on its layer.
-    pub fn keep(&mut self, k: usize) {
-        let uppers = self.module_uppers(k);
-        self.done.push(uppers);
+    /// Per filesystem, what lies between a new module's layer and the live tree: the kept
+    /// modules' folded layer, if any.
+    pub fn beneath(&self) -> Vec<Vec<PathBuf>> {
+        (0..self.target.filesystems.len())
+            .map(|i| self.done.iter().map(|done| done[i].clone()).collect())
+            .collect()
     }
 
-    /// What module `k`'s scratch layers change against everything beneath them (the live
-    /// system and the layers of the modules kept before it).
-    ///
-    /// Where modules were kept before, the lower side is a read-only overlay of their layers
-    /// and the live directory, mounted in a private mount namespace of a thread of our own, so
-    /// that it is never visible to anyone else and vanishes with the thread.
-    pub fn diff(&self, k: usize) -> Result<Vec<Change>, DanceError> {
+    /// Module `k` succeeded (noop): later modules see its changes. Its scratch layer is folded
+    /// into the kept modules' layer, so that every module stacks on three layers at most,
+    /// however many ran before it (each layer costs every lookup, and overlayfs takes 500).
+    /// Nothing may have a root of the dance mounted meanwhile.
+    pub fn keep(&mut self, k: usize) -> Result<(), DanceError> {
         let uppers = self.module_uppers(k);
-        let opts = DiffOptions {
-            names_root: self.target.root.clone(),
-            ..DiffOptions::default()
+        let done = match &self.done {
+            Some(done) => done.clone(),
+            None => {
+                let dirs: Vec<PathBuf> = (0..uppers.len())
+                    .map(|i| self.run.path.join(format!("done/fs{i}")))
+                    .collect();
+                for d in &dirs {
+                    std::fs::create_dir_all(d).map_err(io(d))?;
+                }
+                self.done = Some(dirs.clone());
+                dirs
+            }
         };
-        let stacked = !self.done.is_empty();
-        let views = self.module_dir(k).join("views");
-        let layers: Vec<Layer> = self
-            .target
-            .filesystems
-            .iter()
-            .enumerate()
-            .map(|(i, fs)| Layer {
-                upper: uppers[i].clone(),
-                lower: if stacked {
-                    views.join(format!("fs{i}"))
-                } else {
-                    self.target.root.join(fs)
-                },
-                mount_point: Path::new("/").join(fs),
-            })
-            .collect();
-        if !stacked {
-            return diff::compute(&layers, &opts).map_err(DanceError::Diff);
+        for (upper, into) in uppers.iter().zip(&done) {
+            fold(upper, into).map_err(io(upper))?;
         }
-        let done = &self.done;
-        let root = &self.target.root;
-        let filesystems = &self.target.filesystems;
-        let changes = std::thread::scope(|s| {
-            s.spawn(|| {
-                crate::sys::private_mount_namespace().map_err(|e| DanceError::View {
-                    what: "unshare a mount namespace".into(),
-                    errno: e,
-                })?;
-                let empty = views.join("empty");
-                for (i, fs) in filesystems.iter().enumerate() {
-                    let view = views.join(format!("fs{i}"));
-                    let mut live = root.join(fs);
-                    let mut lowers: Vec<&Path> =
-                        done.iter().rev().map(|u| u[i].as_path()).collect();
-                    // As in the sandbox: only layers nested in the live folder need its view.
-                    if lowers.iter().any(|l| l.starts_with(&live)) {
-                        let own = views.join(format!("live{i}"));
-                        crate::sys::mount_live_view(&live, &empty, &own).map_err(|e| {
-                            DanceError::View {
-                                what: format!("mount a read-only view of {}", live.display()),
-                                errno: e,
-                            }
-                        })?;
-                        live = own;
-                    }
-                    std::fs::create_dir_all(&view).map_err(io(&view))?;
-                    lowers.push(&live);
-                    crate::sys::mount_overlay_readonly(&lowers, &view).map_err(|e| {
-                        DanceError::View {
-                            what: format!("mount the lower view {}", view.display()),
-                            errno: e,
-                        }
-                    })?;
-                }
-                diff::compute(&layers, &opts).map_err(DanceError::Diff)
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(DanceError::View {
-                    what: "diff the layers".into(),
-                    errno: nix::errno::Errno::EIO,
-                })
-            })
-        });
-        // The views are filesystems of their own; report the live filesystem's device, as an
-        // unstacked diff does.
-        let mut changes = changes?;
-        use std::os::unix::fs::MetadataExt;
-        let devices: Vec<(PathBuf, u64)> = filesystems
-            .iter()
-            .filter_map(|fs| {
-                let dev = std::fs::metadata(root.join(fs)).ok()?.dev();
-                Some((Path::new("/").join(fs), dev))
-            })
-            .collect();
-        for change in &mut changes {
-            let dev = devices
-                .iter()
-                .filter(|(mp, _)| change.path.starts_with(mp))
-                .max_by_key(|(mp, _)| mp.components().count())
-                .map(|(_, dev)| *dev);
-            for meta in [change.old.as_mut(), change.new.as_mut()]
-                .into_iter()
-                .flatten()
-            {
-                let node = matches!(
-                    meta.file_type,
-                    crate::diff::FileType::CharDevice | crate::diff::FileType::BlockDevice
-                );
-                if let (false, Some(dev)) = (node, dev) {
-                    meta.device = dev;
-                }
+        Ok(())
+    }
+}
+
+/// Whether `dir` is an opaque directory of an overlay layer: it hides what lies beneath.
+fn is_opaque(dir: &Path) -> bool {
+    xattr::get(dir, "trusted.overlay.opaque").is_ok_and(|v| v.as_deref() == Some(b"y"))
+}
+
+/// Moves the scratch layer `upper` into `into`, the layer beneath it, so that `into` alone
+/// shows what the two stacked showed, by the rules overlayfs reads layers with (no redirects,
+/// no metacopy: the sandbox mounts with both off): an entry of `upper` replaces the one in
+/// `into`, whiteouts and opaque directories included, except that a plain directory over a
+/// directory merges into it, taking its attributes. Both must be on one filesystem.
+pub fn fold(upper: &Path, into: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(upper)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = into.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&from)?;
+        let existing = std::fs::symlink_metadata(&to).ok();
+        if let Some(old) = &existing {
+            if meta.is_dir() && old.is_dir() && !is_opaque(&from) {
+                fold(&from, &to)?;
+                dir_attrs(&meta, &from, &to)?;
+                continue;
+            }
+            if old.is_dir() {
+                std::fs::remove_dir_all(&to)?;
+            } else {
+                std::fs::remove_file(&to)?;
             }
         }
-        Ok(changes)
+        std::fs::rename(&from, &to)?;
+    }
+    Ok(())
+}
+
+/// Gives directory `to` the attributes of `from` (a copy-up of it, which is what the module
+/// left): owner, mode, times and the extended attributes that are not overlayfs's own.
+fn dir_attrs(meta: &std::fs::Metadata, from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    for name in xattr::list(from)? {
+        if name.to_string_lossy().starts_with("trusted.overlay.") {
+            continue;
+        }
+        if let Some(value) = xattr::get(from, &name)? {
+            xattr::set(to, &name, &value)?;
+        }
+    }
+    let times = std::fs::FileTimes::new()
+        .set_accessed(meta.accessed()?)
+        .set_modified(meta.modified()?);
+    std::fs::File::open(to)?.set_times(times)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root_or_skip() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        assert!(root || std::env::var_os("CI").is_none(), "CI runs as root");
+        root
+    }
+
+    fn whiteout(path: &Path) {
+        use nix::sys::stat::{mknod, Mode, SFlag};
+        mknod(path, SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
+    }
+
+    fn is_whiteout(path: &Path) -> bool {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        std::fs::symlink_metadata(path)
+            .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    }
+
+    #[test]
+    fn folding_keeps_what_the_two_layers_showed_stacked() {
+        if !root_or_skip() {
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("disco-fold-{}", std::process::id()));
+        let (lower, upper) = (base.join("lower"), base.join("upper"));
+        for d in [
+            "lower/etc/keep",
+            "lower/etc/gone",
+            "lower/opaque/old",
+            "upper/etc/keep",
+        ] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::fs::write(lower.join("etc/a"), "old a").unwrap();
+        std::fs::write(lower.join("etc/keep/k"), "k").unwrap();
+        std::fs::write(lower.join("etc/gone/g"), "g").unwrap();
+        std::fs::write(lower.join("opaque/old/o"), "o").unwrap();
+        // The upper layer: a new a, a whiteout over a folder, a file added in a merged folder
+        // that also changed mode, an opaque folder replacing one beneath.
+        std::fs::write(upper.join("etc/a"), "new a").unwrap();
+        whiteout(&upper.join("etc/gone"));
+        std::fs::write(upper.join("etc/keep/new"), "n").unwrap();
+        std::fs::set_permissions(
+            upper.join("etc/keep"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        std::fs::create_dir_all(upper.join("opaque")).unwrap();
+        xattr::set(upper.join("opaque"), "trusted.overlay.opaque", b"y").unwrap();
+        std::fs::write(upper.join("opaque/fresh"), "f").unwrap();
+
+        fold(&upper, &lower).unwrap();
+        let read = |p: &str| std::fs::read_to_string(lower.join(p)).ok();
+        assert_eq!(read("etc/a").as_deref(), Some("new a"));
+        assert!(
+            is_whiteout(&lower.join("etc/gone")),
+            "the whiteout replaces the folder"
+        );
+        assert_eq!(
+            read("etc/keep/k").as_deref(),
+            Some("k"),
+            "merged, not replaced"
+        );
+        assert_eq!(read("etc/keep/new").as_deref(), Some("n"));
+        let mode = std::fs::metadata(lower.join("etc/keep"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o7777,
+            0o700,
+            "the folder takes the upper layer's attributes"
+        );
+        assert!(
+            !lower.join("opaque/old").exists(),
+            "an opaque folder hides what was beneath"
+        );
+        assert_eq!(read("opaque/fresh").as_deref(), Some("f"));
+        assert!(is_opaque(&lower.join("opaque")));
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -14,6 +14,7 @@ pub mod order;
 pub mod pieces;
 pub mod report;
 pub mod run;
+pub mod worker;
 
 pub use error::DanceError;
 pub use run::{dance, DanceOptions};

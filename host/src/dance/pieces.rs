@@ -1,12 +1,12 @@
-//! A module's pieces run inside one sandbox: its files and rendered templates delivered, then
-//! each script in name order through the fix-module host, which runs inside the sandbox too
-//! (`disco __pieces PLAN`). One sandbox per module instead of one per piece: the set-up and
-//! tear-down of namespaces and mounts is most of what a small script costs.
+//! A module's pieces, run by the fix-module host inside the module's root in the dance's
+//! sandbox (see `worker`): its templates in a throwaway root, then its files and rendered
+//! templates delivered and each script in name order in the module's own root.
 //!
-//! The plan comes in through the disco layer; each piece's result goes out as one JSON line to
-//! a file of the host's, on the descriptor named by [`RESULTS_FD`], in the order the pieces
-//! ran (a descriptor that scripts do not inherit, so they cannot forge or erase results).
+//! Each piece's result goes out as one JSON line to a file of the host's, on a descriptor
+//! opened before the process entered the root and closed on exec, in the order the pieces ran:
+//! scripts neither inherit it nor can reach the file, so they cannot forge or erase results.
 
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,12 +16,21 @@ use serde::{Deserialize, Serialize};
 use super::report::{SelfUsage, Step, Usage};
 use crate::supervise::{self, FixSpec, LockLevel};
 
-pub use crate::sandbox::enter::RESULTS_FD;
-
 /// One script of the plan.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Script {
     /// Its name (`00-hello.sh`).
+    pub item: String,
+    /// Its path inside the sandbox.
+    pub file: PathBuf,
+    /// The command line that runs it inside.
+    pub argv: Vec<String>,
+}
+
+/// One template of the plan: run like a script, its stdout becomes the file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Template {
+    /// Its path relative to `templates/` (and the rendered file's, relative to `/`).
     pub item: String,
     /// Its path inside the sandbox.
     pub file: PathBuf,
@@ -42,10 +51,17 @@ pub struct Plan {
     pub timeout: Duration,
     /// The SurvivorFixData each script gets.
     pub request: Vec<u8>,
+    /// The templates, in order (rendered first, in their own throwaway root).
+    #[serde(default)]
+    pub templates: Vec<Template>,
     /// Trees to deliver onto `/`, in order.
     pub deliver: Vec<PathBuf>,
     /// The scripts, in order.
     pub scripts: Vec<Script>,
+    /// `HOME` for every piece: root's home in the target's user database (left unset, bash
+    /// would look it up in that database at every start).
+    #[serde(default)]
+    pub home: PathBuf,
 }
 
 /// What one piece did.
@@ -61,6 +77,9 @@ pub struct PieceResult {
     pub warnings: Vec<String>,
     /// Why it failed, if it did.
     pub failure: Option<String>,
+    /// A template's rendered output (its whole stdout, bytes as they came).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Vec<u8>>,
 }
 
 fn emit(results: &mut std::fs::File, r: &PieceResult) -> Result<(), String> {
@@ -68,14 +87,135 @@ fn emit(results: &mut std::fs::File, r: &PieceResult) -> Result<(), String> {
     writeln!(results, "{line}").map_err(|e| format!("results: {e}"))
 }
 
-/// Runs a plan inside the sandbox; stops at the first piece that fails.
-pub fn run_inside(plan: &Plan) -> Result<(), String> {
-    let fd: i32 = std::env::var(RESULTS_FD)
+/// The environment every piece of `plan` gets from the host (on top of `PATH` and the
+/// host's own), `noop` as the piece runs.
+fn piece_env(plan: &Plan, noop: bool, real_path: &OsStr) -> Vec<(OsString, OsString)> {
+    vec![
+        ("DISCO_MODULE".into(), plan.module.clone().into()),
+        ("DISCO_NODE".into(), plan.node.clone().into()),
+        (
+            "DISCO_PARAMETERS".into(),
+            format!("{}/parameters", super::layers::DISCO_DIR).into(),
+        ),
+        ("NOOP".into(), if noop { "true" } else { "false" }.into()),
+        ("DISCO_REAL_PATH".into(), real_path.to_owned()),
+        ("HOME".into(), plan.home.clone().into()),
+    ]
+}
+
+/// Root's home folder in `root`'s `/etc/passwd`, `/` when it says nothing.
+pub fn root_home(root: &Path) -> PathBuf {
+    std::fs::read_to_string(root.join("etc/passwd"))
         .ok()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("{RESULTS_FD} is not set: run by the dance only"))?;
-    let mut results =
-        crate::sys::inherited_file(fd).map_err(|e| format!("{RESULTS_FD}={fd}: {e}"))?;
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                (fields.len() >= 6 && fields[2] == "0").then(|| PathBuf::from(fields[5]))
+            })
+        })
+        .filter(|home| home.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Runs one script or template through the host and describes how it went.
+fn run_piece(
+    plan: &Plan,
+    step: &str,
+    item: &str,
+    file: &Path,
+    argv: &[String],
+    env: Vec<(OsString, OsString)>,
+    keep_output: bool,
+) -> PieceResult {
+    let mut spec = FixSpec::new(file, plan.request.clone(), &plan.node, &plan.module);
+    spec.command = Some(argv.iter().map(Into::into).collect());
+    spec.plain_output = true;
+    spec.timeout = plan.timeout;
+    spec.lock = LockLevel::None;
+    spec.lock_dir = PathBuf::from("/dev/.disco/locks");
+    spec.env = env;
+    match supervise::run(&spec) {
+        Ok(outcome) => {
+            let step = Step::from_fix(&plan.module, step, Some(item.to_owned()), &outcome);
+            let failure = (!step.ok).then(|| {
+                let mut s = format!(
+                    "{} {item} failed: ReturnCode {}",
+                    step.step, outcome.return_code
+                );
+                if !outcome.comment.is_empty() {
+                    s.push_str(&format!(": {}", outcome.comment));
+                }
+                s
+            });
+            // A template's output is the file, bytes as they came; the user is not shown it.
+            let output = (keep_output && failure.is_none()).then(|| outcome.stdout.clone());
+            PieceResult {
+                step,
+                stdout: if keep_output {
+                    String::new()
+                } else {
+                    String::from_utf8_lossy(&outcome.stdout).into_owned()
+                },
+                stderr: outcome.stderr_tail.clone(),
+                warnings: outcome
+                    .violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.kind, v.detail))
+                    .collect(),
+                failure,
+                output,
+            }
+        }
+        Err(e) => PieceResult {
+            step: Step::new(
+                &plan.module,
+                step,
+                Some(item.to_owned()),
+                Usage::default(),
+                false,
+            ),
+            stdout: String::new(),
+            stderr: String::new(),
+            warnings: Vec::new(),
+            failure: Some(format!("{step} {item} failed: {e}")),
+            output: None,
+        },
+    }
+}
+
+/// Renders the plan's templates (always in noop), each result with its output on
+/// `results`; stops at the first that fails.
+pub fn run_templates(
+    plan: &Plan,
+    results: &mut std::fs::File,
+    real_path: &OsStr,
+) -> Result<(), String> {
+    for t in &plan.templates {
+        let r = run_piece(
+            plan,
+            "template",
+            &t.item,
+            &t.file,
+            &t.argv,
+            piece_env(plan, true, real_path),
+            true,
+        );
+        let stop = r.failure.is_some();
+        emit(results, &r)?;
+        if stop {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Delivers the plan's files and runs its scripts, each result on `results`; stops at the
+/// first piece that fails.
+pub fn run_pieces(
+    plan: &Plan,
+    results: &mut std::fs::File,
+    real_path: &OsStr,
+) -> Result<(), String> {
     let sources: Vec<&PathBuf> = plan.deliver.iter().filter(|p| p.is_dir()).collect();
     if !sources.is_empty() {
         let start = SelfUsage::now();
@@ -101,13 +241,14 @@ pub fn run_inside(plan: &Plan) -> Result<(), String> {
         );
         let stop = failure.is_some();
         emit(
-            &mut results,
+            results,
             &PieceResult {
                 step,
                 stdout: String::new(),
                 stderr: String::new(),
                 warnings: Vec::new(),
                 failure,
+                output: None,
             },
         )?;
         if stop {
@@ -115,66 +256,17 @@ pub fn run_inside(plan: &Plan) -> Result<(), String> {
         }
     }
     for script in &plan.scripts {
-        let mut spec = FixSpec::new(&script.file, plan.request.clone(), &plan.node, &plan.module);
-        spec.command = Some(script.argv.iter().map(Into::into).collect());
-        spec.plain_output = true;
-        spec.timeout = plan.timeout;
-        spec.lock = LockLevel::None;
-        spec.lock_dir = PathBuf::from("/dev/.disco/locks");
-        spec.env = vec![
-            ("DISCO_MODULE".into(), plan.module.clone().into()),
-            ("DISCO_NODE".into(), plan.node.clone().into()),
-            (
-                "DISCO_PARAMETERS".into(),
-                format!("{}/parameters", super::layers::DISCO_DIR).into(),
-            ),
-            (
-                "NOOP".into(),
-                if plan.noop { "true" } else { "false" }.into(),
-            ),
-        ];
-        let result = match supervise::run(&spec) {
-            Ok(outcome) => {
-                let step =
-                    Step::from_fix(&plan.module, "exec", Some(script.item.clone()), &outcome);
-                let failure = (!step.ok).then(|| {
-                    let mut s = format!(
-                        "exec {} failed: ReturnCode {}",
-                        script.item, outcome.return_code
-                    );
-                    if !outcome.comment.is_empty() {
-                        s.push_str(&format!(": {}", outcome.comment));
-                    }
-                    s
-                });
-                PieceResult {
-                    step,
-                    stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
-                    stderr: outcome.stderr_tail.clone(),
-                    warnings: outcome
-                        .violations
-                        .iter()
-                        .map(|v| format!("{}: {}", v.kind, v.detail))
-                        .collect(),
-                    failure,
-                }
-            }
-            Err(e) => PieceResult {
-                step: Step::new(
-                    &plan.module,
-                    "exec",
-                    Some(script.item.clone()),
-                    Usage::default(),
-                    false,
-                ),
-                stdout: String::new(),
-                stderr: String::new(),
-                warnings: Vec::new(),
-                failure: Some(format!("exec {} failed: {e}", script.item)),
-            },
-        };
+        let result = run_piece(
+            plan,
+            "exec",
+            &script.item,
+            &script.file,
+            &script.argv,
+            piece_env(plan, plan.noop, real_path),
+            false,
+        );
         let stop = result.failure.is_some();
-        emit(&mut results, &result)?;
+        emit(results, &result)?;
         if stop {
             break;
         }

@@ -14,8 +14,9 @@ use super::exec::{self, Job};
 use super::fetch::{Fetched, Fetcher, Source};
 use super::layers::{Stack, DISCO_DIR};
 use super::order::{self, Requires};
-use super::pieces::{PieceResult, Plan, Script};
+use super::pieces::{PieceResult, Plan, Script, Template};
 use super::report::{self, DanceReport, ModuleResult, ModuleStatus, SelfUsage, Step, Usage};
+use super::worker::{Request, Setup, Worker};
 use super::DanceError;
 use crate::params::{KeyPath, Tree, Value};
 use crate::sandbox::{RunDir, Target};
@@ -185,35 +186,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Copies a fetched module's scripts, templates and files into the disco layer, scripts and
-/// templates made executable there (the host runs them; their own modes are kept in the
-/// source for the rendered files).
-fn stage_module(fetched: &Path, dest: &Path) -> Result<(), DanceError> {
-    std::fs::create_dir_all(dest).map_err(io(dest))?;
-    for part in ["scripts", "templates", "files"] {
-        let src = fetched.join(part);
-        if !src.is_dir() {
-            continue;
-        }
-        let to = dest.join(part);
-        std::fs::create_dir_all(&to).map_err(io(&to))?;
-        super::deliver::deliver(&src, &to).map_err(io(&src))?;
-        if part != "files" {
-            for rel in files_under(&dest.join(part)) {
-                let path = dest.join(part).join(rel);
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&path)
-                    .map_err(io(&path))?
-                    .permissions()
-                    .mode();
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o500))
-                    .map_err(io(&path))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 type FetchResults = BTreeMap<String, Result<Fetched, String>>;
 
 /// Records a module's fetch as a step and keeps its result.
@@ -252,6 +224,8 @@ struct ModuleRun<'a> {
     fetched: &'a Path,
     options: Options,
     print: &'a Printer,
+    /// `HOME` for the module's pieces.
+    home: &'a Path,
 }
 
 impl ModuleRun<'_> {
@@ -314,54 +288,58 @@ impl ModuleRun<'_> {
         }
     }
 
-    fn run(&self, steps: &mut Vec<Step>) -> Result<(usize, usize, usize), String> {
+    fn run(
+        &self,
+        worker: &mut Worker,
+        steps: &mut Vec<Step>,
+    ) -> Result<(usize, usize, usize), String> {
         // The module's scratch layers exist from here on, even when nothing runs in them.
-        let spec = self
+        let layers = self
             .stack
-            .module_spec(self.k, self.opts.noop)
+            .module_layers(self.k, self.opts.noop)
             .map_err(|e| e.to_string())?;
-        let staged = self.stack.disco_host().join("modules").join(self.name);
-        // Templates first, each in a throwaway noop sandbox that shows the module's files as if
-        // delivered (the fetched copy: the staged one lies inside the disco layer, and overlayfs
-        // refuses lower layers nested in one another); their output keeps the template's mode.
-        let templates = files_under(&staged.join("templates"));
-        for (j, rel) in templates.iter().enumerate() {
-            let tspec = self
-                .stack
-                .template_spec(self.k, j, &self.fetched.join("files"))
-                .map_err(|e| e.to_string())?;
-            let inside = self.inside(&Path::new("templates").join(rel));
-            let job = self.job(
-                Some(&tspec),
-                staged.join("templates").join(rel),
-                vec!["bash".into(), inside.into_os_string()],
-                false,
-            );
-            let outcome = self.piece(
-                steps,
-                "template",
-                Some(rel.display().to_string()),
-                job,
-                false,
-            )?;
+        // The fetched module itself appears, read-only, at /var/disco/modules/NAME.
+        let staged = self.fetched;
+        let rendered = (
+            self.stack.module_dir(self.k).join("rendered"),
+            Path::new(DISCO_DIR).join("rendered").join(self.name),
+        );
+        // Templates render in a throwaway root that shows the module's files as if delivered;
+        // their output keeps the template's mode.
+        let mut templates = Vec::new();
+        let mut modes = Vec::new();
+        for rel in files_under(&staged.join("templates")) {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(self.fetched.join("templates").join(rel))
+            let item = rel.display().to_string();
+            let mode = std::fs::metadata(staged.join("templates").join(&rel))
                 .map(|m| m.permissions().mode())
                 .unwrap_or(0o644);
-            let out = staged.join("rendered").join(rel);
-            let write = || -> std::io::Result<()> {
-                std::fs::create_dir_all(out.parent().unwrap_or(&staged))?;
-                std::fs::write(&out, &outcome.stdout)?;
-                std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode))
-            };
-            write().map_err(|e| format!("template {}: {}: {e}", rel.display(), out.display()))?;
+            modes.push((item.clone(), mode));
+            let file = self.inside(&Path::new("templates").join(&rel));
+            templates.push(Template {
+                item,
+                argv: vec!["bash".into(), file.display().to_string()],
+                file,
+            });
         }
-        // Then one sandbox for the rest: files and rendered templates delivered, scripts run.
-        let deliver: Vec<PathBuf> = ["files", "rendered"]
-            .into_iter()
-            .filter(|part| !files_under(&staged.join(part)).is_empty())
-            .map(|part| self.inside(Path::new(part)))
-            .collect();
+        let template_layers = if templates.is_empty() {
+            None
+        } else {
+            Some(
+                self.stack
+                    .template_layers(self.k, &self.fetched.join("files"))
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        // Then the module's own root: files and rendered templates delivered, scripts run.
+        let has_files = !files_under(&staged.join("files")).is_empty();
+        let mut deliver: Vec<PathBuf> = Vec::new();
+        if has_files {
+            deliver.push(self.inside(Path::new("files")));
+        }
+        if !templates.is_empty() {
+            deliver.push(rendered.1.clone());
+        }
         let scripts: Vec<Script> = files_under(&staged.join("scripts"))
             .into_iter()
             .map(|rel| {
@@ -377,63 +355,36 @@ impl ModuleRun<'_> {
                 }
             })
             .collect();
-        if !deliver.is_empty() || !scripts.is_empty() {
-            self.pieces(steps, &spec, &staged, deliver, scripts)?;
-        }
-        let start = SelfUsage::now();
-        let changes = self.stack.diff(self.k).map_err(|e| e.to_string())?;
-        steps.push(Step::new(
-            self.name,
-            "diff",
-            None,
-            Usage::of_self_since(start),
-            true,
-        ));
-        self.print
-            .raw(crate::diff::render_text(&changes).as_bytes());
-        if !self.opts.noop {
-            self.merge(steps)?;
-        }
-        Ok(crate::diff::summary(&changes))
-    }
-
-    /// Runs the module's files and scripts in its sandbox (`disco __pieces`), then prints and
-    /// records each piece as it reported; `Err` is the first failure.
-    fn pieces(
-        &self,
-        steps: &mut Vec<Step>,
-        spec: &Path,
-        staged: &Path,
-        deliver: Vec<PathBuf>,
-        scripts: Vec<Script>,
-    ) -> Result<(), String> {
-        let count = scripts.len();
-        let plan = Plan {
-            module: self.name.to_owned(),
-            node: self.opts.node.clone(),
-            noop: self.opts.noop,
-            timeout: self.opts.timeout,
-            request: exec::request(self.name, &self.options, self.opts.timeout)
-                .map_err(|e| e.to_string())?,
-            deliver,
-            scripts,
+        let request = Request {
+            plan: Plan {
+                module: self.name.to_owned(),
+                node: self.opts.node.clone(),
+                noop: self.opts.noop,
+                timeout: self.opts.timeout,
+                request: exec::request(self.name, &self.options, self.opts.timeout)
+                    .map_err(|e| e.to_string())?,
+                templates,
+                deliver,
+                scripts,
+                home: self.home.to_path_buf(),
+            },
+            dir: self.stack.module_dir(self.k),
+            layers,
+            template_layers,
+            rendered,
+            module: (staged.to_path_buf(), self.inside(Path::new(""))),
+            modes,
+            results: self.stack.results(self.k),
+            defer: (!self.opts.noop).then(|| self.stack.deferred(self.k)),
+            beneath: self.stack.beneath(),
         };
-        let plan_file = staged.join("plan.json");
-        let json = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
-        std::fs::write(&plan_file, json).map_err(|e| format!("{}: {e}", plan_file.display()))?;
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let argv = vec![
-            "/dev/.disco/bin/disco".into(),
-            "__pieces".into(),
-            self.inside(Path::new("plan.json")).into_os_string(),
-        ];
-        let mut job = self.job(Some(spec), exe, argv, true);
-        // Each script has its own timeout inside; this one bounds them all.
-        job.timeout = self.opts.timeout * (count as u32 + 1);
-        let outcome = exec::run(job, &self.opts.state_dir).map_err(|e| e.to_string())?;
+        let reply = worker.run(&request)?;
+        // Each piece as it reported, in order; the first failure fails the module.
         let results = std::fs::read_to_string(self.stack.results(self.k)).unwrap_or_default();
         for line in results.lines().filter(|l| !l.is_empty()) {
-            let piece: PieceResult = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            let Ok(piece) = serde_json::from_str::<PieceResult>(line) else {
+                continue;
+            };
             self.print.raw(piece.stdout.as_bytes());
             self.print.raw(piece.stderr.as_bytes());
             for w in &piece.warnings {
@@ -444,11 +395,18 @@ impl ModuleRun<'_> {
                 return Err(failure);
             }
         }
-        if outcome.return_code != protocol::ReturnCode::OK || !outcome.violations.is_empty() {
-            self.print.raw(outcome.stderr_tail.as_bytes());
-            return Err(format!("its sandbox failed: {}", describe(&outcome)));
+        if let Some(e) = reply.error {
+            return Err(format!("its sandbox failed: {e}"));
         }
-        Ok(())
+        if reply.failed {
+            return Err("a piece failed".into());
+        }
+        steps.push(Step::new(self.name, "diff", None, reply.diff_usage, true));
+        self.print.raw(reply.diff.as_bytes());
+        if !self.opts.noop {
+            self.merge(steps)?;
+        }
+        Ok(reply.summary)
     }
 
     /// Live: the module's layers onto the system, journaled with the service commands its
@@ -509,6 +467,24 @@ impl ModuleRun<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// A noop dance's layers are thrown away at its end: they live in memory, in a tmpfs that
+/// only this process's own mount namespace (and its sandbox's) sees, and that vanishes with
+/// it, however it ends: nothing to delete afterwards, no churn of the disk's inodes.
+fn in_memory(run: &Path) -> Result<(), DanceError> {
+    let fail = |what: &str, e: nix::errno::Errno| {
+        DanceError::Worker(format!("cannot {what} for {}: {e}", run.display()))
+    };
+    crate::sys::private_mount_namespace().map_err(|e| fail("unshare a mount namespace", e))?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        run,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some("mode=700"),
+    )
+    .map_err(|e| fail("mount a tmpfs", e))
 }
 
 /// Runs a dance and returns its report (also saved under the state directory).
@@ -605,6 +581,9 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     // The run's layers, and the disco layer with the merged parameters and the modules.
     let target = Target::discover(&opts.root, &opts.state_dir)?;
     let run = RunDir::create(&target.state_dir)?;
+    if opts.noop {
+        in_memory(&run.path)?;
+    }
     let id = run.id.clone();
     let mut stack = Stack::new(target, run, opts.hostname.clone())?;
     let merged = stack.disco_host().join("parameters");
@@ -619,12 +598,27 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     crate::params::merge(&layer_refs, &merged)?;
     let tree = Tree::open(&merged)?;
     for m in &order.modules {
-        if let Some(Ok(f)) = fetched.get(m) {
-            stage_module(&f.path, &stack.disco_host().join("modules").join(m))?;
+        // Where the module is bound in, and where its templates' output goes.
+        for dir in ["modules", "rendered"] {
+            let path = stack.disco_host().join(dir).join(m);
+            std::fs::create_dir_all(&path).map_err(io(&path))?;
         }
     }
 
     let print = Printer::new(opts.progress, order.modules.len());
+    // One sandbox for the whole dance; each module gets its own root in it.
+    let setup = Setup {
+        run: stack.run.path.clone(),
+        hide: stack.target.hide(),
+        noop: opts.noop,
+        shims: crate::sandbox::ShimConfig::default(),
+        tools: std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?,
+        hostname: stack.hostname().map(str::to_owned),
+        root: stack.target.root.clone(),
+    };
+    let mut worker =
+        Worker::start(&setup, &stack.run.path.join("sandbox.json")).map_err(DanceError::Worker)?;
+    let home = super::pieces::root_home(&stack.target.root);
     let mut results: Vec<ModuleResult> = Vec::new();
     let mut failed_live = None;
     for (k, name) in order.modules.iter().enumerate() {
@@ -676,14 +670,20 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                 fetched: &fetched_path,
                 options: module_options(&tree, name),
                 print: &print,
+                home: &home,
             };
-            match module.run(&mut steps) {
+            match module.run(&mut worker, &mut steps) {
                 Ok(changes) => {
                     // Live, the layer is merged already: the next module runs on the system.
-                    if opts.noop {
-                        stack.keep(k);
+                    let kept = if opts.noop { stack.keep(k) } else { Ok(()) };
+                    match kept {
+                        Ok(()) => (ModuleStatus::Ok, changes),
+                        Err(e) => {
+                            let reason = format!("cannot keep its layer: {e}");
+                            print.error(&format!("{name}: {reason}"));
+                            (ModuleStatus::Failed { reason }, (0, 0, 0))
+                        }
                     }
-                    (ModuleStatus::Ok, changes)
                 }
                 Err(reason) => {
                     print.error(&format!("{name}: {reason}"));
@@ -741,6 +741,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         stack.run.save(&info)?;
     }
     report::save(&opts.state_dir, &report)?;
+    drop(worker);
     drop(stack);
     crate::sandbox::run::prune(&opts.state_dir, crate::sandbox::KEEP_RUNS)?;
     Ok(report)

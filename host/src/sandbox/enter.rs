@@ -26,7 +26,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
 
 use super::shims::ShimMode;
-use super::{SandboxError, Spec};
+use super::{SandboxError, ShimConfig, Spec};
 
 /// Exit status of `disco __sandbox` when the sandbox itself could not be set up.
 pub const EXIT_SANDBOX: i32 = 125;
@@ -40,12 +40,10 @@ pub const SHIM_DIR: &str = "/dev/.disco/shims";
 pub const BIN_DIR: &str = "/dev/.disco/bin";
 /// Where a live sandbox's shims record the commands they defer.
 pub const DEFERRED: &str = "/dev/.disco/deferred";
-/// The environment variable that names the descriptor a module's pieces report on (see
-/// `dance::pieces`): a descriptor, not a path, so that the scripts cannot reach it.
-pub const RESULTS_FD: &str = "DISCO_RESULTS_FD";
 
 /// Capabilities dropped in noop: each reaches outside the sandbox (modules, clock, network,
-/// raw I/O, other processes, mounts, immutable flags that would pin the scratch layer).
+/// raw I/O, device nodes, other processes, mounts, immutable flags that would pin the scratch
+/// layer).
 const DROPPED: &[caps::Capability] = {
     use caps::Capability::*;
     &[
@@ -54,6 +52,7 @@ const DROPPED: &[caps::Capability] = {
         CAP_SYS_TIME,
         CAP_NET_ADMIN,
         CAP_SYS_RAWIO,
+        CAP_MKNOD,
         CAP_SYS_PTRACE,
         CAP_SYS_ADMIN,
         CAP_LINUX_IMMUTABLE,
@@ -71,7 +70,11 @@ const DROPPED: &[caps::Capability] = {
     ]
 };
 
-fn sys(call: &'static str, detail: impl std::fmt::Display) -> impl FnOnce(Errno) -> SandboxError {
+/// The error of a failed system call `call` on `detail`.
+pub(crate) fn sys(
+    call: &'static str,
+    detail: impl std::fmt::Display,
+) -> impl FnOnce(Errno) -> SandboxError {
     let detail = detail.to_string();
     move |errno| SandboxError::Syscall {
         call,
@@ -80,7 +83,8 @@ fn sys(call: &'static str, detail: impl std::fmt::Display) -> impl FnOnce(Errno)
     }
 }
 
-fn prep(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
+/// The error of preparing `path`.
+pub(crate) fn prep(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
     move |source| SandboxError::Prepare {
         path: path.to_owned(),
         source,
@@ -125,22 +129,12 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
     }
     mount_dev(spec)?;
     mount_sys(&spec.merged)?;
-    // Opened here, on the host's side of the mounts, and handed down as a descriptor.
-    let results = match &spec.results {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(prep(path))?,
-        ),
-        None => None,
-    };
     forward_signals()?;
     // SAFETY: this process is single-threaded (disco __sandbox starts no threads before here),
     // so the child may run arbitrary code after fork.
     match unsafe { fork() }.map_err(sys("fork", "the sandbox's init"))? {
         ForkResult::Child => {
-            let err = match init(spec, argv, cwd, results.as_ref()) {
+            let err = match init(spec, argv, cwd) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -158,10 +152,6 @@ fn mount_overlays(spec: &Spec) -> Result<(), SandboxError> {
     let empty = spec.merged.with_extension("empty");
     for (i, layer) in spec.layers.iter().enumerate() {
         let target = inside(&spec.merged, &layer.mount_point);
-        // Scratch layers are `volatile` (no syncs while scripts write: a merge makes what it
-        // needs durable itself). overlayfs marks such a work folder, and refuses it until the
-        // mark is removed; the sandbox that used it last has ended, so it goes.
-        let _ = std::fs::remove_dir_all(layer.work.join("work/incompat/volatile"));
         let mut base = layer.lower.clone();
         if layer
             .lowers_above
@@ -180,59 +170,125 @@ fn mount_overlays(spec: &Spec) -> Result<(), SandboxError> {
             .chain(std::iter::once(&base))
             .map(PathBuf::as_path)
             .collect();
-        let lowers = crate::sys::overlay_lowerdir(&lowers)
-            .map_err(sys("enter the layers' folder for", target.display()))?;
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
-            lowers,
-            crate::sys::overlay_escape(&layer.upper),
-            crate::sys::overlay_escape(&layer.work)
-        );
-        let overlay = |data: &str| {
-            mount(
-                Some("overlay"),
-                &target,
-                Some("overlay"),
-                MsFlags::MS_NODEV,
-                Some(data),
-            )
-        };
-        // Kernels before 5.10 know no `volatile`: the same layer, with syncs.
-        overlay(&format!("{data},volatile"))
-            .or_else(|e| {
-                if e == Errno::EINVAL {
-                    overlay(&data)
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(sys(
-                "mount overlay",
-                format!("on {} (lower {})", target.display(), layer.lower.display()),
-            ))?;
+        mount_overlay(&target, &lowers, &layer.upper, &layer.work)?;
     }
     Ok(())
 }
 
-/// A minimal `/dev`: bind mounts of the harmless character devices into a `nodev` tmpfs (a
-/// bind mount carries its own flags, so these open while anything created beside them cannot),
-/// a private `devpts`, `shm`, and the shims.
+/// Mounts one writable overlay on `target`: `lowers` (topmost first) under the scratch layer
+/// `upper` (with its work folder `work`), `nodev`, with the options that keep the upper layer
+/// plain (files, directories, links, whiteouts, opaque directories only).
+pub(crate) fn mount_overlay(
+    target: &Path,
+    lowers: &[&Path],
+    upper: &Path,
+    work: &Path,
+) -> Result<(), SandboxError> {
+    mount_overlay_as(target, lowers, upper, work, true)
+}
+
+/// [`mount_overlay`], `volatile` or not: a scratch layer in memory has nothing to sync, and
+/// `volatile` would only cost a marker folder per mount.
+pub(crate) fn mount_overlay_as(
+    target: &Path,
+    lowers: &[&Path],
+    upper: &Path,
+    work: &Path,
+    volatile: bool,
+) -> Result<(), SandboxError> {
+    // Scratch layers are `volatile` (no syncs while scripts write: a merge makes what it
+    // needs durable itself). overlayfs marks such a work folder, and refuses it until the
+    // mark is removed; the sandbox that used it last has ended, so it goes.
+    if volatile {
+        let _ = std::fs::remove_dir_all(work.join("work/incompat/volatile"));
+    }
+    let lowerdir = crate::sys::overlay_lowerdir(lowers)
+        .map_err(sys("enter the layers' folder for", target.display()))?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
+        lowerdir,
+        crate::sys::overlay_escape(upper),
+        crate::sys::overlay_escape(work)
+    );
+    let overlay = |data: &str| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::MS_NODEV,
+            Some(data),
+        )
+    };
+    if !volatile {
+        return overlay(&data).map_err(sys("mount overlay", format!("on {}", target.display())));
+    }
+    // Kernels before 5.10 know no `volatile`: the same layer, with syncs.
+    overlay(&format!("{data},volatile"))
+        .or_else(|e| {
+            if e == Errno::EINVAL {
+                overlay(&data)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(sys(
+            "mount overlay",
+            format!(
+                "on {} (lower {})",
+                target.display(),
+                lowers.last().map_or(Path::new("?"), |p| p).display()
+            ),
+        ))
+}
+
+/// The sandbox's `/dev` in `merged`, with the shims of its mode and, live, the deferred
+/// commands' record bound in.
 fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
     let dev = spec.merged.join("dev");
-    std::fs::create_dir_all(&dev).map_err(prep(&dev))?;
+    let mode = if spec.noop {
+        Some(ShimMode::Report)
+    } else {
+        spec.defer.as_ref().map(|_| ShimMode::Defer)
+    };
+    let shims: Vec<(&str, ShimMode)> = mode.map(|m| (SHIM_DIR, m)).into_iter().collect();
+    populate_dev(&dev, spec.tools.as_deref(), &spec.shims, &shims)?;
+    if let (false, Some(record)) = (spec.noop, &spec.defer) {
+        // The record survives the sandbox: it is the host's file, bound in.
+        bind_file(record, &inside(&spec.merged, Path::new(DEFERRED)))?;
+    }
+    Ok(())
+}
+
+/// A minimal `/dev` at `dev`: bind mounts of the harmless character devices into a `nodev`
+/// tmpfs (a bind mount carries its own flags, so these open while anything created beside
+/// them cannot), a private `devpts`, `shm`, disco's tools (`tools`, bound read-only under
+/// [`BIN_DIR`]) and the shims (`shims`: where, as a path inside, and in which mode).
+pub(crate) fn populate_dev(
+    dev: &Path,
+    tools: Option<&Path>,
+    config: &ShimConfig,
+    shims: &[(&str, ShimMode)],
+) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(dev).map_err(prep(dev))?;
+    // Not `nodev`, so that the harmless devices below open; creating others takes CAP_MKNOD,
+    // which noop drops (and the roots themselves are `nodev`).
     mount(
         Some("tmpfs"),
-        &dev,
+        dev,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MsFlags::MS_NOSUID,
         Some("mode=755,size=1m"),
     )
     .map_err(sys("mount tmpfs", dev.display()))?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
-        std::fs::File::create(&target).map_err(prep(&target))?;
         let source = Path::new("/dev").join(name);
-        bind_read_only(&source, &target)?;
+        // A node of our own (one mount fewer for every root that binds this tree), or, where
+        // nodes cannot be made, the host's, bound read-only.
+        if !same_node(&source, &target) {
+            std::fs::File::create(&target).map_err(prep(&target))?;
+            bind_read_only(&source, &target)?;
+        }
     }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).map_err(prep(&pts))?;
@@ -264,9 +320,17 @@ fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
         let path = dev.join(link);
         std::os::unix::fs::symlink(target, &path).map_err(prep(&path))?;
     }
-    if let Some(tools) = &spec.tools {
+    // Paths under /dev/.disco, as they appear inside, are found here under `dev`.
+    let under_dev = |inside: &str| {
+        dev.join(
+            Path::new(inside)
+                .strip_prefix("/dev")
+                .unwrap_or(Path::new(inside)),
+        )
+    };
+    if let Some(tools) = tools {
         // disco itself, under the name that makes it `disco param` (see `host::run`).
-        let bin = inside(&spec.merged, Path::new(BIN_DIR));
+        let bin = under_dev(BIN_DIR);
         std::fs::create_dir_all(&bin).map_err(prep(&bin))?;
         for name in ["disco-param", "disco"] {
             let target = bin.join(name);
@@ -274,16 +338,33 @@ fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
             bind_read_only(tools, &target)?;
         }
     }
-    if spec.noop {
-        let shims = inside(&spec.merged, Path::new(SHIM_DIR));
-        super::shims::install(&spec.shims, &shims, ShimMode::Report).map_err(prep(&shims))?;
-    } else if let Some(record) = &spec.defer {
-        let shims = inside(&spec.merged, Path::new(SHIM_DIR));
-        super::shims::install(&spec.shims, &shims, ShimMode::Defer).map_err(prep(&shims))?;
-        // The record survives the sandbox: it is the host's file, bound in.
-        bind_file(record, &inside(&spec.merged, Path::new(DEFERRED)))?;
+    for (dir, mode) in shims {
+        let dir = under_dev(dir);
+        super::shims::install(config, &dir, *mode).map_err(prep(&dir))?;
     }
     Ok(())
+}
+
+/// Makes at `target` a device node like the host's `source` (type, number, mode); false when
+/// it cannot.
+fn same_node(source: &Path, target: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = std::fs::metadata(source) else {
+        return false;
+    };
+    if !meta.file_type().is_char_device() {
+        return false;
+    }
+    let mode = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777);
+    nix::sys::stat::mknod(target, nix::sys::stat::SFlag::S_IFCHR, mode, meta.rdev()).is_ok()
+        // The umask must not narrow it: /dev/null is 666.
+        && nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            target,
+            mode,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .is_ok()
 }
 
 /// Binds the host's `source` at `target`, read-only: a bind mount is the host's file itself,
@@ -309,7 +390,7 @@ fn bind_read_only(source: &Path, target: &Path) -> Result<(), SandboxError> {
 }
 
 /// Binds the host's `file` at `target` (created empty first), writable.
-fn bind_file(file: &Path, target: &Path) -> Result<(), SandboxError> {
+pub(crate) fn bind_file(file: &Path, target: &Path) -> Result<(), SandboxError> {
     std::fs::File::create(target).map_err(prep(target))?;
     mount(
         Some(file),
@@ -323,7 +404,12 @@ fn bind_file(file: &Path, target: &Path) -> Result<(), SandboxError> {
 
 /// `/sys` read-only: scripts may read hardware facts, never change them.
 fn mount_sys(merged: &Path) -> Result<(), SandboxError> {
-    let sys_dir = merged.join("sys");
+    mount_sys_at(&merged.join("sys"))
+}
+
+/// A read-only `/sys` at `sys_dir`.
+pub(crate) fn mount_sys_at(sys_dir: &Path) -> Result<(), SandboxError> {
+    let sys_dir = sys_dir.to_path_buf();
     if !sys_dir.is_dir() {
         std::fs::create_dir_all(&sys_dir).map_err(prep(&sys_dir))?;
     }
@@ -350,22 +436,16 @@ fn mount_sys(merged: &Path) -> Result<(), SandboxError> {
     .map_err(sys("remount read-only", sys_dir.display()))
 }
 
-/// PID 1 of the sandbox: `/proc`, `pivot_root`, then the payload as PID 2.
-fn init(
-    spec: &Spec,
-    argv: &[OsString],
-    cwd: &Path,
-    results: Option<&std::fs::File>,
-) -> Result<Infallible, SandboxError> {
-    // If `disco __sandbox` dies, the whole sandbox goes with it.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
-    let proc_dir = spec.merged.join("proc");
-    std::fs::create_dir_all(&proc_dir).map_err(prep(&proc_dir))?;
-    if spec.noop {
+/// `/proc` at `proc_dir`: with `own`, a new instance (mounted from inside a new PID namespace,
+/// it shows only the sandbox's processes), else the host's, bound; either way with the
+/// kernel's tunables and triggers read-only.
+pub(crate) fn mount_proc(proc_dir: &Path, own: bool) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(proc_dir).map_err(prep(proc_dir))?;
+    if own {
         // Mounted from inside the new PID namespace, /proc shows only the sandbox's processes.
         mount(
             Some("proc"),
-            &proc_dir,
+            proc_dir,
             Some("proc"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             None::<&str>,
@@ -374,7 +454,7 @@ fn init(
     } else {
         mount(
             Some("/proc"),
-            &proc_dir,
+            proc_dir,
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
@@ -408,18 +488,50 @@ fn init(
             .map_err(sys("remount read-only", path.display()))?;
         }
     }
+    Ok(())
+}
+
+/// Makes `root` the root of this process's own mount namespace: `pivot_root` into it and
+/// detach the old root, leaving no way back out; then `cwd` (or `/`).
+pub(crate) fn pivot_into(root: &Path, cwd: &Path) -> Result<(), SandboxError> {
     // pivot_root(".", ".") stacks the old root under the new one without a put_old folder
     // (which would land in the scratch layer); detaching it leaves no way back out.
-    chdir(&spec.merged).map_err(sys("chdir", spec.merged.display()))?;
-    pivot_root(".", ".").map_err(sys("pivot_root", spec.merged.display()))?;
+    chdir(root).map_err(sys("chdir", root.display()))?;
+    pivot_root(".", ".").map_err(sys("pivot_root", root.display()))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("detach", "the old root"))?;
     if chdir(cwd).is_err() {
         chdir("/").map_err(sys("chdir", "/"))?;
     }
+    Ok(())
+}
+
+/// The `PATH` inside a sandbox, and the one without disco's folders (`DISCO_REAL_PATH`, for
+/// the shims' read-only queries): the shims (`shims`) first, then disco's tools (`tools`).
+pub(crate) fn sandbox_path(shims: Option<&str>, tools: bool) -> (OsString, OsString) {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut full = OsString::new();
+    if let Some(dir) = shims {
+        full.push(dir);
+        full.push(":");
+    }
+    if tools {
+        full.push(BIN_DIR);
+        full.push(":");
+    }
+    full.push(&path);
+    (full, path)
+}
+
+/// PID 1 of the sandbox: `/proc`, `pivot_root`, then the payload as PID 2.
+fn init(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<Infallible, SandboxError> {
+    // If `disco __sandbox` dies, the whole sandbox goes with it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
+    mount_proc(&spec.merged.join("proc"), spec.noop)?;
+    pivot_into(&spec.merged, cwd)?;
     // SAFETY: PID 1 is single-threaded, as its parent was.
     match unsafe { fork() }.map_err(sys("fork", "the payload"))? {
         ForkResult::Child => {
-            let err = payload(spec, argv, results);
+            let err = payload(spec, argv);
             eprintln!("error: sandbox: {err}");
             std::process::exit(match err {
                 SandboxError::Exec { .. } => EXIT_EXEC,
@@ -431,7 +543,7 @@ fn init(
 }
 
 /// PID 2: drop what noop must not have, then become the payload.
-fn payload(spec: &Spec, argv: &[OsString], results: Option<&std::fs::File>) -> SandboxError {
+fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     let Some((program, args)) = argv.split_first() else {
         return SandboxError::Exec {
             command: String::new(),
@@ -440,37 +552,14 @@ fn payload(spec: &Spec, argv: &[OsString], results: Option<&std::fs::File>) -> S
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
-    if let Some(file) = results {
-        // The payload (disco __pieces) inherits it; it closes it on exec for the scripts.
-        use std::os::fd::AsRawFd;
-        if let Err(e) = nix::fcntl::fcntl(
-            file,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        ) {
-            return SandboxError::Exec {
-                command: program.to_string_lossy().into_owned(),
-                source: e.into(),
-            };
-        }
-        cmd.env(RESULTS_FD, file.as_raw_fd().to_string());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    let mut full = OsString::new();
     if spec.noop {
         if let Err(e) = drop_capabilities() {
             return e;
         }
         cmd.env("NOOP", "true");
     }
-    if spec.noop || spec.defer.is_some() {
-        full.push(SHIM_DIR);
-        full.push(":");
-    }
-    if spec.tools.is_some() {
-        full.push(BIN_DIR);
-        full.push(":");
-    }
-    full.push(&path);
+    let shims = (spec.noop || spec.defer.is_some()).then_some(SHIM_DIR);
+    let (full, path) = sandbox_path(shims, spec.tools.is_some());
     cmd.env("DISCO_REAL_PATH", &path).env("PATH", full);
     let source = cmd.exec();
     SandboxError::Exec {
@@ -479,15 +568,22 @@ fn payload(spec: &Spec, argv: &[OsString], results: Option<&std::fs::File>) -> S
     }
 }
 
-fn drop_capabilities() -> Result<(), SandboxError> {
+/// Drops, for good, the capabilities that reach outside a noop sandbox ([`DROPPED`]).
+pub(crate) fn drop_capabilities() -> Result<(), SandboxError> {
     use caps::CapSet;
     let err = |e: caps::errors::CapsError| SandboxError::Caps(e.to_string());
     for cap in DROPPED {
-        // The bounding set is what limits root after exec; the others for this process.
+        // The bounding set is what limits root after exec.
         caps::drop(None, CapSet::Bounding, *cap).map_err(err)?;
-        for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
-            caps::drop(None, set, *cap).map_err(err)?;
+    }
+    // The others for this process, a set at a time; effective first, as it must stay
+    // within permitted.
+    for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
+        let mut have = caps::read(None, set).map_err(err)?;
+        for cap in DROPPED {
+            have.remove(cap);
         }
+        caps::set(None, set, &have).map_err(err)?;
     }
     caps::clear(None, CapSet::Ambient).map_err(err)
 }
@@ -500,7 +596,7 @@ extern "C" fn on_signal(sig: i32) {
 
 /// Catches the signals a supervisor or a terminal sends, without SA_RESTART, so that `waitpid`
 /// returns and the signal can be forwarded to the payload.
-fn forward_signals() -> Result<(), SandboxError> {
+pub(crate) fn forward_signals() -> Result<(), SandboxError> {
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::empty(),
@@ -519,7 +615,7 @@ fn forward_signals() -> Result<(), SandboxError> {
 }
 
 /// Waits for `child`, forwarding signals to it; with `reap_all` (PID 1) also reaps orphans.
-fn wait_for(child: Pid, reap_all: bool) -> i32 {
+pub(crate) fn wait_for(child: Pid, reap_all: bool) -> i32 {
     let target = if reap_all { None } else { Some(child) };
     loop {
         match waitpid(target, None) {

@@ -112,10 +112,6 @@ pub struct Spec {
     /// it appears inside as `/dev/.disco/deferred`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defer: Option<PathBuf>,
-    /// A file (on the host) where a module's pieces report, bound inside at
-    /// `/dev/.disco/results`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub results: Option<PathBuf>,
 }
 
 impl Spec {
@@ -277,7 +273,6 @@ impl Sandbox {
             tools: None,
             hostname: None,
             defer: None,
-            results: None,
         };
         let spec_path = run.path.join("spec.json");
         spec.save(&spec_path)?;

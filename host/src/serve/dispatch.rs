@@ -14,6 +14,12 @@
 //! Workers (`max_concurrent` threads) take targets from a ready queue; a target with a running
 //! fix is never ready, so two fixes never run for one target at once, and its fixes run in
 //! arrival order.
+//!
+//! A worker hands each ended fix to one recorder thread and takes the next fix at once: the
+//! outcome's `fdatasync` and the `fixhistory` file need not hold a slot that a module could use.
+//! The recorder takes every ended fix waiting at that moment, journals their outcomes with one
+//! sync, then writes their `fixhistory` lines, metrics and sinks. A target stays busy until its
+//! outcome is recorded, so its fixes are still recorded in order and never overlap.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -25,7 +31,7 @@ use super::alertmanager::Payload;
 use super::history::{self, Decision, FixRecord, Journal, OutcomeRecord, Record};
 use super::metrics::{Gauges, Metrics};
 use super::rules::{Planned, Rules};
-use super::runner::Runner;
+use super::runner::{Ran, Runner};
 use super::sinks::Sinks;
 use crate::output;
 
@@ -59,6 +65,16 @@ struct TargetState {
     accepted: VecDeque<f64>,
 }
 
+/// A fix that ended, waiting for the recorder.
+#[derive(Debug)]
+struct Ended {
+    job: Job,
+    ran: Ran,
+    /// When its runner started and when it ended (epoch seconds).
+    started: f64,
+    finished: f64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     targets: HashMap<Target, TargetState>,
@@ -66,6 +82,10 @@ struct State {
     /// Accepted and not started (reserved by a ticket, or in a target's queue).
     queued: usize,
     running: usize,
+    /// Fixes that ended and are not recorded yet (their targets are still busy).
+    ended: Vec<Ended>,
+    /// Fixes the recorder is recording now.
+    recording: usize,
     /// The last acceptance of each fingerprint for each target.
     seen: HashMap<(String, Target), f64>,
     stopping: bool,
@@ -102,6 +122,8 @@ pub struct Dispatcher {
     state: Mutex<State>,
     work: Condvar,
     idle: Condvar,
+    /// Wakes the recorder.
+    record: Condvar,
     max_concurrent: usize,
     max_queue: usize,
     prefix: String,
@@ -122,6 +144,7 @@ impl Dispatcher {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             idle: Condvar::new(),
+            record: Condvar::new(),
             max_concurrent: max_concurrent.max(1),
             max_queue,
             prefix,
@@ -342,9 +365,9 @@ impl Dispatcher {
         st.queued -= ticket.jobs.len();
     }
 
-    /// Starts the workers.
+    /// Starts the workers and the recorder.
     pub fn start(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
-        (0..self.max_concurrent)
+        let mut threads: Vec<JoinHandle<()>> = (0..self.max_concurrent)
             .map(|i| {
                 let me = Arc::clone(self);
                 std::thread::Builder::new()
@@ -352,7 +375,15 @@ impl Dispatcher {
                     .spawn(move || me.work_loop())
                     .expect("spawn a worker thread")
             })
-            .collect()
+            .collect();
+        let me = Arc::clone(self);
+        threads.push(
+            std::thread::Builder::new()
+                .name("record".to_owned())
+                .spawn(move || me.record_loop())
+                .expect("spawn the recorder thread"),
+        );
+        threads
     }
 
     fn work_loop(&self) {
@@ -373,60 +404,104 @@ impl Dispatcher {
                 st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
             };
             drop(st);
-            self.run(&job);
+            let started = history::now();
+            let ran = self.recorder.runner.run(&job.plan);
+            let finished = history::now();
             let mut st = self.lock();
             st.running -= 1;
-            let t = job.target();
-            let ts = st.targets.get_mut(&t).expect("a running target exists");
-            ts.running = false;
-            if !ts.queue.is_empty() {
-                st.ready.push_back(t);
-                self.work.notify_one();
+            // The target stays busy (`ts.running`) until the recorder has recorded the outcome.
+            st.ended.push(Ended {
+                job,
+                ran,
+                started,
+                finished,
+            });
+            drop(st);
+            self.record.notify_one();
+        }
+    }
+
+    /// Records ended fixes, a batch at a time, until the dispatcher stops and nothing is left.
+    fn record_loop(&self) {
+        loop {
+            let mut st = self.lock();
+            while st.ended.is_empty() {
+                if st.stopping && st.running == 0 {
+                    return;
+                }
+                st = self.record.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            let batch = std::mem::take(&mut st.ended);
+            st.recording = batch.len();
+            drop(st);
+            let targets = self.record_batch(batch);
+            let mut st = self.lock();
+            st.recording = 0;
+            for t in targets {
+                let ts = st.targets.get_mut(&t).expect("a running target exists");
+                ts.running = false;
+                if !ts.queue.is_empty() && !st.stopping {
+                    st.ready.push_back(t);
+                    self.work.notify_one();
+                }
             }
             drop(st);
             self.idle.notify_all();
         }
     }
 
-    fn run(&self, job: &Job) {
+    /// Journals the outcomes of `batch` (one sync for all), then each one's `fixhistory` line,
+    /// metrics and sinks; returns the targets of the batch, in order.
+    fn record_batch(&self, mut batch: Vec<Ended>) -> Vec<Target> {
         let r = &self.recorder;
-        let started = history::now();
-        let ran = r.runner.run(&job.plan);
-        let finished = history::now();
-        let rec = OutcomeRecord {
-            time: finished,
-            id: job.id.clone(),
-            started,
-            return_code: ran.return_code,
-            comment: ran.comment.clone(),
-            outcome: ran.outcome,
-        };
-        let json = serde_json::to_string(&rec).unwrap_or_default();
-        if let Err(e) = r.journal.append(&[Record::Outcome(rec)]) {
-            output::error(&format!("fix {}: {e}", job.id));
+        let recs: Vec<OutcomeRecord> = batch
+            .iter_mut()
+            .map(|e| OutcomeRecord {
+                time: e.finished,
+                id: e.job.id.clone(),
+                started: e.started,
+                return_code: e.ran.return_code,
+                comment: e.ran.comment.clone(),
+                outcome: std::mem::take(&mut e.ran.outcome),
+            })
+            .collect();
+        let jsons: Vec<String> = recs
+            .iter()
+            .map(|rec| serde_json::to_string(rec).unwrap_or_default())
+            .collect();
+        let records: Vec<Record> = recs.into_iter().map(Record::Outcome).collect();
+        if let Err(e) = r.journal.append(&records) {
+            for x in &batch {
+                output::error(&format!("fix {}: {e}", x.job.id));
+            }
         }
-        let line = history::fixhistory_line(
-            started,
-            ran.duration_ms,
-            ran.return_code,
-            "disco-serve",
-            &ran.comment,
-        );
-        if let Err(e) =
-            history::append_fixhistory(&r.history_dir, &job.plan.host, &job.plan.service, &line)
-        {
-            output::error(&format!("fix {}: {e}", job.id));
+        for (e, json) in batch.iter().zip(&jsons) {
+            let line = history::fixhistory_line(
+                e.started,
+                e.ran.duration_ms,
+                e.ran.return_code,
+                "disco-serve",
+                &e.ran.comment,
+            );
+            let plan = &e.job.plan;
+            if let Err(err) =
+                history::append_fixhistory(&r.history_dir, &plan.host, &plan.service, &line)
+            {
+                output::error(&format!("fix {}: {err}", e.job.id));
+            }
+            r.metrics.fix(
+                e.ran.return_code,
+                e.finished - e.started,
+                (e.started - e.job.received).max(0.0),
+            );
+            r.sinks.fix_result(json);
         }
-        r.metrics.fix(
-            ran.return_code,
-            finished - started,
-            (started - job.received).max(0.0),
-        );
-        r.sinks.fix_result(&json);
+        batch.iter().map(|e| e.job.target()).collect()
     }
 
     /// Stops: no new requests, queued fixes that have not started are cancelled (journaled),
-    /// running ones are waited for (the host bounds their time).
+    /// running ones are waited for (the host bounds their time) and recorded. `workers` are the
+    /// threads [`Dispatcher::start`] returned.
     pub fn stop(&self, workers: Vec<JoinHandle<()>>) {
         let mut st = self.lock();
         st.stopping = true;
@@ -440,13 +515,18 @@ impl Dispatcher {
         st.queued -= cancelled.len();
         st.ready.clear();
         self.work.notify_all();
-        while st.running > 0 {
+        self.record.notify_all();
+        while st.running > 0 || !st.ended.is_empty() || st.recording > 0 {
             st = self.idle.wait(st).unwrap_or_else(|e| e.into_inner());
+            // The last running fix may have ended: the recorder must see that and stop.
+            self.record.notify_all();
         }
         drop(st);
+        self.record.notify_all();
         for w in workers {
             let _ = w.join();
         }
+        self.recorder.runner.close();
         if !cancelled.is_empty() {
             let now = history::now();
             output::warning(&format!(

@@ -5,9 +5,10 @@
 //!
 //! The path of one alert: `server` (HTTP, token, bounds) → `alertmanager` (the payload) →
 //! `rules` (which fix, for which target, with which options) → `dispatch` (deduplicated,
-//! suppressed or queued; journaled by `history` before anything runs) → `runner` (one child
-//! `disco __serve-fix` per fix, which calls [`crate::supervise::run`]) → `history` (outcome,
-//! Survivor fixhistory line), `metrics`, `sinks`.
+//! suppressed or queued; journaled by `history` before anything runs) → `runner` (a pool of
+//! `disco __serve-fix` workers, one fix at a time each, which call [`crate::supervise::run`])
+//! → the recorder in `dispatch`: `history` (outcome, Survivor fixhistory line), `metrics`,
+//! `sinks`.
 
 mod alertmanager;
 mod dispatch;
@@ -35,6 +36,6 @@ pub use rules::{
     check_target_name, default_module_dir, resolve_module, strip_port, Limits, Planned, Rule,
     Rules, Source,
 };
-pub use runner::{run_child, ChildSpec, Ran, Runner};
+pub use runner::{serve_fixes, Answer, ChildSpec, Ran, Runner};
 pub use server::{serve, Config, MAX_BODY};
 pub use sinks::{Plugin, Sink, Sinks, Textfile, ABI_VERSION, TEXTFILE};

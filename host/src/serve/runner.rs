@@ -1,18 +1,31 @@
-//! Running one queued fix: each fix runs in a child `disco __serve-fix` process, which calls
+//! Running one queued fix: in a `disco __serve-fix` worker process, which calls
 //! [`supervise::run`] exactly as `disco fix` does.
 //!
-//! Why a child and not a thread: the host finds a module's escaped processes as orphans
+//! Why a process and not a thread: the host finds a module's escaped processes as orphans
 //! re-parented to it (it is a child subreaper), and orphans carry no mark of the fix they came
-//! from (see `supervise/track.rs`). Two fixes supervised by one process could claim, kill or
-//! report each other's processes. One small supervising process per fix keeps every fix's
-//! orphans its own, at the cost of one fork and exec (about a millisecond; `bench/serve.sh`).
-//! The child gets nothing from the alert on its command line: the target, the module and the
-//! request come on its stdin.
+//! from (see `supervise/track.rs`). Two fixes supervised by one process at once could claim,
+//! kill or report each other's processes. So a worker runs one fix at a time.
+//!
+//! Why a pool of workers and not a process per fix: an exec of `disco` costs more than the rest
+//! of a quick fix (`bench/serve.sh`). A worker serves fixes one after another for as long as it
+//! stays clean: after each fix it checks that it has no child left at all, alive or zombie. A
+//! live descendant of a subreaper is always reachable from one of its children (whatever dies
+//! in between, its orphans are re-parented to the subreaper), so "no child" means nothing of any
+//! earlier fix is left to be mistaken for an orphan of the next one: the worker is as clean as a
+//! new process. A worker with something left (a daemon the module started, a process that
+//! would not die) answers and exits instead; what it leaves goes to init as before, and the next
+//! fix gets a new worker.
+//!
+//! The worker gets nothing from the alert on its command line: each fix comes on its stdin as
+//! one JSON line (a [`ChildSpec`]) followed by the request document (`request_len` bytes); the
+//! answer is one JSON line (an [`Answer`]). End of stdin ends the worker, so a worker whose
+//! server died (`kill -9`) finishes its fix and exits.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use super::rules::Planned;
 use crate::supervise::{self, FixSpec, LockLevel};
 
-/// What the parent tells `disco __serve-fix` on the first line of its stdin; the request
-/// document follows, to the end of stdin.
+/// What the parent tells `disco __serve-fix` about one fix, as the first line of the fix on its
+/// stdin; the request document follows (`request_len` bytes).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ChildSpec {
     /// The module.
@@ -36,6 +49,19 @@ pub struct ChildSpec {
     pub lock: String,
     /// The lock directory.
     pub lock_dir: PathBuf,
+    /// The length of the request document that follows the line, in bytes.
+    pub request_len: u64,
+}
+
+/// What `disco __serve-fix` answers for one fix, on one line.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Answer {
+    /// The host's outcome (`disco fix --format json`), or `{"error": ..., "return_code": N}`
+    /// when the fix could not be run at all.
+    pub outcome: serde_json::Value,
+    /// The worker has something left from this fix and exits after this answer (the next fix
+    /// needs another worker).
+    pub retire: bool,
 }
 
 /// How one fix ended, as the parent sees it.
@@ -51,11 +77,36 @@ pub struct Ran {
     pub outcome: serde_json::Value,
 }
 
-/// Starts fixes as child processes of `exe` (the `disco` binary).
-#[derive(Debug, Clone)]
+/// One `disco __serve-fix` process and the server's ends of its pipes.
+#[derive(Debug)]
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// Fixes it answered.
+    served: u64,
+}
+
+impl Worker {
+    /// Closes its stdin (its signal to exit) and reaps it.
+    fn end(mut self) -> String {
+        drop(self.stdin);
+        match self.child.wait() {
+            Ok(s) if s.signal().is_some() => format!("signal {}", s.signal().unwrap_or_default()),
+            Ok(s) => format!("exit status {}", s.code().unwrap_or_default()),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+/// Runs fixes in a pool of `disco __serve-fix` workers of `exe` (the `disco` binary), one fix
+/// at a time per worker; at most as many workers as fixes ever ran at once.
+#[derive(Debug)]
 pub struct Runner {
     exe: PathBuf,
     lock_dir: PathBuf,
+    /// Workers waiting for a fix.
+    idle: Mutex<Vec<Worker>>,
 }
 
 fn failed(why: String) -> Ran {
@@ -68,12 +119,38 @@ fn failed(why: String) -> Ran {
 }
 
 impl Runner {
-    /// A runner of `exe __serve-fix`, locking under `lock_dir`.
+    /// A runner of `exe __serve-fix` workers, locking under `lock_dir`.
     pub fn new(exe: &Path, lock_dir: &Path) -> Runner {
         Runner {
             exe: exe.to_owned(),
             lock_dir: lock_dir.to_owned(),
+            idle: Mutex::new(Vec::new()),
         }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(&self) -> std::io::Result<Worker> {
+        let mut child = Command::new(&self.exe)
+            .arg("__serve-fix")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Its own group: a Ctrl-C meant for the server (which then lets fixes finish) must
+            // not reach the fixes themselves.
+            .process_group(0)
+            .spawn()?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            unreachable!("both piped at spawn");
+        };
+        Ok(Worker {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            served: 0,
+        })
     }
 
     /// Runs one fix to its end (the host bounds its time) and says how it went.
@@ -85,6 +162,7 @@ impl Runner {
             timeout_ms: u64::try_from(plan.timeout.as_millis()).unwrap_or(u64::MAX),
             lock: plan.lock.to_string(),
             lock_dir: self.lock_dir.clone(),
+            request_len: plan.request.len() as u64,
         };
         let mut input = match serde_json::to_vec(&spec) {
             Ok(v) => v,
@@ -92,94 +170,204 @@ impl Runner {
         };
         input.push(b'\n');
         input.extend_from_slice(&plan.request);
-        let child = Command::new(&self.exe)
-            .arg("__serve-fix")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // Its own group: a Ctrl-C meant for the server (which then lets fixes finish) must
-            // not reach the fixes themselves.
-            .process_group(0)
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => return failed(format!("cannot start {}: {e}", self.exe.display())),
-        };
-        // The child reads all of stdin before it writes anything, so this cannot deadlock.
-        let wrote = child.stdin.take().map(|mut s| s.write_all(&input));
-        let mut out = Vec::new();
-        let read = child.stdout.take().map(|mut s| s.read_to_end(&mut out));
-        let status = child.wait();
-        if let Some(Err(e)) = wrote {
-            return failed(format!("cannot hand the fix to its runner: {e}"));
-        }
-        if let Some(Err(e)) = read {
-            return failed(format!("cannot read the fix's outcome: {e}"));
-        }
-        let outcome: serde_json::Value = match serde_json::from_slice(&out) {
-            Ok(v) => v,
-            Err(_) => {
-                let how = match status {
-                    Ok(s) if s.signal().is_some() => {
-                        format!("signal {}", s.signal().unwrap_or_default())
-                    }
-                    Ok(s) => format!("exit status {}", s.code().unwrap_or_default()),
-                    Err(e) => e.to_string(),
-                };
-                return failed(format!("the fix runner ended ({how}) without an outcome"));
+        loop {
+            let pooled = self.idle().pop();
+            let mut worker = match pooled {
+                Some(w) => w,
+                None => match self.start() {
+                    Ok(w) => w,
+                    Err(e) => return failed(format!("cannot start {}: {e}", self.exe.display())),
+                },
+            };
+            // The worker reads the whole fix before it starts it, so this cannot deadlock.
+            if let Err(e) = worker
+                .stdin
+                .write_all(&input)
+                .and_then(|()| worker.stdin.flush())
+            {
+                let fresh = worker.served == 0;
+                let how = worker.end();
+                if fresh {
+                    return failed(format!("cannot hand the fix to its runner ({how}): {e}"));
+                }
+                // A pooled worker that died while idle (killed by someone) never saw the fix:
+                // give it to a new one.
+                continue;
             }
-        };
-        let return_code = outcome["return_code"]
-            .as_u64()
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(u32::from(protocol::ReturnCode::PROBLEM.value()));
-        let comment = outcome["comment"]
-            .as_str()
-            .or(outcome["error"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        Ran {
-            return_code,
-            comment,
-            duration_ms: outcome["duration_ms"].as_u64().unwrap_or(0),
-            outcome,
+            let mut line = String::new();
+            let read = worker.stdout.read_line(&mut line);
+            let answer = match read {
+                Ok(_) => serde_json::from_str::<Answer>(&line).ok(),
+                Err(_) => None,
+            };
+            let Some(answer) = answer else {
+                let how = worker.end();
+                return failed(format!("the fix runner ended ({how}) without an outcome"));
+            };
+            worker.served += 1;
+            if answer.retire {
+                worker.end();
+            } else {
+                self.idle().push(worker);
+            }
+            let outcome = answer.outcome;
+            let return_code = outcome["return_code"]
+                .as_u64()
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(u32::from(protocol::ReturnCode::PROBLEM.value()));
+            let comment = outcome["comment"]
+                .as_str()
+                .or(outcome["error"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            return Ran {
+                return_code,
+                comment,
+                duration_ms: outcome["duration_ms"].as_u64().unwrap_or(0),
+                outcome,
+            };
+        }
+    }
+
+    /// Ends the idle workers (each exits at the end of its stdin) and reaps them.
+    pub fn close(&self) {
+        let idle = std::mem::take(&mut *self.idle());
+        for w in idle {
+            w.end();
         }
     }
 }
 
-/// The child's side (`disco __serve-fix`): reads a [`ChildSpec`] line and the request from
-/// `input`, runs the fix under the host, and writes its outcome as one JSON line (or
-/// `{"error": ..., "return_code": N}` when it could not be run at all).
-pub fn run_child(input: &[u8], out: &mut impl Write) -> std::io::Result<()> {
-    let (head, request) = match input.iter().position(|&b| b == b'\n') {
-        Some(i) => (&input[..i], &input[i + 1..]),
-        None => (input, &[][..]),
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Runs one fix as `spec` says, with `request`; the outcome as JSON.
+fn run_one(c: ChildSpec, request: Vec<u8>) -> serde_json::Value {
+    let lock: LockLevel = match c.lock.parse() {
+        Ok(l) => l,
+        Err(why) => return serde_json::json!({ "error": why, "return_code": 4 }),
     };
-    let answer = match serde_json::from_slice::<ChildSpec>(head) {
-        Err(e) => {
-            serde_json::json!({ "error": format!("bad fix spec on stdin: {e}"), "return_code": 4 })
+    let mut spec = FixSpec::new(&c.module, request, c.host, c.service);
+    spec.timeout = Duration::from_millis(c.timeout_ms.max(1));
+    spec.lock = lock;
+    spec.lock_dir = c.lock_dir;
+    match supervise::run(&spec) {
+        Ok(o) => serde_json::to_value(&o).unwrap_or_default(),
+        Err(e) => serde_json::json!({
+            "error": e.to_string(),
+            "return_code": e.return_code().value(),
+        }),
+    }
+}
+
+/// The worker's side (`disco __serve-fix`): reads fixes from `input` (a [`ChildSpec`] line and
+/// the request, each), runs each under the host, and writes one [`Answer`] line per fix, until
+/// the end of `input`, or until a fix leaves something behind (then it answers and returns).
+pub fn serve_fixes(input: &mut impl BufRead, out: &mut impl Write) -> std::io::Result<()> {
+    loop {
+        let mut head = Vec::new();
+        if input.read_until(b'\n', &mut head)? == 0 {
+            return Ok(());
         }
-        Ok(c) => {
-            let lock: Result<LockLevel, String> = c.lock.parse();
-            match lock {
-                Err(why) => serde_json::json!({ "error": why, "return_code": 4 }),
-                Ok(lock) => {
-                    let mut spec = FixSpec::new(&c.module, request.to_vec(), c.host, c.service);
-                    spec.timeout = Duration::from_millis(c.timeout_ms.max(1));
-                    spec.lock = lock;
-                    spec.lock_dir = c.lock_dir;
-                    match supervise::run(&spec) {
-                        Ok(o) => serde_json::to_value(&o).unwrap_or_default(),
-                        Err(e) => serde_json::json!({
-                            "error": e.to_string(),
-                            "return_code": e.return_code().value(),
-                        }),
-                    }
+        let (outcome, in_step) = match serde_json::from_slice::<ChildSpec>(&head) {
+            // The rest of the stream cannot be trusted to start where a fix starts.
+            Err(e) => (
+                serde_json::json!({ "error": format!("bad fix spec on stdin: {e}"), "return_code": 4 }),
+                false,
+            ),
+            Ok(c) => {
+                let mut request = Vec::new();
+                let want = c.request_len;
+                input.by_ref().take(want).read_to_end(&mut request)?;
+                if (request.len() as u64) < want {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
                 }
+                (run_one(c, request), true)
             }
+        };
+        // Anything left from this fix (alive or a zombie) could pass for an orphan of the next.
+        let retire = !in_step || crate::sys::has_children();
+        let answer = Answer { outcome, retire };
+        serde_json::to_writer(&mut *out, &answer).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        if retire {
+            return Ok(());
         }
-    };
-    serde_json::to_writer(&mut *out, &answer).map_err(std::io::Error::other)?;
-    out.write_all(b"\n")?;
-    out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(spec: &serde_json::Value, request: &[u8]) -> Vec<u8> {
+        let mut v = serde_json::to_vec(spec).unwrap();
+        v.push(b'\n');
+        v.extend_from_slice(request);
+        v
+    }
+
+    fn spec(module: &str, request_len: usize) -> serde_json::Value {
+        serde_json::json!({
+            "module": module, "host": "h", "service": "s", "timeout_ms": 1000,
+            "lock": "none", "lock_dir": "/nonexistent", "request_len": request_len,
+        })
+    }
+
+    fn answers(out: &[u8]) -> Vec<Answer> {
+        out.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn end_of_input_ends_the_worker_quietly() {
+        let mut out = Vec::new();
+        serve_fixes(&mut &b""[..], &mut out).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_bad_spec_is_answered_and_ends_the_worker() {
+        // After a line it cannot read, the worker cannot know where the next fix starts.
+        let mut input = b"not json\n".to_vec();
+        input.extend(frame(&spec("/nonexistent/module", 0), b""));
+        let mut out = Vec::new();
+        serve_fixes(&mut &input[..], &mut out).unwrap();
+        let a = answers(&out);
+        assert_eq!(a.len(), 1);
+        assert!(a[0].retire);
+        assert!(a[0].outcome["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad fix spec on stdin"));
+        assert_eq!(a[0].outcome["return_code"], 4);
+    }
+
+    #[test]
+    fn a_request_cut_short_is_an_error() {
+        let input = frame(&spec("/nonexistent/module", 100), b"<short/>");
+        let err = serve_fixes(&mut &input[..], &mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_fix_that_cannot_run_is_an_answer_with_its_code() {
+        let request = b"<?xml version=\"1.0\"?>\n<SurvivorFixData/>\n";
+        let input = frame(&spec("/nonexistent/module", request.len()), request);
+        let mut out = Vec::new();
+        serve_fixes(&mut &input[..], &mut out).unwrap();
+        let a = answers(&out);
+        assert_eq!(a.len(), 1);
+        assert!(a[0].outcome["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/module"));
+        assert_eq!(a[0].outcome["return_code"], 4, "{}", a[0].outcome);
+    }
 }

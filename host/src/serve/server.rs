@@ -2,9 +2,10 @@
 //!
 //! One thread accepts (polling, so a SIGTERM is seen within a fifth of a second), one thread
 //! per connection (bounded; beyond the bound a connection gets 503 at once), and
-//! `max_concurrent` fix workers in the [`Dispatcher`]. On SIGTERM or SIGINT the server stops
-//! accepting, lets the requests in flight finish, cancels fixes that have not started, waits
-//! for running fixes (their host bounds their time), and returns.
+//! `max_concurrent` fix workers and one recorder in the [`Dispatcher`]. On SIGTERM or SIGINT
+//! the server stops accepting, lets the requests in flight finish, cancels fixes that have not
+//! started, waits for running fixes (their host bounds their time) and their records, and
+//! returns.
 
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -57,7 +58,7 @@ pub struct Config {
     pub textfile: Option<PathBuf>,
     /// Native sink plugins.
     pub sink_plugins: Vec<PathBuf>,
-    /// The `disco` binary that runs each fix (`disco __serve-fix`).
+    /// The `disco` binary the fix workers run (`disco __serve-fix`).
     pub exe: PathBuf,
 }
 

@@ -21,8 +21,9 @@ pub struct Inspection {
     pub header_lock: Option<LockLevel>,
 }
 
-/// Looks at `module` without running it.
-pub fn inspect(module: &Path) -> Result<Inspection, SuperviseError> {
+/// Looks at `module` without running it: a module that is executed itself (`executed`), or
+/// read by an interpreter the host runs (a dance's template, `bash FILE`), which needs no x bit.
+pub fn inspect(module: &Path, executed: bool) -> Result<Inspection, SuperviseError> {
     let meta = std::fs::metadata(module).map_err(|source| SuperviseError::ModuleNotFound {
         module: module.to_owned(),
         source,
@@ -34,7 +35,7 @@ pub fn inspect(module: &Path) -> Result<Inspection, SuperviseError> {
     }
     // access(2) alone is not enough: root may "execute" a file without any x bit.
     use std::os::unix::fs::PermissionsExt;
-    if meta.permissions().mode() & 0o111 == 0 || !sys::executable(module) {
+    if executed && (meta.permissions().mode() & 0o111 == 0 || !sys::executable(module)) {
         return Err(SuperviseError::NotExecutable {
             module: module.to_owned(),
         });

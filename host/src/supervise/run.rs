@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use protocol::ReturnCode;
 
+use std::path::Path;
+
 use super::inspect::inspect;
 use super::lock::{self, Acquired, LockPlan};
 use super::outcome::judge;
@@ -43,7 +45,13 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
     };
 
     // Stage 1: look at the module (rule 3, and the lock its header asks for).
-    let inspection = inspect(&spec.module)?;
+    // Run through an interpreter named on the command line, the file needs no x bit.
+    let executed = spec
+        .command
+        .as_ref()
+        .and_then(|argv| argv.first())
+        .is_none_or(|first| Path::new(first) == spec.module);
+    let inspection = inspect(&spec.module, executed)?;
     if inspection.compiled && !spec.allow_compiled {
         outcome.return_code = ReturnCode::MISCONFIG;
         outcome.comment = format!(

@@ -1,0 +1,29 @@
+//! `disco __dance-sandbox SETUP`: the sandbox one dance runs all its modules in (see
+//! `dance::worker`). Internal: the dance starts it and talks to it on stdin and stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::dance::worker;
+use crate::error::{Error, Result};
+use crate::sandbox::enter::EXIT_SANDBOX;
+
+/// Arguments of `disco __dance-sandbox`.
+#[derive(Debug, Args)]
+pub struct DanceSandboxArgs {
+    /// The dance's sandbox set-up (JSON).
+    pub setup: PathBuf,
+}
+
+pub(super) fn exec(args: DanceSandboxArgs) -> Result<ExitCode> {
+    let setup = worker::read_setup(&args.setup).map_err(Error::Other)?;
+    match worker::sandbox_main(&setup) {
+        Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))),
+        Err(e) => {
+            crate::output::error(&format!("dance sandbox: {e}"));
+            Ok(ExitCode::from(EXIT_SANDBOX as u8))
+        }
+    }
+}
