@@ -22,23 +22,31 @@ pub fn deliver(src: &Path, dst: &Path) -> std::io::Result<usize> {
         let from = entry.path();
         let to = dst.join(entry.file_name());
         let meta = std::fs::symlink_metadata(&from).map_err(named(&from))?;
+        // No look before creating: in the module's root, each lookup of a missing name is a
+        // walk through every layer; creation says whether something is there.
         if meta.file_type().is_dir() {
-            if std::fs::symlink_metadata(&to).is_err() {
-                std::fs::create_dir(&to).map_err(named(&to))?;
-                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(meta.mode()))
-                    .map_err(named(&to))?;
-                std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))
-                    .map_err(named(&to))?;
+            match std::fs::create_dir(&to) {
+                Ok(()) => {
+                    std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))
+                        .map_err(named(&to))?;
+                    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(meta.mode()))
+                        .map_err(named(&to))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(named(&to)(e)),
             }
             written += deliver(&from, &to)?;
             continue;
         }
-        if std::fs::symlink_metadata(&to).is_err() {
-            // Nothing there yet, and nothing runs in the module's root before its files are
-            // delivered: written in place, no reader can see half of it.
-            write_entry(&from, &to, &meta).map_err(named(&to))?;
-            written += 1;
-            continue;
+        // Nothing there yet, and nothing runs in the module's root before its files are
+        // delivered: written in place, no reader can see half of it.
+        match write_entry(&from, &to, &meta) {
+            Ok(()) => {
+                written += 1;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(named(&to)(e)),
         }
         // Written beside and renamed: a reader never sees half a file.
         let tmp = dst.join(format!(

@@ -36,6 +36,9 @@ pub struct Stack {
     /// The layer (one per filesystem) of everything the modules that succeeded changed, once
     /// one did: their scratch layers folded into one (see [`fold`]).
     done: Option<Vec<PathBuf>>,
+    /// A module that succeeded whose layer is not folded yet (its diff is being made): the
+    /// next module stacks on its scratch layers, then on the folded layer.
+    pending: Option<usize>,
     /// The node, as the sandboxes' host name.
     hostname: Option<String>,
 }
@@ -61,6 +64,7 @@ impl Stack {
             disco_host,
             disco_layer,
             done: None,
+            pending: None,
             hostname,
         })
     }
@@ -94,6 +98,9 @@ impl Stack {
             }
             if let Some(Some(top)) = extra_top.get(i) {
                 lowers_above.push(top.clone());
+            }
+            if let Some(p) = self.pending {
+                lowers_above.push(self.module_uppers(p)[i].clone());
             }
             lowers_above.extend(self.done.iter().map(|done| done[i].clone()));
             layers.push(LayerInfo {
@@ -169,19 +176,53 @@ impl Stack {
         self.layers(&dir, true, &extra)
     }
 
-    /// Per filesystem, what lies between a new module's layer and the live tree: the kept
-    /// modules' folded layer, if any.
+    /// Per filesystem, the kept modules' folded layer, if any: what lies beneath the pending
+    /// module's layer (and beneath a new module's, once settled).
     pub fn beneath(&self) -> Vec<Vec<PathBuf>> {
         (0..self.target.filesystems.len())
             .map(|i| self.done.iter().map(|done| done[i].clone()).collect())
             .collect()
     }
 
-    /// Module `k` succeeded (noop): later modules see its changes. Its scratch layer is folded
-    /// into the kept modules' layer, so that every module stacks on three layers at most,
-    /// however many ran before it (each layer costs every lookup, and overlayfs takes 500).
-    /// Nothing may have a root of the dance mounted meanwhile.
+    /// Module `k`'s diff, as the worker makes it: its scratch layers against what lies
+    /// beneath them now.
+    pub fn diff_job(&self, k: usize) -> super::worker::DiffJob {
+        let layers = self
+            .module_uppers(k)
+            .into_iter()
+            .zip(&self.target.filesystems)
+            .map(|(upper, fs)| LayerInfo {
+                mount_point: Path::new("/").join(fs),
+                lower: self.target.root.join(fs),
+                work: upper.with_file_name("work"),
+                upper,
+                lowers_above: Vec::new(),
+            })
+            .collect();
+        super::worker::DiffJob {
+            dir: self.module_dir(k),
+            layers,
+            beneath: self.beneath(),
+        }
+    }
+
+    /// Module `k` succeeded (noop): later modules see its changes, first stacked on its own
+    /// (its diff, made meanwhile, reads what lies beneath, which must not change), then, once
+    /// [`Stack::settle`]d, folded into the kept modules' layer.
     pub fn keep(&mut self, k: usize) -> Result<(), DanceError> {
+        self.settle()?;
+        self.pending = Some(k);
+        Ok(())
+    }
+
+    /// Folds the pending module's scratch layer into the kept modules' layer, so that every
+    /// module stacks on four layers at most, however many ran before it (each layer costs
+    /// every lookup, and overlayfs takes 500). Nothing may have a root of the dance mounted
+    /// on these layers, nor a diff reading them, meanwhile.
+    pub fn settle(&mut self) -> Result<(), DanceError> {
+        let Some(k) = self.pending.take() else {
+            return Ok(());
+        };
         let uppers = self.module_uppers(k);
         let done = match &self.done {
             Some(done) => done.clone(),

@@ -16,7 +16,7 @@ use super::layers::{Stack, DISCO_DIR};
 use super::order::{self, Requires};
 use super::pieces::{PieceResult, Plan, Script, Template};
 use super::report::{self, DanceReport, ModuleResult, ModuleStatus, SelfUsage, Step, Usage};
-use super::worker::{Request, Setup, Worker};
+use super::worker::{DiffJob, Diffed, ModuleRequest, Request, Setup, Worker};
 use super::DanceError;
 use crate::params::{KeyPath, Tree, Value};
 use crate::sandbox::{RunDir, Target};
@@ -288,11 +288,8 @@ impl ModuleRun<'_> {
         }
     }
 
-    fn run(
-        &self,
-        worker: &mut Worker,
-        steps: &mut Vec<Step>,
-    ) -> Result<(usize, usize, usize), String> {
+    /// What the worker needs to run the module.
+    fn prepare(&self) -> Result<ModuleRequest, String> {
         // The module's scratch layers exist from here on, even when nothing runs in them.
         let layers = self
             .stack
@@ -355,7 +352,7 @@ impl ModuleRun<'_> {
                 }
             })
             .collect();
-        let request = Request {
+        Ok(ModuleRequest {
             plan: Plan {
                 module: self.name.to_owned(),
                 node: self.opts.node.clone(),
@@ -369,16 +366,52 @@ impl ModuleRun<'_> {
                 home: self.home.to_path_buf(),
             },
             dir: self.stack.module_dir(self.k),
-            layers,
             template_layers,
             rendered,
             module: (staged.to_path_buf(), self.inside(Path::new(""))),
             modes,
             results: self.stack.results(self.k),
             defer: (!self.opts.noop).then(|| self.stack.deferred(self.k)),
-            beneath: self.stack.beneath(),
+            // Live, the merge needs the diff at once; in noop it is made while the next
+            // module runs.
+            diff: (!self.opts.noop).then(|| self.stack.diff_job(self.k)),
+            layers,
+        })
+    }
+
+    /// Runs the module, and `earlier` (an earlier module's diff) beside it; `on_reply` gets
+    /// that diff before anything of this module is printed. Returns the module's changes when
+    /// its diff was made (live), `None` when it comes with a later request (noop).
+    fn run(
+        &self,
+        worker: &mut Worker,
+        steps: &mut Vec<Step>,
+        earlier: Option<DiffJob>,
+        on_reply: &mut OnReply<'_>,
+    ) -> Result<Option<(usize, usize, usize)>, String> {
+        let request = match self.prepare() {
+            Ok(module) => Request {
+                module: Some(module),
+                earlier,
+            },
+            Err(e) => {
+                let reply = worker.run(&Request {
+                    module: None,
+                    earlier,
+                });
+                on_reply(steps, reply.map_or_else(|e| Some(Err(e)), |r| r.earlier));
+                return Err(e);
+            }
         };
-        let reply = worker.run(&request)?;
+        let asked = request.earlier.is_some();
+        let reply = match worker.run(&request) {
+            Ok(reply) => reply,
+            Err(e) => {
+                on_reply(steps, asked.then(|| Err(e.clone())));
+                return Err(e);
+            }
+        };
+        on_reply(steps, reply.earlier);
         // Each piece as it reported, in order; the first failure fails the module.
         let results = std::fs::read_to_string(self.stack.results(self.k)).unwrap_or_default();
         for line in results.lines().filter(|l| !l.is_empty()) {
@@ -395,18 +428,22 @@ impl ModuleRun<'_> {
                 return Err(failure);
             }
         }
-        if let Some(e) = reply.error {
+        let ran = reply.module.unwrap_or_default();
+        if let Some(e) = ran.error {
             return Err(format!("its sandbox failed: {e}"));
         }
-        if reply.failed {
+        if ran.failed {
             return Err("a piece failed".into());
         }
-        steps.push(Step::new(self.name, "diff", None, reply.diff_usage, true));
-        self.print.raw(reply.diff.as_bytes());
+        let Some(diff) = ran.diff else {
+            return Ok(None);
+        };
+        steps.push(Step::new(self.name, "diff", None, diff.usage, true));
+        self.print.raw(diff.diff.as_bytes());
         if !self.opts.noop {
             self.merge(steps)?;
         }
-        Ok(reply.summary)
+        Ok(Some(diff.summary))
     }
 
     /// Live: the module's layers onto the system, journaled with the service commands its
@@ -467,6 +504,66 @@ impl ModuleRun<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// What a module's run calls with the earlier module's diff, as soon as it comes.
+type OnReply<'a> = dyn FnMut(&mut Vec<Step>, Option<Result<Diffed, String>>) + 'a;
+
+/// A module that succeeded whose diff is being made.
+struct Pending {
+    /// Its place in the dance's results.
+    index: usize,
+    /// Its name.
+    name: String,
+    /// Its diff.
+    job: DiffJob,
+}
+
+/// Prints a pending module's diff and counts its changes (or fails it, when its diff could not
+/// be made).
+fn record_diff(
+    p: Pending,
+    diffed: Option<Result<Diffed, String>>,
+    results: &mut [ModuleResult],
+    steps: &mut Vec<Step>,
+    print: &Printer,
+) {
+    match diffed.unwrap_or_else(|| Err("no diff came back".into())) {
+        Ok(d) => {
+            steps.push(Step::new(&p.name, "diff", None, d.usage, true));
+            print.raw(d.diff.as_bytes());
+            if let Some(m) = results.get_mut(p.index) {
+                m.changes = d.summary;
+            }
+        }
+        Err(e) => {
+            steps.push(Step::new(&p.name, "diff", None, Usage::default(), false));
+            let reason = format!("its diff failed: {e}");
+            print.error(&format!("{}: {reason}", p.name));
+            if let Some(m) = results.get_mut(p.index) {
+                m.status = ModuleStatus::Failed { reason };
+            }
+        }
+    }
+}
+
+/// Asks for a pending module's diff alone (when no module runs beside it) and records it.
+fn flush(
+    worker: &mut Worker,
+    pending: Option<Pending>,
+    results: &mut [ModuleResult],
+    steps: &mut Vec<Step>,
+    print: &Printer,
+) {
+    let Some(p) = pending else {
+        return;
+    };
+    let reply = worker.run(&Request {
+        module: None,
+        earlier: Some(p.job.clone()),
+    });
+    let diffed = reply.map_or_else(|e| Some(Err(e)), |r| r.earlier);
+    record_diff(p, diffed, results, steps, print);
 }
 
 /// A noop dance's layers are thrown away at its end: they live in memory, in a tmpfs that
@@ -621,6 +718,9 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     let home = super::pieces::root_home(&stack.target.root);
     let mut results: Vec<ModuleResult> = Vec::new();
     let mut failed_live = None;
+    // In noop, a module's diff is made while the next module runs (see `worker`); it is
+    // printed, and its changes counted, when that module's reply comes, before anything of it.
+    let mut pending: Option<Pending> = None;
     for (k, name) in order.modules.iter().enumerate() {
         // A merge left unfinished (a commit that failed) stops a live dance: what runs next
         // would run on a half-merged system.
@@ -644,6 +744,17 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                     .any(|m| &m.name == *r && m.status != ModuleStatus::Ok)
             })
         });
+        if !matches!(fetched.get(name), Some(Ok(_))) || blocked.is_some() {
+            // Nothing runs: the earlier diff comes first.
+            flush(
+                &mut worker,
+                pending.take(),
+                &mut results,
+                &mut steps,
+                &print,
+            );
+            stack.settle()?;
+        }
         let status = if let Some(Err(e)) = fetched.get(name) {
             print.error(&format!("{name}: {e}"));
             (ModuleStatus::Failed { reason: e.clone() }, (0, 0, 0))
@@ -652,8 +763,6 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             print.warning(&format!("{name}: skipped: {reason}"));
             (ModuleStatus::Skipped { reason }, (0, 0, 0))
         } else {
-            print.info(&format!("Processing {name}"));
-            print.module(name);
             tree.set(
                 &KeyPath::parse(&format!("{}/current_module", opts.node))?,
                 name,
@@ -672,19 +781,36 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                 print: &print,
                 home: &home,
             };
-            match module.run(&mut worker, &mut steps) {
-                Ok(changes) => {
-                    // Live, the layer is merged already: the next module runs on the system.
-                    let kept = if opts.noop { stack.keep(k) } else { Ok(()) };
-                    match kept {
-                        Ok(()) => (ModuleStatus::Ok, changes),
-                        Err(e) => {
-                            let reason = format!("cannot keep its layer: {e}");
-                            print.error(&format!("{name}: {reason}"));
-                            (ModuleStatus::Failed { reason }, (0, 0, 0))
-                        }
-                    }
+            let mut earlier = pending.take();
+            let job = earlier.as_ref().map(|p| p.job.clone());
+            let mut on_reply = |steps: &mut Vec<Step>, diffed: Option<Result<Diffed, String>>| {
+                if let Some(p) = earlier.take() {
+                    record_diff(p, diffed, &mut results, steps, &print);
                 }
+                print.info(&format!("Processing {name}"));
+                print.module(name);
+            };
+            let outcome = module.run(&mut worker, &mut steps, job, &mut on_reply);
+            // The earlier module's layer is free now: no root stacks on it, its diff is made.
+            stack.settle()?;
+            match outcome {
+                // Live, the layer is merged already: the next module runs on the system.
+                Ok(changes) if !opts.noop => (ModuleStatus::Ok, changes.unwrap_or_default()),
+                Ok(_) => match stack.keep(k) {
+                    Ok(()) => {
+                        pending = Some(Pending {
+                            index: results.len(),
+                            name: name.clone(),
+                            job: stack.diff_job(k),
+                        });
+                        (ModuleStatus::Ok, (0, 0, 0))
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot keep its layer: {e}");
+                        print.error(&format!("{name}: {reason}"));
+                        (ModuleStatus::Failed { reason }, (0, 0, 0))
+                    }
+                },
                 Err(reason) => {
                     print.error(&format!("{name}: {reason}"));
                     if !opts.noop && failed_live.is_none() {
@@ -702,6 +828,13 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         });
     }
 
+    flush(
+        &mut worker,
+        pending.take(),
+        &mut results,
+        &mut steps,
+        &print,
+    );
     if let Some(bar) = &print.bar {
         bar.finish_and_clear();
     }

@@ -68,7 +68,7 @@ pub struct Setup {
 
 /// One module, as the worker runs it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Request {
+pub struct ModuleRequest {
     /// What runs.
     pub plan: Plan,
     /// The module's folder in the run (its roots are mounted there).
@@ -88,24 +88,62 @@ pub struct Request {
     pub results: PathBuf,
     /// Live: the host file where the shims record deferred commands.
     pub defer: Option<PathBuf>,
-    /// Per filesystem, what lies beneath the module's scratch layer apart from the live tree
-    /// (the kept modules' layers, topmost first): the lower side of its diff.
+    /// The module's diff, made by its runner before the reply (live: the merge needs it at
+    /// once); `None` leaves it to a later request's `earlier` (noop).
+    pub diff: Option<DiffJob>,
+}
+
+/// A module's diff, to make: its scratch layers against what lies beneath them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DiffJob {
+    /// The module's folder in the run (views are mounted there).
+    pub dir: PathBuf,
+    /// Its scratch layers, one per filesystem, shallowest first.
+    pub layers: Vec<LayerInfo>,
+    /// Per filesystem, what lies beneath the scratch layer apart from the live tree (the kept
+    /// modules' layers, topmost first).
     pub beneath: Vec<Vec<PathBuf>>,
 }
 
-/// How a module went, as the worker saw it.
+/// One request: a module to run, and the diff of one that ran before it, made meanwhile (on
+/// the other core: nothing the module does can change what that diff reads).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Request {
+    /// The module to run.
+    pub module: Option<ModuleRequest>,
+    /// The diff of a module that ran before.
+    pub earlier: Option<DiffJob>,
+}
+
+/// A module's changes, as `disco diff` shows them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Diffed {
+    /// The changes, in the seed's format.
+    pub diff: String,
+    /// How many paths are created, modified and deleted.
+    pub summary: (usize, usize, usize),
+    /// What making the diff cost.
+    pub usage: Usage,
+}
+
+/// How a request went, as the worker saw it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Reply {
+    /// The module, if one ran.
+    pub module: Option<Ran>,
+    /// The earlier module's diff, if one was asked for, or why it could not be made.
+    pub earlier: Option<Result<Diffed, String>>,
+}
+
+/// How a module ran.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ran {
     /// The sandbox itself failed (not a piece): why.
     pub error: Option<String>,
     /// A piece failed (its result says why): no diff was made.
     pub failed: bool,
-    /// The module's changes, as `disco diff` shows them.
-    pub diff: String,
-    /// How many paths it creates, modifies and deletes.
-    pub summary: (usize, usize, usize),
-    /// What computing them cost.
-    pub diff_usage: Usage,
+    /// Its diff, when its runner made it.
+    pub diff: Option<Diffed>,
 }
 
 /// The dance's side of the sandbox: requests in, replies out.
@@ -152,8 +190,14 @@ impl Worker {
             .and_then(|()| to.flush())
             .map_err(|_| broken("has ended"))?;
         // The worker bounds every piece; this bounds the worker, so the dance never hangs.
-        let pieces = request.plan.templates.len() + request.plan.scripts.len() + 2;
-        let limit = request.plan.timeout * pieces as u32 + Duration::from_secs(30);
+        // (A diff alone has the worker's own bound, 600 s.)
+        let limit = match &request.module {
+            Some(m) => {
+                let pieces = m.plan.templates.len() + m.plan.scripts.len() + 2;
+                m.plan.timeout * pieces as u32 + Duration::from_secs(630)
+            }
+            None => Duration::from_secs(630),
+        };
         let deadline = std::time::Instant::now() + limit;
         while self.from.buffer().is_empty() {
             use std::os::fd::AsFd;
@@ -294,13 +338,13 @@ fn worker_main(setup: &Setup) -> Result<(), SandboxError> {
     for line in stdin.lock().lines() {
         let line = line.map_err(prep(Path::new("stdin")))?;
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => module(setup, &shared, &request).unwrap_or_else(|e| Reply {
-                error: Some(e.to_string()),
-                ..Reply::default()
-            }),
+            Ok(request) => serve(setup, &shared, &request),
             Err(e) => Reply {
-                error: Some(format!("bad request: {e}")),
-                ..Reply::default()
+                module: Some(Ran {
+                    error: Some(format!("bad request: {e}")),
+                    ..Ran::default()
+                }),
+                earlier: None,
             },
         };
         let json =
@@ -454,7 +498,7 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
 fn run_module(
     setup: &Setup,
     shared: &Shared,
-    r: &Request,
+    r: &ModuleRequest,
     roots: (Option<&Root<'_>>, Option<&Root<'_>>),
     results: &std::fs::File,
 ) -> Result<(), SandboxError> {
@@ -485,7 +529,6 @@ fn run_module(
         // Live there is no PID namespace to sweep: the runner goes first, then its leftovers.
         let _ = waitpid(child, None);
     }
-    clean_up(setup.noop, &shared.proc);
     Ok(())
 }
 
@@ -506,7 +549,7 @@ fn exit_code(ran: Result<(), SandboxError>, results: &mut std::fs::File) -> i32 
 fn runner(
     setup: &Setup,
     shared: &Shared,
-    r: &Request,
+    r: &ModuleRequest,
     (templates, pieces): (Option<&Root<'_>>, Option<&Root<'_>>),
     results: &mut std::fs::File,
 ) -> Result<(), SandboxError> {
@@ -518,35 +561,44 @@ fn runner(
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare", "a mount namespace"))?;
     // Every root stays until the runner ends, and goes with its namespace, all at once.
     if let Some(root) = templates {
+        // Bound into the module's root before anything is rendered into it.
+        std::fs::create_dir_all(&r.rendered.0).map_err(prep(&r.rendered.0))?;
         mount_root(setup, shared, root)?;
-        if !confine(root, r, results, &shared.proc, Part::Templates, setup.noop)? {
+        let child = spawn_confined(root, r, results, Part::Templates, setup.noop)?;
+        // The module's root is mounted while the templates render (it shows the rendered
+        // files through a bind of their folder, whatever is written there later).
+        let mounted = pieces.map(|root| mount_root(setup, shared, root));
+        if !finish_confined(child, r, &shared.proc, Part::Templates) {
             return Ok(());
         }
+        mounted.transpose()?;
         write_rendered(r)?;
+    } else if let Some(root) = pieces {
+        mount_root(setup, shared, root)?;
     }
     if let Some(root) = pieces {
-        mount_root(setup, shared, root)?;
-        if !confine(root, r, results, &shared.proc, Part::Pieces, setup.noop)? {
+        let child = spawn_confined(root, r, results, Part::Pieces, setup.noop)?;
+        if !finish_confined(child, r, &shared.proc, Part::Pieces) {
             return Ok(());
         }
     }
-    let start = SelfUsage::now();
-    let changes = module_diff(setup, shared, r, &r.dir.join("views"))?;
-    let diff = Diff {
-        diff: diff::render_text(&changes),
-        summary: diff::summary(&changes),
-        usage: Usage::of_self_since(start),
+    let Some(job) = &r.diff else {
+        return Ok(());
     };
+    let diff = make_diff(setup, shared, job)?;
     let line = serde_json::to_string(&diff).map_err(|e| prep(&r.results)(e.into()))?;
     writeln!(results, "{line}").map_err(prep(&r.results))
 }
 
-/// The module's diff, as its runner reports it (one line of the results).
-#[derive(Debug, Serialize, Deserialize)]
-struct Diff {
-    diff: String,
-    summary: (usize, usize, usize),
-    usage: Usage,
+/// Makes `job`'s diff (in a mount namespace of this process's own, where its views go).
+fn make_diff(setup: &Setup, shared: &Shared, job: &DiffJob) -> Result<Diffed, SandboxError> {
+    let start = SelfUsage::now();
+    let changes = module_diff(setup, shared, job)?;
+    Ok(Diffed {
+        diff: diff::render_text(&changes),
+        summary: diff::summary(&changes),
+        usage: Usage::of_self_since(start),
+    })
 }
 
 /// What a confined child runs.
@@ -558,16 +610,15 @@ enum Part {
     Pieces,
 }
 
-/// Runs `part` of the module in a child confined to `root` (chroot; as noop, without the
-/// capabilities that would leave it); says whether every piece succeeded.
-fn confine(
+/// Starts `part` of the module in a child confined to `root` (chroot; as noop, without the
+/// capabilities that would leave it).
+fn spawn_confined(
     root: &Root<'_>,
-    r: &Request,
+    r: &ModuleRequest,
     results: &std::fs::File,
-    proc: &Path,
     part: Part,
     noop: bool,
-) -> Result<bool, SandboxError> {
+) -> Result<Pid, SandboxError> {
     let noop = noop || part == Part::Templates;
     let shims = if noop { SHIM_DIR } else { DEFER_SHIM_DIR };
     let (path, real) = enter::sandbox_path(Some(shims), true);
@@ -580,12 +631,15 @@ fn confine(
             let code = exit_code(ran, &mut results);
             std::process::exit(code);
         }
-        ForkResult::Parent { child } => {
-            drop(results);
-            let _ = waitpid(child, None);
-            kill_adopted(proc);
-        }
+        ForkResult::Parent { child } => Ok(child),
     }
+}
+
+/// Waits for a confined child, ends what it left behind, and says whether every piece of
+/// its part succeeded.
+fn finish_confined(child: Pid, r: &ModuleRequest, proc: &Path, part: Part) -> bool {
+    let _ = waitpid(child, None);
+    kill_adopted(proc);
     let (pieces, error) = read_results(&r.results);
     let ran = pieces
         .iter()
@@ -594,7 +648,7 @@ fn confine(
         Part::Templates => r.plan.templates.len(),
         Part::Pieces => r.plan.scripts.len() + usize::from(!r.plan.deliver.is_empty()),
     };
-    Ok(error.is_none() && ran.count() == expected && pieces.iter().all(|p| p.failure.is_none()))
+    error.is_none() && ran.count() == expected && pieces.iter().all(|p| p.failure.is_none())
 }
 
 /// The confined child: into `root` for good, noop's limits, then the part.
@@ -719,7 +773,7 @@ fn kill_adopted(proc: &Path) {
 
 /// Writes each rendered template (its output, from the results) into the module's folder,
 /// with the template's mode.
-fn write_rendered(r: &Request) -> Result<(), SandboxError> {
+fn write_rendered(r: &ModuleRequest) -> Result<(), SandboxError> {
     std::fs::create_dir_all(&r.rendered.0).map_err(prep(&r.rendered.0))?;
     let (pieces, _) = read_results(&r.results);
     for p in pieces.iter().filter(|p| p.step.step == "template") {
@@ -760,7 +814,60 @@ fn read_results(path: &Path) -> (Vec<PieceResult>, Option<String>) {
 }
 
 /// One module: templates, pieces, diff.
-fn module(setup: &Setup, shared: &Shared, r: &Request) -> Result<Reply, SandboxError> {
+/// One request: the module's runner and the earlier module's differ run side by side.
+fn serve(setup: &Setup, shared: &Shared, request: &Request) -> Reply {
+    let differ = request
+        .earlier
+        .as_ref()
+        .map(|job| start_differ(setup, shared, job));
+    let module = request.module.as_ref().map(|r| {
+        module(setup, shared, r).unwrap_or_else(|e| Ran {
+            error: Some(e.to_string()),
+            ..Ran::default()
+        })
+    });
+    let earlier = differ.map(|started| started.and_then(finish_differ));
+    if module.is_some() || earlier.is_some() {
+        clean_up(setup.noop, &shared.proc);
+    }
+    Reply { module, earlier }
+}
+
+/// A differ at work: its pid, its "done" pipe, where it writes the diff.
+type Differ = (Pid, std::io::PipeReader, PathBuf);
+
+/// Forks a child that makes `job`'s diff into `DIR/diff.json`.
+fn start_differ(setup: &Setup, shared: &Shared, job: &DiffJob) -> Result<Differ, String> {
+    let out = job.dir.join("diff.json");
+    let (done_rx, done_tx) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the worker is single-threaded.
+    match unsafe { fork() }.map_err(|e| format!("cannot fork the differ: {e}"))? {
+        ForkResult::Child => {
+            drop(done_rx);
+            let made = unshare(CloneFlags::CLONE_NEWNS)
+                .map_err(sys("unshare", "a mount namespace"))
+                .and_then(|()| make_diff(setup, shared, job))
+                .map_err(|e| e.to_string());
+            let written = serde_json::to_vec(&made)
+                .map_err(|e| e.to_string())
+                .and_then(|json| std::fs::write(&out, json).map_err(|e| e.to_string()));
+            let mut done_tx = done_tx;
+            let _ = done_tx.write_all(b"done\n");
+            std::process::exit(i32::from(written.is_err()));
+        }
+        ForkResult::Parent { child } => Ok((child, done_rx, out)),
+    }
+}
+
+/// Waits for a differ (bounded) and reads what it made.
+fn finish_differ((child, done, out): Differ) -> Result<Diffed, String> {
+    wait_bounded(child, &done, Duration::from_secs(600));
+    let bytes = std::fs::read(&out).map_err(|e| format!("the diff: {}: {e}", out.display()))?;
+    serde_json::from_slice::<Result<Diffed, String>>(&bytes)
+        .map_err(|e| format!("the diff: {}: {e}", out.display()))?
+}
+
+fn module(setup: &Setup, shared: &Shared, r: &ModuleRequest) -> Result<Ran, SandboxError> {
     let results = std::fs::OpenOptions::new()
         .append(true)
         .open(&r.results)
@@ -805,9 +912,9 @@ fn module(setup: &Setup, shared: &Shared, r: &Request) -> Result<Reply, SandboxE
             });
         }
         if pieces.iter().any(|p| p.failure.is_some()) {
-            return Ok(Reply {
+            return Ok(Ran {
                 failed: true,
-                ..Reply::default()
+                ..Ran::default()
             });
         }
         let rendered = pieces.iter().filter(|p| p.step.step == "template").count();
@@ -823,30 +930,28 @@ fn module(setup: &Setup, shared: &Shared, r: &Request) -> Result<Reply, SandboxE
             return Err(ended_early("the module's runner"));
         }
     }
+    if r.diff.is_none() {
+        return Ok(Ran::default());
+    }
     let diff = std::fs::read_to_string(&r.results)
         .unwrap_or_default()
         .lines()
-        .find_map(|l| serde_json::from_str::<Diff>(l).ok())
+        .find_map(|l| serde_json::from_str::<Diffed>(l).ok())
         .ok_or_else(|| SandboxError::Exec {
             command: r.plan.module.clone(),
             source: std::io::Error::other("the module's runner ended before its diff"),
         })?;
-    Ok(Reply {
-        diff: diff.diff,
-        summary: diff.summary,
-        diff_usage: diff.usage,
-        ..Reply::default()
+    Ok(Ran {
+        diff: Some(diff),
+        ..Ran::default()
     })
 }
 
-/// What the module's scratch layers change against everything beneath them: the live tree and
+/// What a module's scratch layers change against everything beneath them: the live tree and
 /// the layers of the modules kept before it, seen through read-only overlays.
-fn module_diff(
-    setup: &Setup,
-    shared: &Shared,
-    r: &Request,
-    views: &Path,
-) -> Result<Vec<Change>, SandboxError> {
+fn module_diff(setup: &Setup, shared: &Shared, r: &DiffJob) -> Result<Vec<Change>, SandboxError> {
+    let views = &r.dir.join("views");
+    std::fs::create_dir_all(views).map_err(prep(views))?;
     let opts = DiffOptions {
         names_root: setup.root.clone(),
         ..DiffOptions::default()
