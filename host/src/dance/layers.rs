@@ -99,10 +99,7 @@ impl Stack {
             if let Some(Some(top)) = extra_top.get(i) {
                 lowers_above.push(top.clone());
             }
-            if let Some(p) = self.pending {
-                lowers_above.push(self.module_uppers(p)[i].clone());
-            }
-            lowers_above.extend(self.done.iter().map(|done| done[i].clone()));
+            // What the modules before left comes with `restack`, just before the run.
             layers.push(LayerInfo {
                 mount_point: Path::new("/").join(fs),
                 lower: self.target.root.join(fs),
@@ -114,12 +111,26 @@ impl Stack {
         Ok(layers)
     }
 
+    /// Stacks `layers` (laid out by [`Stack::module_layers`] or [`Stack::template_layers`],
+    /// perhaps while an earlier module ran) on what the modules that succeeded left: the
+    /// pending module's scratch layer, then the kept modules' folded layer.
+    pub fn restack(&self, layers: &mut [LayerInfo]) {
+        for (i, layer) in layers.iter_mut().enumerate() {
+            if let Some(p) = self.pending {
+                layer.lowers_above.push(self.module_uppers(p)[i].clone());
+            }
+            layer
+                .lowers_above
+                .extend(self.done.iter().map(|done| done[i].clone()));
+        }
+    }
+
     /// Module `k`'s folder.
     pub fn module_dir(&self, k: usize) -> PathBuf {
         self.run.path.join(format!("m{k}"))
     }
 
-    /// Module `k`'s scratch layers, stacked on the disco layer and the kept modules' layers;
+    /// Module `k`'s scratch layers, on the disco layer (see [`Stack::restack`] for the rest);
     /// the folders exist afterwards, as do its (empty) results and, live, deferred record.
     pub fn module_layers(&self, k: usize, noop: bool) -> Result<Vec<LayerInfo>, DanceError> {
         let layers = self.layers(&self.module_dir(k), true, &[])?;

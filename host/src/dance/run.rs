@@ -382,18 +382,31 @@ impl ModuleRun<'_> {
     /// Runs the module, and `earlier` (an earlier module's diff) beside it; `on_reply` gets
     /// that diff before anything of this module is printed. Returns the module's changes when
     /// its diff was made (live), `None` when it comes with a later request (noop).
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         worker: &mut Worker,
         steps: &mut Vec<Step>,
         earlier: Option<DiffJob>,
         on_reply: &mut OnReply<'_>,
+        prepared: Option<Result<ModuleRequest, String>>,
+        while_waiting: &mut dyn FnMut(),
     ) -> Result<Option<(usize, usize, usize)>, String> {
-        let request = match self.prepare() {
-            Ok(module) => Request {
-                module: Some(module),
-                earlier,
-            },
+        let request = match prepared.unwrap_or_else(|| self.prepare()) {
+            Ok(mut module) => {
+                // Laid out perhaps while the module before ran: stacked on what it left now.
+                self.stack.restack(&mut module.layers);
+                if let Some(t) = module.template_layers.as_mut() {
+                    self.stack.restack(t);
+                }
+                if module.diff.is_some() {
+                    module.diff = Some(self.stack.diff_job(self.k));
+                }
+                Request {
+                    module: Some(module),
+                    earlier,
+                }
+            }
             Err(e) => {
                 let reply = worker.run(&Request {
                     module: None,
@@ -404,7 +417,12 @@ impl ModuleRun<'_> {
             }
         };
         let asked = request.earlier.is_some();
-        let reply = match worker.run(&request) {
+        let sent = worker.send(&request);
+        // While the worker runs it, the dance lays out the next module.
+        if sent.is_ok() {
+            while_waiting();
+        }
+        let reply = match sent.and_then(|limit| worker.receive(limit)) {
             Ok(reply) => reply,
             Err(e) => {
                 on_reply(steps, asked.then(|| Err(e.clone())));
@@ -721,6 +739,12 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     // In noop, a module's diff is made while the next module runs (see `worker`); it is
     // printed, and its changes counted, when that module's reply comes, before anything of it.
     let mut pending: Option<Pending> = None;
+    // The next module, laid out while the one before runs.
+    let mut prepared: Option<(usize, Result<ModuleRequest, String>)> = None;
+    let fetched_path = |name: &str| match fetched.get(name) {
+        Some(Ok(f)) => f.path.clone(),
+        _ => PathBuf::new(),
+    };
     for (k, name) in order.modules.iter().enumerate() {
         // A merge left unfinished (a commit that failed) stops a live dance: what runs next
         // would run on a half-merged system.
@@ -767,16 +791,13 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                 &KeyPath::parse(&format!("{}/current_module", opts.node))?,
                 name,
             )?;
-            let fetched_path = match fetched.get(name) {
-                Some(Ok(f)) => f.path.clone(),
-                _ => PathBuf::new(),
-            };
+            let this_fetched = fetched_path(name);
             let module = ModuleRun {
                 opts,
                 stack: &stack,
                 k,
                 name,
-                fetched: &fetched_path,
+                fetched: &this_fetched,
                 options: module_options(&tree, name),
                 print: &print,
                 home: &home,
@@ -790,7 +811,35 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                 print.info(&format!("Processing {name}"));
                 print.module(name);
             };
-            let outcome = module.run(&mut worker, &mut steps, job, &mut on_reply);
+            let ahead = prepared.take().filter(|(j, _)| *j == k).map(|(_, m)| m);
+            let next = order
+                .modules
+                .get(k + 1)
+                .filter(|n| matches!(fetched.get(*n), Some(Ok(_))));
+            let next_fetched = next.map(|n| fetched_path(n)).unwrap_or_default();
+            let mut while_waiting = || {
+                if let Some(next_name) = next {
+                    let next_run = ModuleRun {
+                        opts,
+                        stack: &stack,
+                        k: k + 1,
+                        name: next_name,
+                        fetched: &next_fetched,
+                        options: module_options(&tree, next_name),
+                        print: &print,
+                        home: &home,
+                    };
+                    prepared = Some((k + 1, next_run.prepare()));
+                }
+            };
+            let outcome = module.run(
+                &mut worker,
+                &mut steps,
+                job,
+                &mut on_reply,
+                ahead,
+                &mut while_waiting,
+            );
             // The earlier module's layer is free now: no root stacks on it, its diff is made.
             stack.settle()?;
             match outcome {

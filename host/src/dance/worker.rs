@@ -183,6 +183,12 @@ impl Worker {
 
     /// Runs one module.
     pub fn run(&mut self, request: &Request) -> Result<Reply, String> {
+        let limit = self.send(request)?;
+        self.receive(limit)
+    }
+
+    /// Sends a request; returns how long its reply may take.
+    pub fn send(&mut self, request: &Request) -> Result<Duration, String> {
         let mut json = serde_json::to_string(request).map_err(|e| e.to_string())?;
         json.push('\n');
         let to = self.to.as_mut().ok_or_else(|| broken("has ended"))?;
@@ -191,13 +197,17 @@ impl Worker {
             .map_err(|_| broken("has ended"))?;
         // The worker bounds every piece; this bounds the worker, so the dance never hangs.
         // (A diff alone has the worker's own bound, 600 s.)
-        let limit = match &request.module {
+        Ok(match &request.module {
             Some(m) => {
                 let pieces = m.plan.templates.len() + m.plan.scripts.len() + 2;
                 m.plan.timeout * pieces as u32 + Duration::from_secs(630)
             }
             None => Duration::from_secs(630),
-        };
+        })
+    }
+
+    /// Waits (up to `limit`) for the reply to the request sent last.
+    pub fn receive(&mut self, limit: Duration) -> Result<Reply, String> {
         let deadline = std::time::Instant::now() + limit;
         while self.from.buffer().is_empty() {
             use std::os::fd::AsFd;
