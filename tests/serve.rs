@@ -391,11 +391,13 @@ fn alertmanager_ha_pair_runs_the_fix_once_with_its_options() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2);
+    drop((am1, am2));
+    // The fixhistory line follows the journal (the recorder writes it after); once serve has
+    // stopped, every record is written.
+    assert_eq!(serve.terminate(), 0);
     let fh = fs::read_to_string(tmp.path().join("state/history/host/db1/disk/fixhistory")).unwrap();
     assert_eq!(fh.lines().count(), 1, "{fh}");
     assert!(fh.contains(":0:0:disco-serve:fixed disk"), "{fh}");
-    drop((am1, am2));
-    assert_eq!(serve.terminate(), 0);
 }
 
 #[test]
