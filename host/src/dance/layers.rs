@@ -1,13 +1,17 @@
-//! The layers of one dance: for each module, one scratch layer per filesystem, stacked on the
-//! scratch layers of the modules that succeeded before it (overlayfs takes several lower
-//! layers), so each module's diff is its own and a later module sees earlier changes; and the
-//! disco layer, a read-only lower layer holding what disco offers scripts: the parameter tree
-//! at `/var/disco/parameters` and the module's scripts and templates under
-//! `/var/disco/modules/NAME`. Being a lower layer, none of it lands in a scratch layer or a diff.
+//! The layers of one dance: for each module, one scratch layer per filesystem, stacked on what
+//! the modules that succeeded before it left (the last one's own scratch layer while its diff
+//! is made, then all of them folded into one layer), so each module's diff is its own and a
+//! later module sees earlier changes; and the disco layer, a read-only lower layer holding what
+//! disco offers scripts: the parameter tree at `/var/disco/parameters` and the rendered
+//! templates under `/var/disco/rendered/NAME` (the module itself is bound at
+//! `/var/disco/modules/NAME`). Being a lower layer, none of it lands in a scratch layer or a
+//! diff.
 //!
 //! ```text
-//! RUN/disco/<path of /var/disco within its filesystem>/{parameters,modules/NAME/...}
+//! RUN/disco/<path of /var/disco within its filesystem>/{parameters,modules/NAME,rendered/NAME}
+//! RUN/done/fs<I>                       the kept modules' layer, folded, on filesystem I
 //! RUN/m<K>/fs<I>/{upper,work}         module K's scratch layer on filesystem I
+//! RUN/m<K>/rendered/...                its rendered templates, bound into its root
 //! RUN/m<K>/templates/fs<I>/...         its templates' throwaway layers
 //! RUN/m<K>/{root,templates.root,views} where the dance's sandbox mounts them
 //! RUN/sandbox/{dev,proc,sys,empty}     what the dance's sandbox binds into every root

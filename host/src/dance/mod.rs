@@ -1,9 +1,10 @@
 //! `disco dance`: the stages of one run, one module each, named after the stage.
 //!
 //! `fetch` (parameters and modules, local or rsync) → `order` (`requires`, topological) →
-//! `layers` (scratch layers stacked per module, the disco layer) → `exec` (each template,
-//! delivery and script through the fix-module host in the module's sandbox; `deliver` runs
-//! inside) → the module's diff → `report`. `run` drives them.
+//! `layers` (scratch layers per module, the kept modules' folded layer, the disco layer) →
+//! `worker` (the dance's one sandbox: per module, its templates, then its files and scripts,
+//! through the fix-module host (`pieces`, `deliver`) in roots of their own; its diff) →
+//! `report`. `exec` builds requests and runs the deferred commands; `run` drives them all.
 
 pub mod deliver;
 mod error;

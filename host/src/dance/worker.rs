@@ -1043,7 +1043,7 @@ fn live_devices(changes: &mut [Change], layers: &[LayerInfo]) {
     }
 }
 
-/// The argument list of `disco __dance-sandbox`, for the CLI.
+/// Reads the set-up that `disco __dance-sandbox` is given (written by [`Worker::start`]).
 pub fn read_setup(path: &Path) -> Result<Setup, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
