@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// Arguments of `disco request`.
 #[derive(Debug, Args)]
 pub struct RequestArgs {
-    /// Seconds the module has to finish (written as <Timeout>).
+    /// Seconds the module has to finish (written as `<Timeout>`).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
     /// A module option; repeat a name to give several values.

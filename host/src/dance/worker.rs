@@ -58,7 +58,7 @@ pub struct Setup {
     pub noop: bool,
     /// The shims.
     pub shims: ShimConfig,
-    /// The disco executable, offered inside under [`BIN_DIR`].
+    /// The disco executable, offered inside under [`crate::sandbox::enter::BIN_DIR`].
     pub tools: PathBuf,
     /// The host name inside: the node.
     pub hostname: Option<String>,
