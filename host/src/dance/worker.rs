@@ -670,6 +670,8 @@ fn confined(
     (path, real): (&std::ffi::OsStr, &std::ffi::OsStr),
     results: &mut std::fs::File,
 ) -> Result<(), SandboxError> {
+    // A runner killed at its time limit takes its confined child along.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     nix::unistd::chroot(&root.path).map_err(sys("chroot", root.path.display()))?;
     nix::unistd::chdir("/").map_err(sys("chdir", "/"))?;
     if noop {
