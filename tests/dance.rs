@@ -629,3 +629,147 @@ fn delivered_files_keep_their_mode_setuid_included_and_replace_what_was_there() 
         "noop changed the host"
     );
 }
+
+#[test]
+fn a_folder_deleted_then_made_again_stays_empty_for_the_modules_after() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-refold");
+    let area = TempDir::new("refold-area");
+    std::fs::create_dir_all(area.path().join("sub")).unwrap();
+    std::fs::write(area.path().join("sub/old"), "old\n").unwrap();
+    let a = area.path().display();
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/a", ""),
+            ("parameters/n1/modules/b", ""),
+            ("parameters/n1/modules/c", ""),
+            ("parameters/n1/modules/d", ""),
+            ("modules/b/requires", "a\n"),
+            ("modules/c/requires", "b\n"),
+            ("modules/d/requires", "c\n"),
+            (
+                "modules/a/scripts/00",
+                &format!("#!/bin/sh\nrm -rf {a}/sub\n"),
+            ),
+            (
+                "modules/b/scripts/00",
+                &format!("#!/bin/sh\nmkdir {a}/sub\n"),
+            ),
+            (
+                "modules/c/scripts/00",
+                &format!("#!/bin/sh\necho c sees: $(ls {a}/sub)\n"),
+            ),
+            (
+                "modules/d/scripts/00",
+                &format!("#!/bin/sh\necho d sees: $(ls {a}/sub)\n"),
+            ),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    // c stacks on b's own layer; d on the layer b was folded into.
+    assert!(stdout.contains("c sees:\n"), "{stdout}");
+    assert!(stdout.contains("d sees:\n"), "{stdout}");
+    assert!(
+        area.path().join("sub/old").exists(),
+        "noop changed the host"
+    );
+}
+
+#[test]
+fn noop_scripts_cannot_open_devices_file_handles_or_the_terminal() {
+    if !have_root("dance") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-devices");
+    // Through the module's own folder (bound in read-only), a device node must not open; a file
+    // handle must not reach past the binds; the dance's terminal must not be reachable.
+    let look = "#!/bin/bash\n\
+        if echo x 2>/dev/null > /var/disco/modules/m/null-copy; then echo device opened; else echo device refused; fi\n\
+        if : 2>/dev/null < /dev/tty; then echo tty opened; else echo tty refused; fi\n\
+        python3 /var/disco/modules/m/handle.py\n";
+    let handle = "import ctypes, os\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        buf = ctypes.create_string_buffer(8 + 128)\n\
+        ctypes.c_uint.from_buffer(buf).value = 128\n\
+        mid = ctypes.c_int()\n\
+        path = b'/var/disco/modules/m'\n\
+        assert libc.name_to_handle_at(-100, path, buf, ctypes.byref(mid), 0) == 0, ctypes.get_errno()\n\
+        fd = os.open(path, os.O_RDONLY)\n\
+        r = libc.open_by_handle_at(fd, buf, os.O_RDONLY)\n\
+        print('handle opened' if r >= 0 else 'handle refused')\n";
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-look", look),
+            ("modules/m/handle.py", handle),
+        ],
+    );
+    let node = src.path().join("modules/m/null-copy");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // Under a terminal of its own (script(1)), as a user would run it.
+    let cmd = format!(
+        "{} --state-dir {} dance --noop --node n1 --source {}",
+        env!("CARGO_BIN_EXE_disco"),
+        state.path().display(),
+        src.path().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script(1)");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("device refused"), "{stdout}");
+    assert!(stdout.contains("tty refused"), "{stdout}");
+    assert!(stdout.contains("handle refused"), "{stdout}");
+}
+
+#[test]
+fn a_fifo_among_the_files_fails_its_module_at_once() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-fifo");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/files/etc/disco-fifo/plain", "x\n"),
+        ],
+    );
+    nix::unistd::mkfifo(
+        &src.path().join("modules/m/files/etc/disco-fifo/pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = dance(state.path(), src.path(), "n1", &["--timeout", "30"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{stdout}"
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("not a file, folder or symbolic link"),
+        "{stdout}"
+    );
+}

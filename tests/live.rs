@@ -658,3 +658,35 @@ fn a_folder_swapped_for_a_symlink_during_a_merge_is_never_followed() {
         "the write followed the symlink"
     );
 }
+
+#[test]
+fn a_module_of_requires_only_succeeds_live() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-meta");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let area = format!("/srv/disco-meta-{}", std::process::id());
+    let src = TempDir::new("live-meta-site");
+    let script = format!("#!/bin/sh\nmkdir -p {area}\necho base > {area}/f\n");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/meta", ""),
+            ("modules/meta/requires", "base\n"),
+            ("modules/base/scripts/00-base", &script),
+        ],
+    );
+    let out = live(&tmp.path().join("state"), src.path(), &root, &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join(area.trim_start_matches('/')).join("f")).unwrap(),
+        "base\n"
+    );
+}

@@ -68,7 +68,17 @@ fn write_entry(from: &Path, to: &Path, meta: &std::fs::Metadata) -> std::io::Res
         return std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()));
     }
     use std::os::unix::fs::OpenOptionsExt;
-    let mut src = std::fs::File::open(from)?;
+    // Only files, folders and links are delivered: a fifo would block, a device never ends.
+    let mut src = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(from)?;
+    if !src.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file, folder or symbolic link",
+        ));
+    }
     // Private until it is whole and has its owner; through the descriptor from then on (each
     // path lookup is a walk through every layer of the root).
     let mut dst = std::fs::OpenOptions::new()

@@ -286,6 +286,12 @@ pub fn fold(upper: &Path, into: &Path) -> std::io::Result<()> {
                 std::fs::remove_dir_all(&to)?;
             } else {
                 std::fs::remove_file(&to)?;
+                if meta.is_dir() {
+                    // A folder made where a whiteout (or a file) hid the live one: overlayfs
+                    // marks it opaque only when that whiteout is in its own layer; folded over
+                    // it, it must hide the live folder itself.
+                    xattr::set(&from, "trusted.overlay.opaque", b"y")?;
+                }
             }
         }
         std::fs::rename(&from, &to)?;

@@ -259,6 +259,9 @@ impl Drop for Worker {
 /// exit status.
 pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
+    // A session of its own, without the dance's terminal: no script can push keystrokes into
+    // the user's shell (TIOCSTI) through /dev/tty.
+    nix::unistd::setsid().map_err(sys("start", "a session"))?;
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if setup.noop {
         flags |= CloneFlags::CLONE_NEWPID;
@@ -393,9 +396,9 @@ fn mount_root(setup: &Setup, shared: &Shared, root: &Root<'_>) -> Result<(), San
     for (i, layer) in layers.iter().enumerate() {
         let target = inside(root, &layer.mount_point);
         if read_only(&layer.lower) {
-            // Nothing can write there: the filesystem itself, bound (and read-only, as it is),
+            // Nothing can write there: the filesystem itself, bound read-only (and `nodev`),
             // costs less than an overlay.
-            bind(&layer.lower, &target, false)?;
+            enter::bind_read_only(&layer.lower, &target, false)?;
             continue;
         }
         let base = live_base(layer, &shared.empty, views, i)?;
@@ -428,16 +431,7 @@ fn mount_root(setup: &Setup, shared: &Shared, root: &Root<'_>) -> Result<(), San
     // The module's own folder, as fetched (scripts and templates run from it), and the
     // rendered templates: read-only.
     for (source, at) in binds {
-        let target = inside(root, at);
-        bind(source, &target, false)?;
-        mount(
-            None::<&str>,
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
-            None::<&str>,
-        )
-        .map_err(sys("remount read-only", target.display()))?;
+        enter::bind_read_only(source, &inside(root, at), false)?;
     }
     if let Some(record) = *defer {
         let target = inside(root, Path::new(DEFERRED));
@@ -944,6 +938,13 @@ fn module(setup: &Setup, shared: &Shared, r: &ModuleRequest) -> Result<Ran, Sand
     }
     if r.diff.is_none() {
         return Ok(Ran::default());
+    }
+    if templates.is_none() && pieces_root.is_none() {
+        // Nothing ran (a module of `requires` only): nothing changed.
+        return Ok(Ran {
+            diff: Some(Diffed::default()),
+            ..Ran::default()
+        });
     }
     let diff = std::fs::read_to_string(&r.results)
         .unwrap_or_default()

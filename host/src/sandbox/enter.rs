@@ -42,8 +42,8 @@ pub const BIN_DIR: &str = "/dev/.disco/bin";
 pub const DEFERRED: &str = "/dev/.disco/deferred";
 
 /// Capabilities dropped in noop: each reaches outside the sandbox (modules, clock, network,
-/// raw I/O, device nodes, other processes, mounts, immutable flags that would pin the scratch
-/// layer).
+/// raw I/O, device nodes, file handles, other processes, mounts, immutable flags that would pin
+/// the scratch layer).
 const DROPPED: &[caps::Capability] = {
     use caps::Capability::*;
     &[
@@ -53,6 +53,8 @@ const DROPPED: &[caps::Capability] = {
         CAP_NET_ADMIN,
         CAP_SYS_RAWIO,
         CAP_MKNOD,
+        // open_by_handle_at: reaches any file of a filesystem something of it is bound from.
+        CAP_DAC_READ_SEARCH,
         CAP_SYS_PTRACE,
         CAP_SYS_ADMIN,
         CAP_LINUX_IMMUTABLE,
@@ -287,7 +289,7 @@ pub(crate) fn populate_dev(
         // nodes cannot be made, the host's, bound read-only.
         if !same_node(&source, &target) {
             std::fs::File::create(&target).map_err(prep(&target))?;
-            bind_read_only(&source, &target)?;
+            bind_read_only(&source, &target, true)?;
         }
     }
     let pts = dev.join("pts");
@@ -335,7 +337,7 @@ pub(crate) fn populate_dev(
         for name in ["disco-param", "disco"] {
             let target = bin.join(name);
             std::fs::File::create(&target).map_err(prep(&target))?;
-            bind_read_only(tools, &target)?;
+            bind_read_only(tools, &target, false)?;
         }
     }
     for (dir, mode) in shims {
@@ -370,7 +372,11 @@ fn same_node(source: &Path, target: &Path) -> bool {
 /// Binds the host's `source` at `target`, read-only: a bind mount is the host's file itself,
 /// so a script's chmod, chown or xattr would otherwise change the host's (a device still opens
 /// for writing on a read-only mount).
-fn bind_read_only(source: &Path, target: &Path) -> Result<(), SandboxError> {
+pub(crate) fn bind_read_only(
+    source: &Path,
+    target: &Path,
+    device: bool,
+) -> Result<(), SandboxError> {
     mount(
         Some(source),
         target,
@@ -379,14 +385,15 @@ fn bind_read_only(source: &Path, target: &Path) -> Result<(), SandboxError> {
         None::<&str>,
     )
     .map_err(sys("bind", target.display()))?;
-    mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
-        None::<&str>,
-    )
-    .map_err(sys("remount read-only", target.display()))
+    // `nodev` unless it is the device itself: a device node that came with what is bound (a
+    // module's folder, a read-only filesystem) must not open, read-only or not.
+    let mut flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+    if !device {
+        flags |= MsFlags::MS_NODEV;
+    }
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(sys("remount read-only", target.display()))
 }
 
 /// Binds the host's `file` at `target` (created empty first), writable.
