@@ -232,8 +232,9 @@ impl Stack {
 
     /// Folds the pending module's scratch layer into the kept modules' layer, so that every
     /// module stacks on four layers at most, however many ran before it (each layer costs
-    /// every lookup, and overlayfs takes 500). Nothing may have a root of the dance mounted
-    /// on these layers, nor a diff reading them, meanwhile.
+    /// every lookup, and overlayfs takes 500). Nothing may read through a root stacked on
+    /// these layers, nor a diff read them, meanwhile (a runner whose namespace is still being
+    /// torn down, after it said it was done, reads nothing).
     pub fn settle(&mut self) -> Result<(), DanceError> {
         let Some(k) = self.pending.take() else {
             return Ok(());
