@@ -773,3 +773,42 @@ fn a_fifo_among_the_files_fails_its_module_at_once() {
         "{stdout}"
     );
 }
+
+#[test]
+fn noop_scripts_cannot_touch_the_kernels_keyrings() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-keys");
+    // add_key("user", "disco-noop-test", "x", 1, KEY_SPEC_USER_KEYRING); invalidated at once
+    // should it ever get through.
+    let script = format!(
+        "import ctypes\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.syscall.restype = ctypes.c_long\n\
+         r = libc.syscall({add_key}, b'user', b'disco-noop-test', b'x', 1, -4)\n\
+         if r >= 0:\n    libc.syscall({keyctl}, 21, r)\n\
+         print('key added' if r >= 0 else 'key refused %d' % ctypes.get_errno())\n",
+        add_key = nix::libc::SYS_add_key,
+        keyctl = nix::libc::SYS_keyctl,
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/keys.py", &script),
+            (
+                "modules/m/scripts/00-keys",
+                "#!/bin/sh\npython3 /var/disco/modules/m/keys.py\n",
+            ),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("key refused 1\n"),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+}
