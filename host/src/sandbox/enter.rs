@@ -632,14 +632,25 @@ fn deny_keyrings() -> Result<(), SandboxError> {
             len: prog.len() as u16,
             filter: prog.as_mut_ptr(),
         };
-        // SAFETY: fprog points at `prog`, alive for the call; the kernel copies the filter.
-        let rc = unsafe {
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-                &fprog as *const libc::sock_fprog,
-            )
+        // Without SPEC_ALLOW the kernel would also turn on its speculative-store-bypass
+        // mitigation for every process under the filter, which slows all of them (the filter
+        // guards against a dry run's mistakes, not against side channels). Kernels before
+        // 4.17 know no flags.
+        let install = |flags: libc::c_ulong| {
+            // SAFETY: fprog points at `prog`, alive for the call; the kernel copies the filter.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
+                    flags,
+                    &fprog as *const libc::sock_fprog,
+                )
+            }
         };
+        let mut rc = install(libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW as libc::c_ulong);
+        if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            rc = install(0);
+        }
         if rc != 0 {
             return Err(SandboxError::Caps(format!(
                 "cannot install the keyring filter: {}",
