@@ -108,10 +108,6 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
         flags |= CloneFlags::CLONE_NEWPID;
     }
     unshare(flags).map_err(sys("unshare", "namespaces"))?;
-    if let Some(name) = &spec.hostname {
-        // Only this UTS namespace's name: scripts that ask `hostname` see the node.
-        nix::unistd::sethostname(name).map_err(sys("set hostname", name))?;
-    }
     // Private, recursively: no mount below may propagate to the host's namespace.
     crate::sys::make_mounts_private().map_err(sys("make mounts private", "/"))?;
     mount_overlays(spec)?;
@@ -243,22 +239,19 @@ pub(crate) fn mount_overlay_as(
         ))
 }
 
-/// The sandbox's `/dev` in `merged`, with the shims of its mode and, live, the deferred
-/// commands' record bound in.
+/// The sandbox's `/dev` in `merged`, with disco's tools and, in noop, the shims.
 fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
-    let dev = spec.merged.join("dev");
-    let mode = if spec.noop {
-        Some(ShimMode::Report)
+    let shims: &[(&str, ShimMode)] = if spec.noop {
+        &[(SHIM_DIR, ShimMode::Report)]
     } else {
-        spec.defer.as_ref().map(|_| ShimMode::Defer)
+        &[]
     };
-    let shims: Vec<(&str, ShimMode)> = mode.map(|m| (SHIM_DIR, m)).into_iter().collect();
-    populate_dev(&dev, spec.tools.as_deref(), &spec.shims, &shims)?;
-    if let (false, Some(record)) = (spec.noop, &spec.defer) {
-        // The record survives the sandbox: it is the host's file, bound in.
-        bind_file(record, &inside(&spec.merged, Path::new(DEFERRED)))?;
-    }
-    Ok(())
+    populate_dev(
+        &spec.merged.join("dev"),
+        spec.tools.as_deref(),
+        &spec.shims,
+        shims,
+    )
 }
 
 /// A minimal `/dev` at `dev`: bind mounts of the harmless character devices into a `nodev`
@@ -394,19 +387,6 @@ pub(crate) fn bind_read_only(
     }
     mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
         .map_err(sys("remount read-only", target.display()))
-}
-
-/// Binds the host's `file` at `target` (created empty first), writable.
-pub(crate) fn bind_file(file: &Path, target: &Path) -> Result<(), SandboxError> {
-    std::fs::File::create(target).map_err(prep(target))?;
-    mount(
-        Some(file),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(sys("bind", target.display()))
 }
 
 /// `/sys` read-only: scripts may read hardware facts, never change them.
@@ -565,8 +545,7 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
         }
         cmd.env("NOOP", "true");
     }
-    let shims = (spec.noop || spec.defer.is_some()).then_some(SHIM_DIR);
-    let (full, path) = sandbox_path(shims, spec.tools.is_some());
+    let (full, path) = sandbox_path(spec.noop.then_some(SHIM_DIR), spec.tools.is_some());
     cmd.env("DISCO_REAL_PATH", &path).env("PATH", full);
     let source = cmd.exec();
     SandboxError::Exec {

@@ -105,13 +105,6 @@ pub struct Spec {
     /// `/dev/.disco/bin/disco`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<PathBuf>,
-    /// The host name inside (its own UTS namespace): the node a dance runs for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// Live: the file (on the host) where the shims record the service commands they defer;
-    /// it appears inside as `/dev/.disco/deferred`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub defer: Option<PathBuf>,
 }
 
 impl Spec {
@@ -271,8 +264,6 @@ impl Sandbox {
             noop: opts.noop,
             shims: opts.shims.clone(),
             tools: None,
-            hostname: None,
-            defer: None,
         };
         let spec_path = run.path.join("spec.json");
         spec.save(&spec_path)?;
