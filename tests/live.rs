@@ -457,8 +457,8 @@ fn sigkill_during_merges_leaves_every_file_entirely_old_or_new() {
         std::thread::sleep(at);
         let _ = child.kill();
         child.wait().unwrap();
-        // The next command finishes whatever merge was under way.
-        let next = disco(&state, &["report"]);
+        // The next command that touches dances finishes whatever merge was under way.
+        let next = disco(&state, &["recover"]);
         let said = text(&next.stderr);
         let (mut old, mut new) = (0, 0);
         for i in 0..FILES {
@@ -529,11 +529,13 @@ fn running_out_of_space_stops_the_merge_cleanly() {
     );
     assert!(stdout.contains("No space left on device"), "{stdout}");
     assert_eq!(snapshot(&root, Path::new("/srv")), before);
-    assert!(!std::fs::read_dir(&root).unwrap().flatten().any(|e| e
-        .file_name()
-        .to_string_lossy()
-        .starts_with(".disco-staging")));
-    let _ = Duration::ZERO;
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".disco-staging"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}\n{stdout}\n{}", text(&out.stderr));
 }
 
 #[test]
@@ -571,39 +573,49 @@ fn a_mount_point_the_sandbox_did_not_cover_is_never_merged_into() {
     assert!(std::fs::read_dir(state.join("journal")).map_or(true, |mut d| d.next().is_none()));
 }
 
-#[test]
-fn deferred_commands_of_a_merge_cut_short_run_at_the_next_command() {
-    if !have_root("live") {
-        return;
-    }
-    let tmp = TempDir::new("live-deferred");
-    let disposable = disposable_root(tmp.path(), None);
-    let root = disposable.root.clone();
-    stand_in_service(&root, "/tmp/disco-deferred-ran");
-    // What a dance killed between its merge and its deferred commands leaves behind.
-    let state = tmp.path().join("state");
-    let journal = host::apply::Journal {
-        run: "1.000001-1".into(),
-        module: "web".into(),
-        staging: Vec::new(),
-        ops: Vec::new(),
-        committed: true,
-        root: root.clone(),
+/// A journal of one merge onto `root` (a folder on one filesystem), as a dance killed at
+/// `phase` leaves it.
+fn journal_for(
+    root: &Path,
+    ops: Vec<host::apply::Op>,
+    staging: Option<&str>,
+    phase: host::apply::journal::Phase,
+) -> host::apply::Journal {
+    let fd = std::fs::File::open(root).unwrap();
+    let id = host::apply::journal::Identity::of(std::os::fd::AsFd::as_fd(&fd), root).unwrap();
+    host::apply::Journal {
+        version: host::apply::journal::VERSION,
+        run: "1.000002-1".into(),
+        module: "keys".into(),
         node: "n1".into(),
-        deferred: vec![vec!["service".into(), "nginx".into(), "reload".into()]],
-    };
-    journal.write(&state, "1.000001-1.m0").unwrap();
-    let out = disco(&state, &["report"]);
-    assert!(
-        text(&out.stderr).contains("ran the deferred command of web: service nginx reload"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert_eq!(
-        std::fs::read_to_string(root.join("tmp/disco-deferred-ran")).unwrap(),
-        "nginx reload\n"
-    );
-    assert!(host::apply::pending(&state).is_none());
+        root: root.to_owned(),
+        root_id: id.clone(),
+        filesystems: vec![host::apply::journal::FsRecord {
+            rel: PathBuf::new(),
+            id,
+            staging: staging.map(str::to_owned),
+        }],
+        ops,
+        phase,
+        deferred: Default::default(),
+    }
+}
+
+fn key_file(source: &Path, path: &str) -> host::apply::Op {
+    std::fs::write(source, "ssh-ed25519 AAAA disco\n").unwrap();
+    host::apply::Op::File {
+        fs: 0,
+        path: path.into(),
+        source: source.to_owned(),
+        staged: 1,
+        attrs: host::apply::Attrs {
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            xattrs: Vec::new(),
+            mtime: (0, 0),
+        },
+    }
 }
 
 #[test]
@@ -619,35 +631,20 @@ fn a_folder_swapped_for_a_symlink_during_a_merge_is_never_followed() {
     // The plan was made when live/home/bob was a folder; since, bob made it a symlink.
     std::fs::create_dir_all(live.join("home")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, live.join("home/bob")).unwrap();
-    let staging = live.join(".disco-staging-test");
-    let source = tmp.path().join("authorized_keys");
-    std::fs::write(&source, "ssh-ed25519 AAAA disco\n").unwrap();
-    let attrs = host::apply::Attrs {
-        mode: 0o600,
-        uid: 0,
-        gid: 0,
-        xattrs: Vec::new(),
-        mtime: (0, 0),
-    };
     let state = tmp.path().join("state");
-    host::apply::Journal {
-        run: "1.000002-1".into(),
-        module: "keys".into(),
-        staging: vec![staging.clone()],
-        ops: vec![host::apply::Op::File {
-            path: live.join("home/bob/authorized_keys"),
-            source,
-            staged: staging.join("0"),
-            attrs,
-        }],
-        committed: false,
-        root: live.clone(),
-        node: "n1".into(),
-        deferred: Vec::new(),
-    }
+    let op = key_file(
+        &tmp.path().join("authorized_keys"),
+        "home/bob/authorized_keys",
+    );
+    journal_for(
+        &live,
+        vec![op],
+        Some(".disco-staging-test"),
+        host::apply::journal::Phase::Planned,
+    )
     .write(&state, "1.000002-1.m0")
     .unwrap();
-    let out = disco(&state, &["report"]);
+    let out = disco(&state, &["recover"]);
     assert!(
         text(&out.stderr).contains("resolve without symlinks"),
         "{}",
@@ -656,6 +653,90 @@ fn a_folder_swapped_for_a_symlink_during_a_merge_is_never_followed() {
     assert!(
         !elsewhere.join("authorized_keys").exists(),
         "the write followed the symlink"
+    );
+}
+
+#[test]
+fn a_journal_replayed_after_its_root_was_unmounted_refuses_and_writes_nothing() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-unmounted");
+    let root = tmp.path().join("root");
+    mount_fs("tmpfs", &root);
+    let state = tmp.path().join("state");
+    let op = key_file(&tmp.path().join("authorized_keys"), "authorized_keys");
+    journal_for(
+        &root,
+        vec![op],
+        Some(".disco-staging-test"),
+        host::apply::journal::Phase::Planned,
+    )
+    .write(&state, "1.000002-1.m0")
+    .unwrap();
+    nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    // What is left is the bare mount point on the disk beneath.
+    let out = disco(&state, &["recover"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not the folder the journal was written for"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "the replay wrote into the bare mount point"
+    );
+    assert!(
+        host::apply::pending(&state).is_some(),
+        "the journal is kept"
+    );
+    // The documented way out sets it aside, saying nothing of it was applied.
+    let out = disco(&state, &["recover", "--discard"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing of its merge was applied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(host::apply::pending(&state).is_none());
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+}
+
+#[test]
+fn a_lost_scratch_layer_never_wedges_the_node() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-lost");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let state = tmp.path().join("state");
+    let source = tmp.path().join("gone");
+    let op = key_file(&source, "authorized_keys");
+    std::fs::remove_file(&source).unwrap();
+    journal_for(
+        &root,
+        vec![op],
+        Some(".disco-staging-lost"),
+        host::apply::journal::Phase::Planned,
+    )
+    .write(&state, "1.000002-1.m0")
+    .unwrap();
+    let out = disco(&state, &["recover"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("nothing of it was applied: its scratch layer is gone"),
+        "{stderr}"
+    );
+    assert!(host::apply::pending(&state).is_none(), "set aside");
+    assert_eq!(
+        std::fs::read_dir(state.join("journal/aside"))
+            .unwrap()
+            .count(),
+        1
     );
 }
 

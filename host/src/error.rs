@@ -8,6 +8,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status: the command line is wrong (clap uses it too).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status: another dance runs on the same root or state directory; try again later
+/// (`EX_TEMPFAIL`), so that a timer never piles dances up.
+pub const EXIT_BUSY: u8 = 75;
 
 /// Why a subcommand could not do its work. Messages are one line, lowercase, and name the thing
 /// at fault.
@@ -40,6 +43,12 @@ pub enum Error {
     /// A fix could not be run at all (`disco fix`): the module or its request is at fault.
     #[error(transparent)]
     Supervise(#[from] crate::supervise::SuperviseError),
+    /// A merge, or the recovery of one, failed.
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    /// A dance failed before it could report.
+    #[error(transparent)]
+    Dance(#[from] crate::dance::DanceError),
     /// Anything else, already worded for the user.
     #[error("{0}")]
     Other(String),
@@ -52,6 +61,11 @@ impl Error {
             Error::BadOption { .. } => EXIT_USAGE,
             // `disco fix` is a drop-in event handler: its errors exit with a ReturnCode too.
             Error::Supervise(e) => e.return_code().exit_status(),
+            Error::Apply(crate::apply::ApplyError::Busy { .. })
+            | Error::Dance(crate::dance::DanceError::Busy(_))
+            | Error::Dance(crate::dance::DanceError::Apply(crate::apply::ApplyError::Busy {
+                ..
+            })) => EXIT_BUSY,
             _ => EXIT_FAILURE,
         }
     }

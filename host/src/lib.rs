@@ -24,29 +24,12 @@ pub fn run() -> ExitCode {
     use clap::Parser;
     let args = cli::Cli::parse_from(args_with_alias(std::env::args_os()));
     output::init(&args.global);
-    recover(&args);
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(err) => {
             output::error(&format!("{err:#}"));
             ExitCode::from(err.exit_code())
         }
-    }
-}
-
-/// Finishes any merge a killed disco left half done, before anything else; internal commands
-/// that run inside a sandbox skip it (they see no journal there).
-fn recover(args: &cli::Cli) {
-    if matches!(
-        args.command,
-        cli::Command::Sandbox(_) | cli::Command::Defer(_) | cli::Command::DanceSandbox(_)
-    ) {
-        return;
-    }
-    match apply::recover(&args.global.state_dir) {
-        Ok(done) => done.iter().for_each(|line| output::info(line)),
-        // Never block the machine's other fixes on this: say it, and go on.
-        Err(e) => output::error(&format!("cannot finish an interrupted merge: {e}")),
     }
 }
 

@@ -1,12 +1,60 @@
 //! Deferred service commands: recorded by a live module's shims, run for real after its merge,
 //! and kept in the merge's journal until they ran, so that a crash between the merge and them
 //! does not leave a service running on its old configuration.
+//!
+//! One path runs them, after an uninterrupted dance and after a replay alike: the same
+//! request (the module's parameters as ModuleOptions), the same environment as the module's
+//! scripts (`DISCO_*`, `NOOP=false`), and the dance's own timeout, all kept in the journal.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use protocol::Options;
+use serde::{Deserialize, Serialize};
+
+use super::ApplyError;
 use crate::supervise::{self, FixOutcome, FixSpec, LockLevel};
+
+/// A module's deferred commands and what they run with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferred {
+    /// The commands, in order, each as words.
+    pub commands: Vec<Vec<String>>,
+    /// The module's parameters, as name and values.
+    pub options: Vec<(String, Vec<String>)>,
+    /// How long each may take, in milliseconds: the dance's `--timeout`.
+    pub timeout_ms: u64,
+}
+
+impl Deferred {
+    /// `commands` with the module's `options` and the dance's `timeout`.
+    pub fn new(commands: Vec<Vec<String>>, options: &Options, timeout: Duration) -> Deferred {
+        Deferred {
+            commands,
+            options: options
+                .iter()
+                .map(|o| (o.name.clone(), o.values.clone()))
+                .collect(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn options(&self) -> Options {
+        let mut options = Options::new();
+        for (name, values) in &self.options {
+            for v in values {
+                options.push(name.clone(), v.clone());
+            }
+        }
+        options
+    }
+
+    /// How long each command may take.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1000))
+    }
+}
 
 /// The command line that runs a deferred command for real in `root` (chrooted when the root
 /// is not `/`), and the file the host inspects: the program as found in the root's `PATH`.
@@ -36,24 +84,47 @@ pub fn argv(root: &Path, words: &[String]) -> Option<(PathBuf, Vec<OsString>)> {
     Some((found, argv))
 }
 
-/// Runs one deferred command through the fix-module host, as the module `module` of `node`.
+/// Who runs a deferred command: the module `module` of `node`, on `root`.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner<'a> {
+    /// The target root.
+    pub root: &'a Path,
+    /// The node.
+    pub node: &'a str,
+    /// The module.
+    pub module: &'a str,
+}
+
+/// Runs one deferred command through the fix-module host.
 pub fn run(
-    root: &Path,
-    node: &str,
-    module: &str,
+    owner: Owner<'_>,
+    deferred: &Deferred,
     words: &[String],
-    timeout: Duration,
-) -> Result<FixOutcome, String> {
+    lock_dir: &Path,
+) -> Result<FixOutcome, ApplyError> {
     let shown = words.join(" ");
-    let (program, argv) =
-        argv(root, words).ok_or_else(|| format!("deferred command {shown}: not found"))?;
+    let (program, argv) = argv(owner.root, words).ok_or_else(|| ApplyError::Deferred {
+        command: shown.clone(),
+        why: "not found in the root's PATH".into(),
+    })?;
+    let timeout = deferred.timeout();
     let request =
-        protocol::Document::to_xml(&protocol::FixData::default()).map_err(|e| e.to_string())?;
-    let mut spec = FixSpec::new(program, request, node, module);
+        crate::dance::exec::request(owner.module, &deferred.options(), timeout).map_err(|e| {
+            ApplyError::Deferred {
+                command: shown.clone(),
+                why: e.to_string(),
+            }
+        })?;
+    let mut spec = FixSpec::new(program, request, owner.node, owner.module);
     spec.command = Some(argv);
     spec.plain_output = true;
     spec.allow_compiled = true;
     spec.lock = LockLevel::None;
+    spec.lock_dir = lock_dir.to_owned();
     spec.timeout = timeout;
-    supervise::run(&spec).map_err(|e| format!("deferred command {shown}: {e}"))
+    spec.env = crate::dance::exec::environment(owner.module, owner.node, false);
+    supervise::run(&spec).map_err(|e| ApplyError::Deferred {
+        command: shown,
+        why: e.to_string(),
+    })
 }

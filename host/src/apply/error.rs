@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Why a merge could not be planned, staged or committed.
+/// Why a merge could not be planned, staged, committed or replayed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApplyError {
@@ -20,7 +20,8 @@ pub enum ApplyError {
     /// Staging failed (no space, typically); nothing of the live system was changed.
     #[error("merge stopped before changing anything: {0}")]
     Staging(Box<ApplyError>),
-    /// Committing failed halfway; the journal will finish the merge when it can.
+    /// Committing failed halfway, or its check found a path that is not what was merged; the
+    /// journal will finish the merge when it can.
     #[error("merge interrupted (the journal {journal} will finish it): {source}")]
     Commit {
         /// The journal left behind.
@@ -30,9 +31,7 @@ pub enum ApplyError {
         source: Box<ApplyError>,
     },
     /// An interrupted merge must be finished first.
-    #[error(
-        "an interrupted merge is pending ({0}); any disco command finishes it when no dance runs"
-    )]
+    #[error("an interrupted merge is pending ({0}); `disco recover` finishes it")]
     Pending(PathBuf),
     /// The layer reaches a path on another filesystem, which the sandbox did not overlay.
     #[error("{0} is on another filesystem than its layer (a mount point the sandbox did not cover); refusing to merge")]
@@ -42,6 +41,49 @@ pub enum ApplyError {
     Journal {
         /// The journal file.
         path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Something at a name disco makes and owns (a staging folder, a lock folder) was not made
+    /// by disco.
+    #[error("{path} is not disco's ({found}): refusing to use it")]
+    NotOurs {
+        /// What was found.
+        path: PathBuf,
+        /// What it is.
+        found: String,
+    },
+    /// A journal's root (or one of its filesystems) is not the one it was written for.
+    #[error("{path} is not the folder the journal was written for (then {then}; now {now}): refusing to replay; the journal is kept (`disco recover --discard` sets it aside)")]
+    NotSameRoot {
+        /// The root or filesystem.
+        path: PathBuf,
+        /// Its identity in the journal.
+        then: String,
+        /// Its identity now.
+        now: String,
+    },
+    /// After the commit, a path does not hold what the merge put there.
+    #[error("{path}: {why}")]
+    Verify {
+        /// The live path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// Another dance holds the root's lock.
+    #[error("another dance is running on {root} (it holds {lock})")]
+    Busy {
+        /// The root.
+        root: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// A deferred command could not be run.
+    #[error("deferred command {command}: {why}")]
+    Deferred {
+        /// The command.
+        command: String,
         /// Why.
         why: String,
     },

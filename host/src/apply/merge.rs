@@ -1,20 +1,23 @@
-//! Carrying out a plan: stage, `syncfs`, rename into place in plan order, `syncfs`.
+//! Carrying out a plan: stage, `syncfs`, rename into place in plan order, check, `syncfs`.
 //!
-//! Staging writes every new file, link and node into a folder at the top of the live
-//! filesystem (same filesystem, so a rename moves it into place atomically), then one
+//! Staging writes every new file, link and node into a staging folder at the top of its
+//! filesystem (see [`super::staging`]: only on filesystems the module changes), then one
 //! `syncfs` makes all their data durable at once — the crash guarantee of an fsync per file,
-//! without paying one per file. Only then is the live tree changed, one rename (or deletion)
-//! at a time, so a file is always entirely old or entirely new.
+//! without paying one per file. The journal then records each staged inode. Only then is the
+//! live tree changed, one rename (or deletion) at a time through descriptors (see [`super::at`]),
+//! so a file is always entirely old or entirely new. Last, every changed path is checked to hold
+//! what was staged for it before the merge is called done.
 
-use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::sys::stat::{utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
-use super::journal::{self, Journal};
-use super::{plan, ApplyError, Attrs, Op};
+use super::deferred::Deferred;
+use super::journal::{self, FsRecord, Identity, Journal, Phase};
+use super::staging::{self, Staging};
+use super::{at, plan, ApplyError, Op};
 
 /// What a merge changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,346 +27,509 @@ pub struct Applied {
     /// The journal, kept until the caller ran the deferred commands and calls
     /// [`journal::remove`]; `None` when there were none.
     pub journal: Option<PathBuf>,
+    /// What the merge saw and left alone (objects planted where staging folders go).
+    pub warnings: Vec<String>,
 }
 
-/// What follows a merge: service commands to run, where, for which node.
+/// What follows a merge: service commands to run, for which node.
 #[derive(Clone, Debug, Default)]
 pub struct After {
-    /// The target root.
-    pub root: PathBuf,
     /// The node.
     pub node: String,
-    /// The deferred service commands, in order.
-    pub deferred: Vec<Vec<String>>,
+    /// The deferred service commands, with what they run with.
+    pub deferred: Deferred,
 }
 
-fn set_attrs(path: &Path, attrs: &Attrs, link: bool) -> Result<(), ApplyError> {
-    let io = |what| move |e| ApplyError::io(what, path, e);
-    std::os::unix::fs::lchown(path, Some(attrs.uid), Some(attrs.gid)).map_err(io("chown"))?;
-    if link {
-        return Ok(());
+/// The live side of a journal, opened: the root and each filesystem's top, checked against
+/// the identities the journal recorded.
+struct Opened {
+    tops: Vec<OwnedFd>,
+}
+
+fn open(j: &Journal) -> Result<Opened, ApplyError> {
+    let root = at::open_root(&j.root)?;
+    let now = Identity::of(root.as_fd(), &j.root)?;
+    if !j.root_id.same(&now) {
+        return Err(ApplyError::NotSameRoot {
+            path: j.root.clone(),
+            then: j.root_id.to_string(),
+            now: now.to_string(),
+        });
     }
-    // After chown, which clears setuid and setgid.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(attrs.mode))
-        .map_err(io("chmod"))?;
-    let wanted: std::collections::BTreeMap<&str, &[u8]> = attrs
-        .xattrs
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    if let Ok(names) = xattr::list(path) {
-        for name in names {
-            let name = name.to_string_lossy().into_owned();
-            if !wanted.contains_key(name.as_str()) && !name.starts_with("trusted.overlay.") {
-                let _ = xattr::remove(path, &name);
-            }
+    let mut tops = Vec::new();
+    for (i, fs) in j.filesystems.iter().enumerate() {
+        let shown = j.shown(i, Path::new(""));
+        let top = at::open_top(root.as_fd(), &fs.rel, &shown)?;
+        let now = Identity::of(top.as_fd(), &shown)?;
+        if !fs.id.same(&now) {
+            return Err(ApplyError::NotSameRoot {
+                path: shown,
+                then: fs.id.to_string(),
+                now: now.to_string(),
+            });
         }
+        tops.push(top);
     }
-    for (name, value) in wanted {
-        if let Err(e) = xattr::set(path, name, value) {
-            // A filesystem without xattrs (or without this namespace) cannot hold it.
-            if e.raw_os_error() != Some(nix::libc::EOPNOTSUPP) {
-                return Err(ApplyError::io("set xattrs of", path, e));
-            }
-        }
-    }
-    set_mtime(path, attrs)
+    Ok(Opened { tops })
 }
 
-fn set_mtime(path: &Path, attrs: &Attrs) -> Result<(), ApplyError> {
-    let mtime = TimeSpec::new(attrs.mtime.0, attrs.mtime.1);
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &TimeSpec::UTIME_OMIT,
-        &mtime,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(|e| ApplyError::io("set times of", path, e.into()))
-}
+/// The staging folder of each filesystem of a journal (`None` where nothing is staged).
+type Stagings = Vec<Option<Staging>>;
 
-fn remove_any(path: &Path) -> Result<bool, ApplyError> {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => Ok(false),
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path)
-            .map(|_| true)
-            .map_err(|e| ApplyError::io("remove", path, e)),
-        Ok(_) => std::fs::remove_file(path)
-            .map(|_| true)
-            .map_err(|e| ApplyError::io("remove", path, e)),
-    }
-}
-
-fn syncfs(dir: &Path) -> Result<(), ApplyError> {
-    let f = std::fs::File::open(dir).map_err(|e| ApplyError::io("open", dir, e))?;
-    nix::unistd::syncfs(f.as_fd()).map_err(|e| ApplyError::io("syncfs", dir, e.into()))
-}
-
-/// Phase one: every new file, link and node written in the staging folders, and durable.
-fn stage(j: &Journal) -> Result<(), ApplyError> {
-    for dir in &j.staging {
-        std::fs::create_dir_all(dir).map_err(|e| ApplyError::io("create", dir, e))?;
-        // Staged files carry their final owner and setuid bits before they are in place: no
-        // one else may reach them meanwhile.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| ApplyError::io("chmod", dir, e))?;
-    }
-    for op in &j.ops {
-        match op {
-            Op::File {
-                source,
-                staged,
-                attrs,
-                ..
-            } => {
-                let _ = std::fs::remove_file(staged);
-                std::fs::copy(source, staged).map_err(|e| ApplyError::io("stage", staged, e))?;
-                set_attrs(staged, attrs, false)?;
-            }
-            Op::Symlink {
-                target,
-                staged,
-                attrs,
-                ..
-            } => {
-                let _ = std::fs::remove_file(staged);
-                std::os::unix::fs::symlink(target, staged)
-                    .map_err(|e| ApplyError::io("stage", staged, e))?;
-                set_attrs(staged, attrs, true)?;
-            }
-            Op::Node {
-                mode,
-                rdev,
-                staged,
-                attrs,
-                ..
-            } => {
-                let _ = std::fs::remove_file(staged);
-                nix::sys::stat::mknod(
-                    staged.as_path(),
-                    SFlag::from_bits_truncate(*mode & nix::libc::S_IFMT),
-                    Mode::from_bits_truncate(*mode & 0o7777),
-                    *rdev,
-                )
-                .map_err(|e| ApplyError::io("stage", staged, e.into()))?;
-                set_attrs(staged, attrs, false)?;
-            }
-            _ => {}
-        }
-    }
-    for dir in &j.staging {
-        syncfs(dir)?;
+/// A new random staging name for each filesystem whose plan stages something.
+fn name_stagings(j: &mut Journal) -> Result<(), ApplyError> {
+    for i in 0..j.filesystems.len() {
+        let stages = j
+            .ops
+            .iter()
+            .any(|op| op.target().0 == i && op.staged().is_some());
+        j.filesystems[i].staging = if stages {
+            Some(
+                staging::new_name()
+                    .map_err(|e| ApplyError::io("draw a random name", &j.root, e))?,
+            )
+        } else {
+            None
+        };
     }
     Ok(())
 }
 
-/// A live path reached without following any symlink on the way: its folder, opened from `/`
-/// with `RESOLVE_NO_SYMLINKS` (plans never cross one: the root is canonical and the layer
-/// mirrors real paths), and the path through that open folder. A folder swapped for a symlink
-/// between two operations makes the operation fail instead of writing elsewhere.
-struct Beneath {
-    _parent: std::os::fd::OwnedFd,
-    path: PathBuf,
+/// Phase one: every new file, link and node written in fresh staging folders, and durable;
+/// returns each staged entry's inode.
+fn stage(
+    j: &Journal,
+    opened: &Opened,
+) -> Result<(Stagings, BTreeMap<u32, u64>), ApplyError> {
+    let mut stagings = Vec::new();
+    for (i, fs) in j.filesystems.iter().enumerate() {
+        let shown = j.shown(i, Path::new(""));
+        stagings.push(match &fs.staging {
+            Some(name) => Some(Staging::create(opened.tops[i].as_fd(), &shown, name)?),
+            None => None,
+        });
+    }
+    let mut inodes = BTreeMap::new();
+    let result = (|| {
+        for op in &j.ops {
+            let (fs, _) = op.target();
+            let Some(s) = stagings.get(fs).and_then(Option::as_ref) else {
+                continue;
+            };
+            let ino = match op {
+                Op::File {
+                    source,
+                    staged,
+                    attrs,
+                    ..
+                } => s.file(*staged, source, attrs)?,
+                Op::Symlink {
+                    target,
+                    staged,
+                    attrs,
+                    ..
+                } => s.symlink(*staged, target, attrs)?,
+                Op::Node {
+                    mode,
+                    rdev,
+                    staged,
+                    attrs,
+                    ..
+                } => s.node(*staged, *mode, *rdev, attrs)?,
+                Op::HardLink { to, staged, .. } => s.hard_link(*staged, *to)?,
+                Op::Delete { .. } | Op::Dir { .. } => continue,
+            };
+            inodes.insert(op.staged().unwrap_or_default(), ino);
+        }
+        for s in stagings.iter().flatten() {
+            s.sync()?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok((stagings, inodes)),
+        Err(e) => {
+            remove_stagings(stagings, opened);
+            Err(e)
+        }
+    }
 }
 
-fn beneath(path: &Path) -> Result<Beneath, ApplyError> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    use std::os::fd::AsRawFd;
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(ApplyError::io(
-            "resolve",
-            path,
-            std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        ));
-    };
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-    let fd = openat2(nix::fcntl::AT_FDCWD, parent, how)
-        .map_err(|e| ApplyError::io("resolve without symlinks", parent, e.into()))?;
-    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name);
-    Ok(Beneath { _parent: fd, path })
+fn remove_stagings(stagings: Vec<Option<Staging>>, opened: &Opened) {
+    for (i, s) in stagings.into_iter().enumerate() {
+        if let Some(s) = s {
+            let _ = s.remove(opened.tops[i].as_fd());
+        }
+    }
 }
 
-/// Phase two: the live tree changed in plan order, one atomic step at a time.
-fn commit(j: &Journal) -> Result<Applied, ApplyError> {
-    let mut applied = Applied::default();
+/// Opens the staging folders a replay finds (a lost one is `None`).
+fn reopen_stagings(j: &Journal, opened: &Opened) -> Result<Vec<Option<Staging>>, ApplyError> {
+    let mut out = Vec::new();
+    for (i, fs) in j.filesystems.iter().enumerate() {
+        let shown = j.shown(i, Path::new(""));
+        out.push(match &fs.staging {
+            Some(name) => match Staging::open(opened.tops[i].as_fd(), name, &shown) {
+                Ok(s) => Some(s),
+                Err(ApplyError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            None => None,
+        });
+    }
+    Ok(out)
+}
+
+/// Phase two: the live tree changed in plan order, one atomic step at a time. A staged entry
+/// that is no longer staged is in place already when its path holds its inode (a replay of a
+/// commit cut short); otherwise it is returned as not applied.
+fn commit(
+    j: &Journal,
+    opened: &Opened,
+    stagings: &[Option<Staging>],
+    inodes: &BTreeMap<u32, u64>,
+) -> Result<(usize, Vec<PathBuf>), ApplyError> {
+    let mut paths = 0;
+    let mut missing = Vec::new();
     for op in &j.ops {
+        let (fs, rel) = op.target();
+        let shown = j.shown(fs, rel);
+        let (dir, name) = at::parent(opened.tops[fs].as_fd(), rel, &shown)?;
         match op {
-            Op::Delete { path } => {
-                remove_any(&beneath(path)?.path)?;
+            Op::Delete { .. } => {
+                at::remove(dir.as_fd(), name, &shown)?;
             }
-            Op::Dir { path, attrs } => {
-                let at = beneath(path)?;
-                match std::fs::symlink_metadata(&at.path) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_any(&at.path)?;
-                        std::fs::create_dir(&at.path)
-                            .map_err(|e| ApplyError::io("create", path, e))?;
+            Op::Dir { attrs, .. } => {
+                match at::stat(dir.as_fd(), name, &shown)? {
+                    Some(st) if at::is_dir(&st) => {}
+                    other => {
+                        if other.is_some() {
+                            at::remove(dir.as_fd(), name, &shown)?;
+                        }
+                        nix::sys::stat::mkdirat(
+                            dir.as_fd(),
+                            name,
+                            nix::sys::stat::Mode::from_bits_truncate(0o700),
+                        )
+                        .map_err(|e| ApplyError::io("create", &shown, e.into()))?;
                     }
-                    Err(_) => std::fs::create_dir(&at.path)
-                        .map_err(|e| ApplyError::io("create", path, e))?,
                 }
-                set_dir_attrs(&at.path, path, attrs)?;
+                let fd = at::open_dir(dir.as_fd(), name, &shown)?;
+                staging::set_dir_attrs(&fd, attrs, &shown)?;
             }
-            Op::File { path, staged, .. }
-            | Op::Symlink { path, staged, .. }
-            | Op::Node { path, staged, .. } => {
-                let at = beneath(path)?;
-                if std::fs::symlink_metadata(&at.path).is_ok_and(|m| m.is_dir()) {
-                    remove_any(&at.path)?;
+            _ => {
+                let n = op.staged().unwrap_or_default();
+                let entry = staging::entry_name(n);
+                let staged = match stagings.get(fs).and_then(Option::as_ref) {
+                    Some(s) => s.inode(n)?.is_some().then_some(s),
+                    None => None,
+                };
+                let Some(s) = staged else {
+                    let here = at::stat(dir.as_fd(), name, &shown)?.map(|st| st.st_ino);
+                    if here.is_none() || here != inodes.get(&n).copied() {
+                        missing.push(shown);
+                    }
+                    continue;
+                };
+                if at::stat(dir.as_fd(), name, &shown)?.is_some_and(|st| at::is_dir(&st)) {
+                    at::remove(dir.as_fd(), name, &shown)?;
                 }
-                std::fs::rename(staged, &at.path)
-                    .map_err(|e| ApplyError::io("rename into", path, e))?;
-            }
-            Op::HardLink { path, to, staged } => {
-                let from = beneath(to)?;
-                let _ = std::fs::remove_file(staged);
-                std::fs::hard_link(&from.path, staged)
-                    .map_err(|e| ApplyError::io("link", staged, e))?;
-                let at = beneath(path)?;
-                std::fs::rename(staged, &at.path)
-                    .map_err(|e| ApplyError::io("rename into", path, e))?;
+                nix::fcntl::renameat(s.fd(), entry.as_os_str(), dir.as_fd(), name)
+                    .map_err(|e| ApplyError::io("rename into", &shown, e.into()))?;
             }
         }
-        applied.paths += 1;
+        paths += 1;
     }
     // Folder times last: every rename above touched its folder's.
     for op in j.ops.iter().rev() {
-        if let Op::Dir { path, attrs } = op {
-            let dir = open_dir(&beneath(path)?.path, path)?;
+        if let Op::Dir { fs, path, attrs } = op {
+            let shown = j.shown(*fs, path);
+            let (dir, name) = at::parent(opened.tops[*fs].as_fd(), path, &shown)?;
+            let fd = at::open_dir(dir.as_fd(), name, &shown)?;
             nix::sys::stat::futimens(
-                dir.as_fd(),
+                fd.as_fd(),
                 &TimeSpec::UTIME_OMIT,
                 &TimeSpec::new(attrs.mtime.0, attrs.mtime.1),
             )
-            .map_err(|e| ApplyError::io("set times of", path, e.into()))?;
+            .map_err(|e| ApplyError::io("set times of", &shown, e.into()))?;
         }
     }
-    for dir in &j.staging {
-        syncfs(dir)?;
-    }
-    Ok(applied)
+    Ok((paths, missing))
 }
 
-/// Opens a folder without following a symlink in its last component.
-fn open_dir(at: &Path, shown: &Path) -> Result<std::fs::File, ApplyError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
-        .open(at)
-        .map_err(|e| ApplyError::io("open", shown, e))
-}
-
-/// A live folder's attributes, through a descriptor: nothing swapped in after the check can
-/// receive them.
-fn set_dir_attrs(at: &Path, shown: &Path, attrs: &Attrs) -> Result<(), ApplyError> {
-    use std::os::unix::fs::fchown;
-    use xattr::FileExt;
-    let dir = open_dir(at, shown)?;
-    fchown(&dir, Some(attrs.uid), Some(attrs.gid))
-        .map_err(|e| ApplyError::io("chown", shown, e))?;
-    dir.set_permissions(std::fs::Permissions::from_mode(attrs.mode))
-        .map_err(|e| ApplyError::io("chmod", shown, e))?;
-    let wanted: std::collections::BTreeMap<&str, &[u8]> = attrs
-        .xattrs
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    if let Ok(names) = dir.list_xattr() {
-        for name in names {
-            let name = name.to_string_lossy().into_owned();
-            if !wanted.contains_key(name.as_str()) && !name.starts_with("trusted.overlay.") {
-                let _ = dir.remove_xattr(&name);
-            }
-        }
+/// Checks, through descriptors, that every path the plan changed holds what was staged for it
+/// (the same inode), is a folder, or is gone, as its last operation says: anything else (a
+/// folder renamed under the merge by someone else) fails the merge.
+fn verify(j: &Journal, opened: &Opened, inodes: &BTreeMap<u32, u64>) -> Result<(), ApplyError> {
+    let mut last: BTreeMap<(usize, &Path), &Op> = BTreeMap::new();
+    for op in &j.ops {
+        last.insert(op.target(), op);
     }
-    for (name, value) in wanted {
-        if let Err(e) = dir.set_xattr(name, value) {
-            if e.raw_os_error() != Some(nix::libc::EOPNOTSUPP) {
-                return Err(ApplyError::io("set xattrs of", shown, e));
+    for ((fs, rel), op) in last {
+        let shown = j.shown(fs, rel);
+        let here = match at::parent(opened.tops[fs].as_fd(), rel, &shown) {
+            Ok((dir, name)) => at::stat(dir.as_fd(), name, &shown)?,
+            Err(_) if matches!(op, Op::Delete { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let why = match (op, &here) {
+            (Op::Delete { .. }, None) => None,
+            (Op::Delete { .. }, Some(_)) => Some("still there after its deletion".to_owned()),
+            (Op::Dir { .. }, Some(st)) if at::is_dir(st) => None,
+            (Op::Dir { .. }, _) => Some("not the folder the merge made".to_owned()),
+            (_, Some(st))
+                if Some(st.st_ino) == op.staged().and_then(|n| inodes.get(&n).copied()) =>
+            {
+                None
             }
+            (_, Some(_)) => Some("holds another file than the one the merge put there".to_owned()),
+            (_, None) => Some("missing after the merge put it there".to_owned()),
+        };
+        if let Some(why) = why {
+            return Err(ApplyError::Verify { path: shown, why });
         }
     }
     Ok(())
 }
 
-/// Stages and commits a journal's plan. Repeatable: a replay after a crash does it again.
-pub fn execute(j: &Journal) -> Result<Applied, ApplyError> {
-    stage(j)?;
-    commit(j)
-}
-
-/// Removes the staging folders of a finished (or abandoned) merge.
-pub fn clean_staging(j: &Journal) {
-    for dir in &j.staging {
-        let _ = std::fs::remove_dir_all(dir);
+fn sync_tops(j: &Journal, opened: &Opened) -> Result<(), ApplyError> {
+    for (i, top) in opened.tops.iter().enumerate() {
+        nix::unistd::syncfs(top.as_fd())
+            .map_err(|e| ApplyError::io("syncfs", &j.shown(i, Path::new("")), e.into()))?;
     }
+    Ok(())
 }
 
-/// Merges a module's scratch layers onto the live tree: `layers` pairs each scratch layer with
-/// the live folder beneath it. The plan is journaled first; on a staging failure (no space,
-/// typically) nothing of the live tree was changed and the journal is dropped; on a commit
-/// failure the journal is kept, so that the next command finishes the merge.
+/// Merges a module's scratch layers onto the live tree under `root`: `layers` pairs each
+/// scratch layer with its filesystem's top, relative to the root. The plan is journaled first;
+/// on a staging failure (no space, typically) nothing of the live tree was changed and the
+/// journal is dropped; on a commit or check failure the journal is kept, so that the next
+/// dance (or `disco recover`) finishes the merge.
 pub fn apply(
     state_dir: &Path,
     run: &str,
     module: &str,
     name: &str,
-    layers: &[(PathBuf, PathBuf, PathBuf)],
+    root: &Path,
+    layers: &[(PathBuf, PathBuf)],
     after: After,
 ) -> Result<Applied, ApplyError> {
     if let Some(journal) = journal::pending(state_dir) {
         return Err(ApplyError::Pending(journal));
     }
-    let mut ops = Vec::new();
-    let mut staging = Vec::new();
-    for (upper, live, fs_root) in layers {
-        let dir = fs_root.join(format!(".disco-staging-{name}"));
-        ops.extend(plan::plan(upper, live, &dir)?);
-        staging.push(dir);
-    }
-    if ops.is_empty() && after.deferred.is_empty() {
-        return Ok(Applied::default());
-    }
-    // The scratch layers were written without syncs (`volatile`); the journal will point at
-    // them, so they must be on disk before it exists.
-    for (upper, _, _) in layers {
-        syncfs(upper)?;
-    }
-    let mut journal = Journal {
+    let root_fd = at::open_root(root)?;
+    let mut j = Journal {
+        version: journal::VERSION,
         run: run.to_owned(),
         module: module.to_owned(),
-        committed: ops.is_empty(),
-        staging,
-        ops,
-        root: after.root,
         node: after.node,
+        root: root.to_owned(),
+        root_id: Identity::of(root_fd.as_fd(), root)?,
+        filesystems: Vec::new(),
+        ops: Vec::new(),
+        phase: Phase::Planned,
         deferred: after.deferred,
     };
-    let path = journal.write(state_dir, name)?;
-    let mut applied = Applied::default();
-    if !journal.committed {
-        if let Err(e) = stage(&journal) {
-            clean_staging(&journal);
-            journal::remove(&path)?;
-            return Err(ApplyError::Staging(Box::new(e)));
+    let mut tops = Vec::new();
+    let mut next = 0;
+    for (upper, rel) in layers {
+        let shown = root.join(rel);
+        let fs = j.filesystems.len();
+        let ops = plan::plan(upper, &shown, fs, &mut next)?;
+        if ops.is_empty() {
+            // Untouched: no staging there, nothing opened (a read-only one included).
+            continue;
         }
-        applied = commit(&journal).map_err(|e| ApplyError::Commit {
+        let top = at::open_top(root_fd.as_fd(), rel, &shown)?;
+        j.filesystems.push(FsRecord {
+            rel: rel.clone(),
+            id: Identity::of(top.as_fd(), &shown)?,
+            staging: None,
+        });
+        j.ops.extend(ops);
+        tops.push((upper.clone(), top));
+    }
+    if j.ops.is_empty() && j.deferred.commands.is_empty() {
+        return Ok(Applied::default());
+    }
+    name_stagings(&mut j)?;
+    // The scratch layers were written without syncs (`volatile`); the journal will point at
+    // them, so they must be on disk before it exists.
+    for (upper, _) in &tops {
+        let f = std::fs::File::open(upper).map_err(|e| ApplyError::io("open", upper, e))?;
+        nix::unistd::syncfs(f.as_fd()).map_err(|e| ApplyError::io("syncfs", upper, e.into()))?;
+    }
+    let opened = Opened {
+        tops: tops.into_iter().map(|(_, t)| t).collect(),
+    };
+    let mut warnings = Vec::new();
+    for (i, fs) in j.filesystems.iter().enumerate() {
+        let ours: Vec<String> = fs.staging.iter().cloned().collect();
+        warnings.extend(staging::strangers(
+            opened.tops[i].as_fd(),
+            &j.shown(i, Path::new("")),
+            &ours,
+        ));
+    }
+    let path = j.write(state_dir, name)?;
+    let mut applied = Applied {
+        warnings,
+        ..Applied::default()
+    };
+    if !j.ops.is_empty() {
+        let (stagings, inodes) = match stage(&j, &opened) {
+            Ok(staged) => staged,
+            Err(e) => {
+                journal::remove(&path)?;
+                return Err(ApplyError::Staging(Box::new(e)));
+            }
+        };
+        j.phase = Phase::Staged {
+            inodes: inodes.clone(),
+        };
+        j.write(state_dir, name)?;
+        let finish = || -> Result<usize, ApplyError> {
+            let (paths, missing) = commit(&j, &opened, &stagings, &inodes)?;
+            if let Some(path) = missing.into_iter().next() {
+                return Err(ApplyError::Verify {
+                    path,
+                    why: "its staged copy vanished before it was put in place".into(),
+                });
+            }
+            verify(&j, &opened, &inodes)?;
+            sync_tops(&j, &opened)?;
+            Ok(paths)
+        };
+        applied.paths = finish().map_err(|e| ApplyError::Commit {
             journal: path.clone(),
             source: Box::new(e),
         })?;
-        clean_staging(&journal);
+        remove_stagings(stagings, &opened);
     }
-    if journal.deferred.is_empty() {
+    if j.deferred.commands.is_empty() {
         journal::remove(&path)?;
     } else {
         // Merged: only the deferred commands remain, and the journal says so until they ran.
-        journal.committed = true;
-        journal.write(state_dir, name)?;
+        j.phase = Phase::Committed;
+        j.write(state_dir, name)?;
         applied.journal = Some(path);
     }
     Ok(applied)
+}
+
+/// What a replay did with one journal.
+#[derive(Debug)]
+pub enum Replayed {
+    /// The merge is finished (perhaps it already was); the deferred commands remain to run.
+    Finished {
+        /// Paths it changed now.
+        paths: usize,
+    },
+    /// It cannot be finished from what remains: nothing or only part of it was applied, as
+    /// the message says; the caller sets the journal aside.
+    Unfinishable(String),
+}
+
+/// Finishes the merge of a journal read from `path` (roll forward), and records it as
+/// committed. Refuses, keeping the journal, when the root or a filesystem is not the one the
+/// journal was written for.
+pub fn replay(state_dir: &Path, path: &Path, j: &mut Journal) -> Result<Replayed, ApplyError> {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let opened = open(j)?;
+    let paths;
+    match j.phase.clone() {
+        Phase::Committed => return Ok(Replayed::Finished { paths: 0 }),
+        Phase::Planned => {
+            // Nothing live changed yet: stage again from the scratch layers, into fresh folders.
+            for s in reopen_stagings(j, &opened)?.into_iter().enumerate() {
+                if let (i, Some(s)) = s {
+                    s.remove(opened.tops[i].as_fd())?;
+                }
+            }
+            let lost: Vec<&Path> = j
+                .ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::File { source, .. } if !source.is_file() => Some(source.as_path()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(first) = lost.first() {
+                return Ok(Replayed::Unfinishable(format!(
+                    "nothing of it was applied: its scratch layer is gone ({} and {} more)",
+                    first.display(),
+                    lost.len() - 1
+                )));
+            }
+            name_stagings(j)?;
+            j.write(state_dir, &name)?;
+            let (stagings, inodes) = stage(j, &opened)?;
+            j.phase = Phase::Staged {
+                inodes: inodes.clone(),
+            };
+            j.write(state_dir, &name)?;
+            match finish_staged(j, &opened, stagings, &inodes)? {
+                Ok(p) => paths = p,
+                Err(not_applied) => return Ok(Replayed::Unfinishable(not_applied)),
+            }
+        }
+        Phase::Staged { inodes } => {
+            let stagings = reopen_stagings(j, &opened)?;
+            match finish_staged(j, &opened, stagings, &inodes)? {
+                Ok(p) => paths = p,
+                Err(not_applied) => return Ok(Replayed::Unfinishable(not_applied)),
+            }
+        }
+    }
+    j.phase = Phase::Committed;
+    j.write(state_dir, &name)?;
+    Ok(Replayed::Finished { paths })
+}
+
+/// Commits what is staged, checks, syncs and removes the staging folders; `Err(message)` when
+/// staged copies were lost, saying what was and was not applied.
+fn finish_staged(
+    j: &Journal,
+    opened: &Opened,
+    stagings: Vec<Option<Staging>>,
+    inodes: &BTreeMap<u32, u64>,
+) -> Result<Result<usize, String>, ApplyError> {
+    let (paths, missing) = commit(j, opened, &stagings, inodes)?;
+    remove_stagings(stagings, opened);
+    if !missing.is_empty() {
+        let shown: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|p| p.display().to_string())
+            .collect();
+        return Ok(Err(format!(
+            "{} of its {} operations were applied; {} path(s) were not, their staged copies being gone: {}{}",
+            j.ops.len() - missing.len(),
+            j.ops.len(),
+            missing.len(),
+            shown.join(", "),
+            if missing.len() > 5 { ", ..." } else { "" }
+        )));
+    }
+    verify(j, opened, inodes)?;
+    sync_tops(j, opened)?;
+    Ok(Ok(paths))
+}
+
+/// Removes the staging folders a journal names, if they are there and ours (setting it aside).
+pub fn clean_staging(j: &Journal) {
+    let Ok(opened) = open(j) else {
+        return;
+    };
+    if let Ok(stagings) = reopen_stagings(j, &opened) {
+        remove_stagings(stagings, &opened);
+    }
 }

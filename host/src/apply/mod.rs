@@ -1,21 +1,31 @@
 //! The live merge: a module's scratch layers applied onto the live system, exactly as its diff
-//! reported them, atomically per file and crash-safely for the whole.
+//! reported them, atomically per file and crash-safely for the whole, through descriptors that
+//! no local user can redirect.
 //!
-//! `plan` turns a scratch layer into a list of operations (deletions, directories, files, links,
-//! device nodes, hard links) against the live tree. `journal` writes that plan under the state
-//! directory before anything is touched. `merge` carries it out in two phases: stage every new
-//! file beside the live tree (in a staging folder on the same filesystem) and `syncfs`, then
-//! rename each into place in plan order and `syncfs` again. Every operation can be repeated, so
-//! a merge interrupted anywhere (SIGKILL, power loss) is finished by replaying its journal from
-//! the start: the next `disco` command does that before anything else ([`recover`]).
+//! - `plan`: a scratch layer as operations, per filesystem, paths relative to its top, in bytes;
+//! - `journal`: the plan made durable first, with the identity of the root and of each
+//!   filesystem, and the phase the merge reached;
+//! - `at`: live paths reached only through descriptors (openat2, no symlinks, no mount crossing);
+//! - `staging`: the unpredictable, checked staging folder of each changed filesystem;
+//! - `merge`: stage, `syncfs`, rename into place, check every path, `syncfs`; and its replay;
+//! - `recover`: finishing (or setting aside) what a killed dance left, with bounds;
+//! - `deferred`: the service commands a live module recorded, run after its merge;
+//! - `lock`: one dance per root, whatever the state directory;
+//! - `bytes`: paths as bytes in the journal.
 
+mod at;
+mod bytes;
 pub mod deferred;
 mod error;
 pub mod journal;
+pub mod lock;
 pub mod merge;
 pub mod plan;
+pub mod recover;
+pub mod staging;
 
 pub use error::ApplyError;
-pub use journal::{pending, recover, replay_pending, Journal};
+pub use journal::{pending, Journal};
 pub use merge::{apply, After, Applied};
 pub use plan::{plan, Attrs, Op};
+pub use recover::{recover, Mode as RecoverMode};

@@ -1,5 +1,9 @@
 //! A scratch layer as operations on the live tree, in the order they must happen: a path's
 //! deletion before what replaces it, a folder before what goes in it.
+//!
+//! Every operation names its filesystem (an index into the journal's filesystems) and a path
+//! relative to that filesystem's top, in bytes: the merge reaches it through a descriptor of
+//! that top, never by an absolute path.
 
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -19,73 +23,120 @@ pub struct Attrs {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Extended attributes (SELinux included), overlayfs's own left out.
+    /// Extended attributes (SELinux, file capabilities, ACLs, `user.*`), overlayfs's own left
+    /// out.
     pub xattrs: Vec<(String, Vec<u8>)>,
     /// Modification time: seconds and nanoseconds.
     pub mtime: (i64, i64),
 }
 
 /// One operation of a merge. Each can be repeated with the same result, which is what makes a
-/// journal replay safe.
+/// journal replay safe. `fs` is the filesystem, `path` relative to its top.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Remove whatever is at `path` (a folder with everything in it).
     Delete {
-        /// The live path.
+        /// The filesystem.
+        fs: usize,
+        /// The path.
+        #[serde(with = "super::bytes")]
         path: PathBuf,
     },
     /// A folder at `path` with these attributes (created when missing).
     Dir {
-        /// The live path.
+        /// The filesystem.
+        fs: usize,
+        /// The path.
+        #[serde(with = "super::bytes")]
         path: PathBuf,
         /// Its attributes.
         attrs: Attrs,
     },
     /// A regular file: `source` (in the scratch layer) staged as `staged`, renamed to `path`.
     File {
-        /// The live path.
+        /// The filesystem.
+        fs: usize,
+        /// The path.
+        #[serde(with = "super::bytes")]
         path: PathBuf,
         /// Its content in the scratch layer.
+        #[serde(with = "super::bytes")]
         source: PathBuf,
-        /// Where it is staged, on the live filesystem.
-        staged: PathBuf,
+        /// Its name in the filesystem's staging folder.
+        staged: u32,
         /// Its attributes.
         attrs: Attrs,
     },
     /// A symbolic link.
     Symlink {
-        /// The live path.
+        /// The filesystem.
+        fs: usize,
+        /// The path.
+        #[serde(with = "super::bytes")]
         path: PathBuf,
         /// What it points to.
+        #[serde(with = "super::bytes")]
         target: PathBuf,
-        /// Where it is staged.
-        staged: PathBuf,
-        /// Its owner and group (mode and times of links are not settable).
+        /// Its name in the staging folder.
+        staged: u32,
+        /// Its owner and group (a link's mode is not settable).
         attrs: Attrs,
     },
     /// A device node or fifo.
     Node {
-        /// The live path.
+        /// The filesystem.
+        fs: usize,
+        /// The path.
+        #[serde(with = "super::bytes")]
         path: PathBuf,
         /// `st_mode` (type and permissions).
         mode: u32,
         /// Device numbers.
         rdev: u64,
-        /// Where it is staged.
-        staged: PathBuf,
+        /// Its name in the staging folder.
+        staged: u32,
         /// Its attributes.
         attrs: Attrs,
     },
-    /// A second name for a file merged earlier in the plan (hard links within the layer).
+    /// A second name for a file staged earlier in the plan (hard links within the layer):
+    /// linked in the staging folder, so both names are one inode before either is in place.
     HardLink {
-        /// The live path.
+        /// The filesystem.
+        fs: usize,
+        /// The path.
+        #[serde(with = "super::bytes")]
         path: PathBuf,
-        /// The earlier file's live path.
-        to: PathBuf,
-        /// Where the link is staged.
-        staged: PathBuf,
+        /// The staged name of the first file.
+        to: u32,
+        /// Its own name in the staging folder.
+        staged: u32,
     },
+}
+
+impl Op {
+    /// The filesystem and the path (relative to its top) the operation changes.
+    pub fn target(&self) -> (usize, &Path) {
+        match self {
+            Op::Delete { fs, path }
+            | Op::Dir { fs, path, .. }
+            | Op::File { fs, path, .. }
+            | Op::Symlink { fs, path, .. }
+            | Op::Node { fs, path, .. }
+            | Op::HardLink { fs, path, .. } => (*fs, path),
+        }
+    }
+
+    /// The name it is staged under, for operations that stage something.
+    pub fn staged(&self) -> Option<u32> {
+        match self {
+            Op::File { staged, .. }
+            | Op::Symlink { staged, .. }
+            | Op::Node { staged, .. }
+            | Op::HardLink { staged, .. } => Some(*staged),
+            Op::Delete { .. } | Op::Dir { .. } => None,
+        }
+    }
 }
 
 /// Reads the attributes of `path` (not following links).
@@ -94,11 +145,22 @@ pub fn attrs_of(path: &Path, meta: &std::fs::Metadata) -> Result<Attrs, ApplyErr
     if !meta.file_type().is_symlink() {
         let names = xattr::list(path).map_err(|e| ApplyError::io("list xattrs of", path, e))?;
         for name in names {
-            let name = name.to_string_lossy().into_owned();
+            let Some(name) = name.to_str().map(str::to_owned) else {
+                return Err(ApplyError::io(
+                    "read xattrs of",
+                    path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "an extended attribute's name is not UTF-8",
+                    ),
+                ));
+            };
             if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
                 continue;
             }
-            if let Ok(Some(value)) = xattr::get(path, &name) {
+            if let Some(value) =
+                xattr::get(path, &name).map_err(|e| ApplyError::io("read xattrs of", path, e))?
+            {
                 xattrs.push((name, value));
             }
         }
@@ -114,20 +176,23 @@ pub fn attrs_of(path: &Path, meta: &std::fs::Metadata) -> Result<Attrs, ApplyErr
 }
 
 struct Planner<'a> {
-    staging: &'a Path,
+    fs: usize,
     /// The live filesystem's device: a live path on another one is a mount point that the
     /// sandbox showed empty, and must not be deleted into or renamed onto.
     dev: u64,
+    live_top: &'a Path,
+    next: &'a mut u32,
     ops: Vec<Op>,
-    links: HashMap<(u64, u64), PathBuf>,
+    links: HashMap<(u64, u64), u32>,
 }
 
 impl Planner<'_> {
-    fn staged(&self) -> PathBuf {
-        self.staging.join(self.ops.len().to_string())
+    fn staged(&mut self) -> u32 {
+        *self.next += 1;
+        *self.next
     }
 
-    fn dir(&mut self, upper: &Path, live: &Path) -> Result<(), ApplyError> {
+    fn dir(&mut self, upper: &Path, rel: &Path) -> Result<(), ApplyError> {
         let mut names: Vec<_> = std::fs::read_dir(upper)
             .map_err(|e| ApplyError::io("read", upper, e))?
             .map(|e| e.map(|e| e.file_name()))
@@ -136,15 +201,23 @@ impl Planner<'_> {
         names.sort();
         for name in names {
             let u = upper.join(&name);
-            let l = live.join(&name);
+            let r = rel.join(&name);
+            let l = self.live_top.join(&r);
             let um = std::fs::symlink_metadata(&u).map_err(|e| ApplyError::io("stat", &u, e))?;
             let lm = std::fs::symlink_metadata(&l).ok();
-            if lm.as_ref().is_some_and(|m| m.dev() != self.dev) {
+            // Only a folder's device tells a mount point: overlayfs (without `xino`) reports
+            // the device of the layer a file lives in, so an overlay root is no other
+            // filesystem for its files.
+            if lm
+                .as_ref()
+                .is_some_and(|m| m.is_dir() && m.dev() != self.dev)
+            {
                 return Err(ApplyError::OtherFilesystem(l));
             }
+            let fs = self.fs;
             if is_whiteout(&um) {
                 if lm.is_some() {
-                    self.ops.push(Op::Delete { path: l });
+                    self.ops.push(Op::Delete { fs, path: r });
                 }
                 continue;
             }
@@ -152,7 +225,10 @@ impl Planner<'_> {
             if ft.is_dir() {
                 let live_is_dir = lm.as_ref().is_some_and(|m| m.is_dir());
                 if lm.is_some() && !live_is_dir {
-                    self.ops.push(Op::Delete { path: l.clone() });
+                    self.ops.push(Op::Delete {
+                        fs,
+                        path: r.clone(),
+                    });
                 }
                 let opaque = is_opaque(&u).map_err(|e| ApplyError::Io {
                     what: "read xattrs of",
@@ -168,37 +244,49 @@ impl Planner<'_> {
                         .collect();
                     gone.sort();
                     for n in gone {
-                        self.ops.push(Op::Delete { path: l.join(n) });
+                        self.ops.push(Op::Delete {
+                            fs,
+                            path: r.join(n),
+                        });
                     }
                 }
                 let attrs = attrs_of(&u, &um)?;
                 self.ops.push(Op::Dir {
-                    path: l.clone(),
+                    fs,
+                    path: r.clone(),
                     attrs,
                 });
-                self.dir(&u, &l)?;
+                self.dir(&u, &r)?;
                 continue;
             }
             if lm.as_ref().is_some_and(|m| m.is_dir()) {
-                self.ops.push(Op::Delete { path: l.clone() });
+                self.ops.push(Op::Delete {
+                    fs,
+                    path: r.clone(),
+                });
             }
-            let staged = self.staged();
             if ft.is_file() {
                 let key = (um.dev(), um.ino());
                 if um.nlink() > 1 {
-                    if let Some(first) = self.links.get(&key) {
+                    if let Some(&to) = self.links.get(&key) {
+                        let staged = self.staged();
                         self.ops.push(Op::HardLink {
-                            path: l,
-                            to: first.clone(),
+                            fs,
+                            path: r,
+                            to,
                             staged,
                         });
                         continue;
                     }
-                    self.links.insert(key, l.clone());
+                }
+                let staged = self.staged();
+                if um.nlink() > 1 {
+                    self.links.insert(key, staged);
                 }
                 let attrs = attrs_of(&u, &um)?;
                 self.ops.push(Op::File {
-                    path: l,
+                    fs,
+                    path: r,
                     source: u,
                     staged,
                     attrs,
@@ -207,16 +295,20 @@ impl Planner<'_> {
                 let target =
                     std::fs::read_link(&u).map_err(|e| ApplyError::io("read link", &u, e))?;
                 let attrs = attrs_of(&u, &um)?;
+                let staged = self.staged();
                 self.ops.push(Op::Symlink {
-                    path: l,
+                    fs,
+                    path: r,
                     target,
                     staged,
                     attrs,
                 });
             } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
                 let attrs = attrs_of(&u, &um)?;
+                let staged = self.staged();
                 self.ops.push(Op::Node {
-                    path: l,
+                    fs,
+                    path: r,
                     mode: um.mode(),
                     rdev: um.rdev(),
                     staged,
@@ -229,18 +321,26 @@ impl Planner<'_> {
     }
 }
 
-/// The operations that bring `live` to what `upper` (a scratch layer over it) shows; new
-/// files are to be staged in `staging` (on `live`'s filesystem).
-pub fn plan(upper: &Path, live: &Path, staging: &Path) -> Result<Vec<Op>, ApplyError> {
-    let dev = std::fs::symlink_metadata(live)
-        .map_err(|e| ApplyError::io("stat", live, e))?
+/// The operations that bring the filesystem `fs`, whose top is `live_top`, to what `upper` (a
+/// scratch layer over it) shows. Staged names are numbered on from `next`, which is left at
+/// the last one used, so that names stay unique across a module's filesystems.
+pub fn plan(
+    upper: &Path,
+    live_top: &Path,
+    fs: usize,
+    next: &mut u32,
+) -> Result<Vec<Op>, ApplyError> {
+    let dev = std::fs::symlink_metadata(live_top)
+        .map_err(|e| ApplyError::io("stat", live_top, e))?
         .dev();
     let mut planner = Planner {
-        staging,
+        fs,
         dev,
+        live_top,
+        next,
         ops: Vec::new(),
         links: HashMap::new(),
     };
-    planner.dir(upper, live)?;
+    planner.dir(upper, Path::new(""))?;
     Ok(planner.ops)
 }

@@ -21,15 +21,23 @@ pub struct ApplyArgs {
 
 pub(super) fn exec(args: ApplyArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
     let name = format!("apply-{}", std::process::id());
+    let live = args.live.canonicalize().map_err(|source| Error::Read {
+        path: args.live.clone(),
+        source,
+    })?;
+    let _lock = crate::apply::lock::lock_root_path(&live, true)?;
     let applied = crate::apply::apply(
         &global.state_dir,
         &name,
         "(by hand)",
         &name,
-        &[(args.upper, args.live.clone(), args.live)],
+        &live,
+        &[(args.upper, PathBuf::new())],
         crate::apply::After::default(),
-    )
-    .map_err(|e| Error::Other(e.to_string()))?;
+    )?;
+    for w in &applied.warnings {
+        crate::output::warning(w);
+    }
     crate::output::info(&format!("merged {} path(s)", applied.paths));
     Ok(ExitCode::SUCCESS)
 }

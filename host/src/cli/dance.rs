@@ -184,7 +184,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         progress: args.format == DanceFormat::Text,
         wait: !args.no_wait,
     };
-    let report = dance::dance(&opts).map_err(|e| Error::Other(e.to_string()))?;
+    let report = dance::dance(&opts)?;
     sinks(&args, &report);
     match args.format {
         DanceFormat::Json => println!("{}", dance::report::render_json(&report)),

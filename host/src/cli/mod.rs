@@ -12,6 +12,7 @@ mod fix;
 mod history;
 mod new;
 mod param;
+mod recover;
 mod remote;
 mod report;
 mod request;
@@ -108,6 +109,8 @@ pub enum Command {
     Remote(remote::RemoteArgs),
     /// Print the fixes `disco serve` decided and ran, from its history.
     History(history::HistoryArgs),
+    /// Finish the merges a killed live dance left, or set them aside with --discard.
+    Recover(recover::RecoverArgs),
     /// Internal: run one fix for `disco serve` (spec and request on stdin).
     #[command(name = "__serve-fix", hide = true)]
     ServeFix(serve::ServeFixArgs),
@@ -145,6 +148,7 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::Remote(args) => remote::exec(args),
         Command::History(args) => history::exec(args, &cli.global),
         Command::ServeFix(args) => serve::exec_fix(args),
+        Command::Recover(args) => recover::exec(args, &cli.global),
         Command::Shell(args) => shell::exec(args, &cli.global),
         Command::Dance(args) => dance::exec(args, &cli.global),
         Command::Diff(args) => diff::exec(args, &cli.global),

@@ -159,13 +159,12 @@ impl Stack {
         self.module_dir(k).join("deferred.jsonl")
     }
 
-    /// Module `k`'s scratch layers with the live folder beneath each and the top of its
-    /// filesystem (where a merge stages), for the merge.
-    pub fn merge_layers(&self, k: usize) -> Vec<(PathBuf, PathBuf, PathBuf)> {
+    /// Module `k`'s scratch layers, each with the top of its filesystem relative to the root,
+    /// for the merge.
+    pub fn merge_layers(&self, k: usize) -> Vec<(PathBuf, PathBuf)> {
         self.module_uppers(k)
             .into_iter()
-            .zip(&self.target.filesystems)
-            .map(|(upper, fs)| (upper, self.target.root.join(fs), self.target.root.join(fs)))
+            .zip(self.target.filesystems.iter().cloned())
             .collect()
     }
 

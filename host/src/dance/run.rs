@@ -3,14 +3,13 @@
 //! its templates, run its scripts, report its diff. Everything is measured for `disco report`.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use protocol::Options;
 
-use super::exec::{self, Job};
+use super::exec;
 use super::fetch::{Fetched, Fetcher, Source};
 use super::layers::{Stack, DISCO_DIR};
 use super::order::{self, Requires};
@@ -236,36 +235,15 @@ impl ModuleRun<'_> {
             .join(rel)
     }
 
-    fn job<'s>(
-        &'s self,
-        spec: Option<&'s Path>,
-        file: PathBuf,
-        argv: Vec<OsString>,
-        internal: bool,
-    ) -> Job<'s> {
-        Job {
-            module: self.name,
-            node: &self.opts.node,
-            spec,
-            file,
-            argv,
-            options: &self.options,
-            noop: self.opts.noop,
-            timeout: self.opts.timeout,
-            internal,
-        }
-    }
-
-    /// Runs a piece, records it, prints what it printed; `Err` is the failure's description.
-    fn piece(
+    /// Records what the host decided of a piece and prints what it printed.
+    fn record(
         &self,
         steps: &mut Vec<Step>,
         step: &str,
         item: Option<String>,
-        job: Job<'_>,
+        outcome: FixOutcome,
         show_stdout: bool,
     ) -> Result<FixOutcome, String> {
-        let outcome = exec::run(job, &self.opts.state_dir).map_err(|e| e.to_string())?;
         if show_stdout {
             self.print.raw(&outcome.stdout);
         }
@@ -476,14 +454,16 @@ impl ModuleRun<'_> {
         }
         let start = SelfUsage::now();
         let run = &self.stack.run.id;
+        let deferred =
+            crate::apply::deferred::Deferred::new(deferred, &self.options, self.opts.timeout);
         let result = crate::apply::apply(
             &self.opts.state_dir,
             run,
             self.name,
             &format!("{run}.m{}", self.k),
+            &self.stack.target.root,
             &self.stack.merge_layers(self.k),
             crate::apply::After {
-                root: self.stack.target.root.clone(),
                 node: self.opts.node.clone(),
                 deferred: deferred.clone(),
             },
@@ -496,21 +476,28 @@ impl ModuleRun<'_> {
             result.is_ok(),
         ));
         let applied = result.map_err(|e| format!("merge failed: {e}"))?;
+        for w in &applied.warnings {
+            self.print.warning(&format!("{}: {w}", self.name));
+        }
         self.print
             .info(&format!("Merged {}: {} path(s)", self.name, applied.paths));
         let mut failure = None;
-        for words in &deferred {
+        let owner = crate::apply::deferred::Owner {
+            root: &self.stack.target.root,
+            node: &self.opts.node,
+            module: self.name,
+        };
+        let lock_dir = self.opts.state_dir.join("locks");
+        for words in &deferred.commands {
             let shown = words.join(" ");
-            let Some((program, argv)) =
-                crate::apply::deferred::argv(&self.stack.target.root, words)
-            else {
-                failure = Some(format!("deferred command {shown}: not found"));
-                continue;
-            };
             self.print.info(&format!("Executing deferred : {shown}"));
-            let job = self.job(None, program, argv, true);
+            // The same path a replay of the journal takes: same request, environment, timeout.
+            let outcome = crate::apply::deferred::run(owner, &deferred, words, &lock_dir)
+                .map_err(|e| e.to_string());
             // Every deferred command runs, even after one failed: each is its own service.
-            if let Err(e) = self.piece(steps, "deferred", Some(shown), job, true) {
+            if let Err(e) =
+                outcome.and_then(|o| self.record(steps, "deferred", Some(shown), o, true))
+            {
                 failure.get_or_insert(e);
             }
         }
@@ -602,21 +589,41 @@ fn in_memory(run: &Path) -> Result<(), DanceError> {
     .map_err(|e| fail("mount a tmpfs", e))
 }
 
-/// Runs a dance and returns its report (also saved under the state directory).
-pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
-    let started = Instant::now();
-    let started_at = SystemTime::now();
-    std::fs::create_dir_all(&opts.state_dir).map_err(io(&opts.state_dir))?;
-    let lock_path = opts.state_dir.join("dance.lock");
+/// Takes the dance lock of a state directory (its journals and runs): waits for it when
+/// `wait`, else fails at once.
+pub fn state_lock(state_dir: &Path, wait: bool) -> Result<std::fs::File, DanceError> {
+    let lock_path = state_dir.join("dance.lock");
     let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    if opts.wait {
+    if wait {
         lock.lock().map_err(io(&lock_path))?;
     } else if lock.try_lock().is_err() {
         return Err(DanceError::Busy(lock_path));
     }
+    Ok(lock)
+}
+
+/// Runs a dance and returns its report (also saved under the state directory).
+pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    crate::apply::journal::private_dir(&opts.state_dir).map_err(DanceError::Apply)?;
+    let lock = state_lock(&opts.state_dir, opts.wait)?;
+    // One dance per root, whatever its state directory.
+    let root = opts.root.canonicalize().map_err(|_| {
+        DanceError::Sandbox(crate::sandbox::SandboxError::BadRoot(opts.root.clone()))
+    })?;
+    let root_lock =
+        crate::apply::lock::lock_root_path(&root, opts.wait).map_err(DanceError::Apply)?;
     // A merge a killed dance left half done is finished before anything else changes.
     let print_early = Printer::new(opts.progress, 0);
-    for line in crate::apply::replay_pending(&opts.state_dir).map_err(DanceError::Apply)? {
+    for line in crate::apply::recover(
+        &opts.state_dir,
+        &opts.state_dir.join("locks"),
+        Some(&root),
+        crate::apply::RecoverMode::Finish,
+    )
+    .map_err(DanceError::Apply)?
+    {
         print_early.info(&line);
     }
 
@@ -910,12 +917,11 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             layers: stack
                 .merge_layers(k)
                 .into_iter()
-                .zip(&stack.target.filesystems)
-                .map(|((upper, lower, _), fs)| crate::sandbox::LayerInfo {
-                    mount_point: Path::new("/").join(fs),
+                .map(|(upper, fs)| crate::sandbox::LayerInfo {
+                    mount_point: Path::new("/").join(&fs),
                     work: upper.with_file_name("work"),
                     upper,
-                    lower,
+                    lower: stack.target.root.join(&fs),
                     lowers_above: Vec::new(),
                 })
                 .collect(),
@@ -925,6 +931,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     report::save(&opts.state_dir, &report)?;
     drop(worker);
     drop(stack);
+    drop((lock, root_lock));
     crate::sandbox::run::prune(&opts.state_dir, crate::sandbox::KEEP_RUNS)?;
     Ok(report)
 }
