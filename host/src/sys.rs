@@ -575,3 +575,14 @@ pub fn boot_id() -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
 }
+
+/// Makes the folder `path` (and its missing parents) and leaves it 0700: state that names
+/// every path a dance changes, and holds parameters, is root's alone.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}

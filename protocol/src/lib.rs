@@ -28,4 +28,4 @@ pub use fix_data::FixData;
 pub use fix_result::FixResult;
 pub use options::{ModuleOption, Options};
 pub use return_code::{OutOfRange, ReturnCode};
-pub use tree::Limits;
+pub use tree::{is_xml_char, Limits};

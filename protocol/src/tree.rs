@@ -208,7 +208,7 @@ fn entity_error(message: &str) -> ErrorKind {
 }
 
 /// Whether XML 1.0 allows `ch` in a document at all (its production `Char`).
-pub(crate) fn is_xml_char(ch: char) -> bool {
+pub fn is_xml_char(ch: char) -> bool {
     matches!(ch, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 

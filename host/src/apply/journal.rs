@@ -147,14 +147,7 @@ fn fsync_dir(path: &Path) -> std::io::Result<()> {
 /// Makes a folder of the state directory, private to root: journals name every path a merge
 /// changes, and their scratch layers hold the new contents.
 pub fn private_dir(path: &Path) -> Result<(), ApplyError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| ApplyError::io("create", path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| ApplyError::io("chmod", path, e))
+    crate::sys::private_dir(path).map_err(|e| ApplyError::io("create", path, e))
 }
 
 impl Journal {

@@ -97,10 +97,7 @@ fn name_stagings(j: &mut Journal) -> Result<(), ApplyError> {
 
 /// Phase one: every new file, link and node written in fresh staging folders, and durable;
 /// returns each staged entry's inode.
-fn stage(
-    j: &Journal,
-    opened: &Opened,
-) -> Result<(Stagings, BTreeMap<u32, u64>), ApplyError> {
+fn stage(j: &Journal, opened: &Opened) -> Result<(Stagings, BTreeMap<u32, u64>), ApplyError> {
     let mut stagings = Vec::new();
     for (i, fs) in j.filesystems.iter().enumerate() {
         let shown = j.shown(i, Path::new(""));

@@ -55,9 +55,10 @@ pub struct FixArgs {
     #[arg(long, value_name = "LEVEL", default_value = "service@host",
           value_parser = ["service@host", "host", "service", "none"])]
     pub lock: String,
-    /// Where the lock files are.
-    #[arg(long, value_name = "DIR", default_value = supervise::DEFAULT_LOCK_DIR)]
-    pub lock_dir: PathBuf,
+    /// Where the lock files are [default: STATE/locks, so two state directories are two
+    /// separate hosts' worth of locks].
+    #[arg(long, value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
     /// How to report.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -112,7 +113,7 @@ fn request(args: &FixArgs) -> Result<(Vec<u8>, Duration)> {
     Ok((bytes, timeout))
 }
 
-fn spec(args: &FixArgs) -> Result<FixSpec> {
+fn spec(args: &FixArgs, global: &super::GlobalArgs) -> Result<FixSpec> {
     let (request, timeout) = request(args)?;
     let host = match &args.host {
         Some(h) => h.clone(),
@@ -134,7 +135,10 @@ fn spec(args: &FixArgs) -> Result<FixSpec> {
     spec.leak_timeout = Duration::from_millis(args.leak_timeout);
     spec.max_output = args.max_output;
     spec.lock = lock;
-    spec.lock_dir = args.lock_dir.clone();
+    spec.lock_dir = args
+        .lock_dir
+        .clone()
+        .unwrap_or_else(|| global.state_dir.join("locks"));
     spec.allow_compiled = args.allow_compiled;
     Ok(spec)
 }
@@ -162,8 +166,8 @@ fn summary(o: &FixOutcome) -> String {
     line
 }
 
-pub(super) fn exec(args: FixArgs) -> Result<ExitCode> {
-    let spec = spec(&args)?;
+pub(super) fn exec(args: FixArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
+    let spec = spec(&args, global)?;
     let outcome = supervise::run(&spec)?;
     let mut out = std::io::stdout().lock();
     match args.format {

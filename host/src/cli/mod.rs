@@ -140,12 +140,12 @@ pub enum Command {
 pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
     match cli.command {
         Command::Request(args) => request::exec(args),
-        Command::Fix(args) => fix::exec(args),
+        Command::Fix(args) => fix::exec(args, &cli.global),
         Command::CheckResult(args) => check_result::exec(args),
         Command::Completions(args) => completions::exec_completions(args),
         Command::Man(args) => completions::exec_man(args),
         Command::Serve(args) => serve::exec(args, &cli.global),
-        Command::Remote(args) => remote::exec(args),
+        Command::Remote(args) => remote::exec(args, &cli.global),
         Command::History(args) => history::exec(args, &cli.global),
         Command::ServeFix(args) => serve::exec_fix(args),
         Command::Recover(args) => recover::exec(args, &cli.global),

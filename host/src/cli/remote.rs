@@ -8,7 +8,6 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::serve::{self, Remote};
-use crate::supervise;
 
 /// Arguments of `disco remote`.
 #[derive(Debug, Args)]
@@ -19,12 +18,13 @@ pub struct RemoteArgs {
     /// The host fixes are for [default: this machine's host name].
     #[arg(long)]
     pub host: Option<String>,
-    /// Where the lock files are.
-    #[arg(long, value_name = "DIR", default_value = supervise::DEFAULT_LOCK_DIR)]
-    pub lock_dir: PathBuf,
+    /// Where the lock files are [default: STATE/locks, so two state directories are two
+    /// separate hosts' worth of locks].
+    #[arg(long, value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
 }
 
-pub(super) fn exec(args: RemoteArgs) -> Result<ExitCode> {
+pub(super) fn exec(args: RemoteArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
     let host = match args.host {
         Some(h) => h,
         None => crate::sys::hostname()
@@ -32,7 +32,9 @@ pub(super) fn exec(args: RemoteArgs) -> Result<ExitCode> {
     };
     let remote = Remote {
         module_dir: args.module_dir.unwrap_or_else(serve::default_module_dir),
-        lock_dir: args.lock_dir,
+        lock_dir: args
+            .lock_dir
+            .unwrap_or_else(|| global.state_dir.join("locks")),
         host,
         max_request: 1 << 20,
     };

@@ -10,7 +10,6 @@ use clap::Args;
 use super::GlobalArgs;
 use crate::error::{Error, Result};
 use crate::serve::{self, Config};
-use crate::supervise;
 
 /// Arguments of `disco serve`.
 #[derive(Debug, Args)]
@@ -42,9 +41,10 @@ pub struct ServeArgs {
     /// Load a native sink plugin (repeatable; see doc/serve.md for its C ABI).
     #[arg(long, value_name = "PATH")]
     pub sink_plugin: Vec<PathBuf>,
-    /// Where the lock files are.
-    #[arg(long, value_name = "DIR", default_value = supervise::DEFAULT_LOCK_DIR)]
-    pub lock_dir: PathBuf,
+    /// Where the lock files are [default: STATE/locks, so two state directories are two
+    /// separate hosts' worth of locks].
+    #[arg(long, value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
 }
 
 pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
@@ -55,7 +55,9 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
         rules: args.rules,
         module_dir: args.module_dir.unwrap_or_else(serve::default_module_dir),
         state_dir: global.state_dir.clone(),
-        lock_dir: args.lock_dir,
+        lock_dir: args
+            .lock_dir
+            .unwrap_or_else(|| global.state_dir.join("locks")),
         max_concurrent: args.max_concurrent.max(1),
         max_queue: args.max_queue,
         max_connections: args.max_connections.max(1),

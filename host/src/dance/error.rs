@@ -69,6 +69,14 @@ pub enum DanceError {
     /// An interrupted merge could not be finished.
     #[error(transparent)]
     Apply(crate::apply::ApplyError),
+    /// A module's parameter cannot be passed to it.
+    #[error("parameter {key}: {why}")]
+    Parameter {
+        /// The parameter's key.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
     /// Another dance holds the dance lock.
     #[error("another dance is running (it holds {0})")]
     Busy(PathBuf),

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use crate::sys::{self, Ended};
 
 /// The rsync command used when the parameter `disco/client/cmds/rsync` is not set.
-pub const DEFAULT_RSYNC: &str = "rsync -a --delete";
+pub const DEFAULT_RSYNC: &str = "rsync -aHAX --delete";
 
 /// Where parameters and modules come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -646,7 +646,7 @@ mod tests {
                 .unwrap()
                 .rsync_cmd
         };
-        assert_eq!(f(None), ["rsync", "-a", "--delete"]);
+        assert_eq!(f(None), ["rsync", "-aHAX", "--delete"]);
         assert_eq!(
             f(Some(
                 r#"rsync -qaWHe "ssh -i /home/disco/.ssh/id_rsa_disco""#

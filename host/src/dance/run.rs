@@ -144,20 +144,39 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DanceError + '_ {
 }
 
 /// The module's parameters (`MODULE/...` of the merged tree) as ModuleOptions: each value's
-/// path below the module, with `.` for `/` (option names have no `/`).
-fn module_options(tree: &Tree, module: &str) -> Options {
+/// path below the module, with `.` for `/` (option names have no `/`). A value the protocol
+/// cannot carry (a NUL byte, a character XML 1.0 forbids), or one that cannot be read, fails
+/// the module with an error naming the parameter: never a request with options missing.
+fn module_options(tree: &Tree, module: &str) -> Result<Options, DanceError> {
     let mut options = Options::new();
     let Ok(key) = KeyPath::parse(module) else {
-        return options;
+        return Ok(options);
     };
-    if let Ok(entries) = tree.dump(Some(&key)) {
-        for (path, value) in entries {
-            if let (Some(value), Some(rel)) = (value, path.strip_prefix(&format!("{module}/"))) {
-                options.push(rel.replace('/', "."), value);
+    let entries = match tree.dump(Some(&key)) {
+        Ok(entries) => entries,
+        Err(crate::params::ParamError::NotFound { .. }) => return Ok(options),
+        Err(e) => {
+            return Err(DanceError::Parameter {
+                key: module.to_owned(),
+                why: e.to_string(),
+            })
+        }
+    };
+    for (path, value) in entries {
+        if let (Some(value), Some(rel)) = (value, path.strip_prefix(&format!("{module}/"))) {
+            if let Some(bad) = value.chars().find(|c| !protocol::is_xml_char(*c)) {
+                return Err(DanceError::Parameter {
+                    key: path.clone(),
+                    why: format!(
+                        "its value holds U+{:04X}, which a SurvivorFixData request cannot carry",
+                        u32::from(bad)
+                    ),
+                });
             }
+            options.push(rel.replace('/', "."), value);
         }
     }
-    options
+    Ok(options)
 }
 
 /// Relative paths of the regular files under `dir`, sorted.
@@ -307,7 +326,9 @@ impl ModuleRun<'_> {
             )
         };
         // Then the module's own root: files and rendered templates delivered, scripts run.
-        let has_files = !files_under(&staged.join("files")).is_empty();
+        // Anything in files/ is delivered: a lone symlink or an empty folder too.
+        let has_files = std::fs::read_dir(staged.join("files"))
+            .is_ok_and(|mut entries| entries.next().is_some());
         let mut deliver: Vec<PathBuf> = Vec::new();
         if has_files {
             deliver.push(self.inside(Path::new("files")));
@@ -786,6 +807,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             );
             stack.settle()?;
         }
+        let options = module_options(&tree, name);
         let status = if let Some(Err(e)) = fetched.get(name) {
             print.error(&format!("{name}: {e}"));
             (ModuleStatus::Failed { reason: e.clone() }, (0, 0, 0))
@@ -793,6 +815,10 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             let reason = format!("requires {req}, which did not succeed");
             print.warning(&format!("{name}: skipped: {reason}"));
             (ModuleStatus::Skipped { reason }, (0, 0, 0))
+        } else if let Err(e) = &options {
+            let reason = e.to_string();
+            print.error(&format!("{name}: {reason}"));
+            (ModuleStatus::Failed { reason }, (0, 0, 0))
         } else {
             tree.set(
                 &KeyPath::parse(&format!("{}/current_module", opts.node))?,
@@ -805,7 +831,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                 k,
                 name,
                 fetched: &this_fetched,
-                options: module_options(&tree, name),
+                options: options.unwrap_or_default(),
                 print: &print,
                 home: &home,
             };
@@ -825,14 +851,16 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                 .filter(|n| matches!(fetched.get(*n), Some(Ok(_))));
             let next_fetched = next.map(|n| fetched_path(n)).unwrap_or_default();
             let mut while_waiting = || {
-                if let Some(next_name) = next {
+                // A module whose parameters cannot travel is failed when its turn comes.
+                let next = next.and_then(|n| Some((n, module_options(&tree, n).ok()?)));
+                if let Some((next_name, options)) = next {
                     let next_run = ModuleRun {
                         opts,
                         stack: &stack,
                         k: k + 1,
                         name: next_name,
                         fetched: &next_fetched,
-                        options: module_options(&tree, next_name),
+                        options,
                         print: &print,
                         home: &home,
                     };

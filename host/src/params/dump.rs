@@ -21,7 +21,7 @@ impl Tree {
             Some(key) if !key.is_root() => key,
             _ => {
                 if self.kind(&KeyPath::root())? == Some(Kind::Dir) {
-                    walk(&self.root, "", &mut out)?;
+                    walk(&self.root, &self.root, "", &mut out)?;
                 }
                 return Ok(out);
             }
@@ -32,7 +32,7 @@ impl Tree {
             Some(Kind::Text) => out.push((key.to_string(), Some(read_value(&path)?))),
             Some(Kind::Dir) => {
                 out.push((key.to_string(), None));
-                walk(&path, &key.to_string(), &mut out)?;
+                walk(&self.root, &path, &key.to_string(), &mut out)?;
             }
         }
         Ok(out)
@@ -42,7 +42,7 @@ impl Tree {
     /// not exist yet is `{}`.
     pub fn to_json(&self) -> Result<serde_json::Value, ParamError> {
         if self.kind(&KeyPath::root())? == Some(Kind::Dir) {
-            json_of(&self.root)
+            json_of(&self.root, &self.root)
         } else {
             Ok(serde_json::Value::Object(serde_json::Map::new()))
         }
@@ -61,8 +61,8 @@ pub fn render_dump(entries: &[DumpEntry]) -> String {
     out
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<DumpEntry>) -> Result<(), ParamError> {
-    for (name, path) in list_dir(dir)? {
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<DumpEntry>) -> Result<(), ParamError> {
+    for (name, path) in list_dir(root, dir)? {
         let key = if prefix.is_empty() {
             name
         } else {
@@ -70,7 +70,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<DumpEntry>) -> Result<(), ParamE
         };
         if is_dir(&path)? {
             out.push((key.clone(), None));
-            walk(&path, &key, out)?;
+            walk(root, &path, &key, out)?;
         } else {
             out.push((key, Some(read_value(&path)?)));
         }
@@ -78,11 +78,11 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<DumpEntry>) -> Result<(), ParamE
     Ok(())
 }
 
-fn json_of(dir: &Path) -> Result<serde_json::Value, ParamError> {
+fn json_of(root: &Path, dir: &Path) -> Result<serde_json::Value, ParamError> {
     let mut map = serde_json::Map::new();
-    for (name, path) in list_dir(dir)? {
+    for (name, path) in list_dir(root, dir)? {
         let value = if is_dir(&path)? {
-            json_of(&path)?
+            json_of(root, &path)?
         } else {
             serde_json::Value::String(read_value(&path)?)
         };

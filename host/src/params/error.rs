@@ -68,6 +68,14 @@ pub enum ParamError {
         /// The file.
         path: PathBuf,
     },
+    /// A symbolic link in the tree that leads out of it.
+    #[error("parameter {} is a symbolic link out of its tree (to {}): refusing to read it", path.display(), target.display())]
+    OutsideTree {
+        /// The link.
+        path: PathBuf,
+        /// Where it leads.
+        target: PathBuf,
+    },
     /// A file name in the tree that is not valid UTF-8, so it cannot be a key.
     #[error("file name {} in the parameter tree is not utf-8", path.display())]
     BadFileName {

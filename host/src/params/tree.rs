@@ -105,7 +105,7 @@ impl Tree {
     /// exist yet has none.
     pub fn keys(&self, key: &KeyPath) -> Result<Vec<String>, ParamError> {
         match self.kind(key)? {
-            Some(Kind::Dir) => Ok(list_dir(&self.path_of(key))?
+            Some(Kind::Dir) => Ok(list_dir(&self.root, &self.path_of(key))?
                 .into_iter()
                 .map(|(name, _)| name)
                 .collect()),
@@ -144,10 +144,12 @@ impl Tree {
         }
     }
 
-    /// What `key` is, or `None` when it does not exist. Symbolic links are followed: a tree
-    /// fetched with `rsync -a` may hold them, and they point where its author meant.
+    /// What `key` is, or `None` when it does not exist. Symbolic links are followed while
+    /// they stay inside the tree (a tree fetched with `rsync -a` may hold them); one that
+    /// leads out of it is an error naming it, never read (see [`inside`]).
     pub(crate) fn kind(&self, key: &KeyPath) -> Result<Option<Kind>, ParamError> {
         let path = self.path_of(key);
+        inside(&self.root, &path)?;
         match fs::metadata(&path) {
             Ok(meta) if meta.is_dir() => Ok(Some(Kind::Dir)),
             Ok(_) => Ok(Some(Kind::Text)),
@@ -204,11 +206,14 @@ impl Tree {
 ///
 /// The dance builds its tree with this: every module's `parameters/`, then the source's
 /// `parameters/` on top.
+///
+/// A value keeps its source file's permission bits (a 0600 `password` stays 0600), and a
+/// symbolic link is followed only while it stays inside its layer.
 pub fn merge(layers: &[&Path], dest: &Path) -> Result<(), ParamError> {
     fs::create_dir_all(dest).map_err(ParamError::io("create", dest))?;
     for layer in layers {
         match fs::metadata(layer) {
-            Ok(meta) if meta.is_dir() => merge_dir(layer, dest)?,
+            Ok(meta) if meta.is_dir() => merge_dir(layer, layer, dest)?,
             Ok(_) => {
                 return Err(ParamError::NotATree {
                     path: layer.to_path_buf(),
@@ -221,8 +226,8 @@ pub fn merge(layers: &[&Path], dest: &Path) -> Result<(), ParamError> {
     Ok(())
 }
 
-fn merge_dir(src: &Path, dst: &Path) -> Result<(), ParamError> {
-    for (name, from) in list_dir(src)? {
+fn merge_dir(root: &Path, src: &Path, dst: &Path) -> Result<(), ParamError> {
+    for (name, from) in list_dir(root, src)? {
         let to = dst.join(&name);
         let is_dir = fs::metadata(&from)
             .map_err(ParamError::io("read", &from))?
@@ -242,20 +247,43 @@ fn merge_dir(src: &Path, dst: &Path) -> Result<(), ParamError> {
                 }
                 None => fs::create_dir(&to).map_err(ParamError::io("create", &to))?,
             }
-            merge_dir(&from, &to)?;
+            merge_dir(root, &from, &to)?;
         } else {
             if existing == Some(true) {
                 fs::remove_dir_all(&to).map_err(ParamError::io("replace", &to))?;
             }
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&from)
+                .map_err(ParamError::io("read", &from))?
+                .permissions()
+                .mode();
             let bytes = fs::read(&from).map_err(ParamError::io("read", &from))?;
-            write_atomic(&to, &bytes)?;
+            write_atomic_mode(&to, &bytes, mode & 0o777)?;
         }
     }
     Ok(())
 }
 
-/// The entries of a tree directory, sorted by name, without in-progress temporary files.
-pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, ParamError> {
+/// Refuses `path` when it resolves (through symbolic links) to somewhere outside the tree at
+/// `root`: root reading a tree must not be led to `/etc/shadow` and copy it into places other
+/// users read. A path that does not resolve is left to the caller (it does not exist).
+pub(crate) fn inside(root: &Path, path: &Path) -> Result<(), ParamError> {
+    let (Ok(real), Ok(top)) = (path.canonicalize(), root.canonicalize()) else {
+        return Ok(());
+    };
+    if real.starts_with(&top) {
+        Ok(())
+    } else {
+        Err(ParamError::OutsideTree {
+            path: path.to_owned(),
+            target: real,
+        })
+    }
+}
+
+/// The entries of a tree directory (in the tree at `root`), sorted by name, without
+/// in-progress temporary files; a symbolic link that leads out of the tree is an error.
+pub(crate) fn list_dir(root: &Path, dir: &Path) -> Result<Vec<(String, PathBuf)>, ParamError> {
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(ParamError::io("list", dir))? {
         let entry = entry.map_err(ParamError::io("list", dir))?;
@@ -265,6 +293,9 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, ParamError>
         };
         if name.starts_with(TEMP_PREFIX) {
             continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            inside(root, &path)?;
         }
         entries.push((name, path));
     }
@@ -287,8 +318,20 @@ pub(crate) fn read_value(path: &Path) -> Result<String, ParamError> {
 /// How temporary files start; `#` is not allowed in a key, so no key starts like this.
 const TEMP_PREFIX: &str = ".#";
 
-/// Writes `bytes` to a temporary file beside `path` and renames it over `path`.
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`; a value that
+/// replaces another keeps the old one's permission bits (new ones get 0644 less the umask).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ParamError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0o644, |m| m.permissions().mode() & 0o777);
+    write_atomic_mode(path, bytes, mode)
+}
+
+/// [`write_atomic`] with the file created with `mode` (never wider: the umask still applies).
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ParamError> {
+    use std::os::unix::fs::OpenOptionsExt;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -297,7 +340,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ParamError> {
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{TEMP_PREFIX}{name}.{}.{n}", std::process::id()));
-    let written = fs::File::create_new(&tmp)
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
         .and_then(|mut file| file.write_all(bytes))
         .map_err(ParamError::io("write", &tmp))
         .and_then(|()| fs::rename(&tmp, path).map_err(ParamError::io("write", path)));

@@ -81,8 +81,12 @@ impl RunDir {
             now.subsec_micros(),
             std::process::id()
         );
-        let path = runs(state_dir).join(&id);
-        std::fs::create_dir_all(&path).map_err(io(&path))?;
+        // Runs hold the merged parameters (secrets among them) and every changed file:
+        // root's alone, however the state directory was made.
+        let all = runs(state_dir);
+        crate::sys::private_dir(&all).map_err(io(&all))?;
+        let path = all.join(&id);
+        crate::sys::private_dir(&path).map_err(io(&path))?;
         let lock_path = path.join("lock");
         let lock = File::create(&lock_path).map_err(io(&lock_path))?;
         lock.lock().map_err(io(&lock_path))?;
