@@ -771,3 +771,573 @@ fn a_module_of_requires_only_succeeds_live() {
         "base\n"
     );
 }
+
+/// Runs `script` (bash) as the unprivileged user `nobody`, in the background.
+fn as_nobody(script: &str) -> std::process::Child {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("setpriv is missing: apt-get install util-linux");
+    Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["bash", "-c", script])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn objects_planted_at_staging_names_by_a_local_user_change_nothing() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-planted");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    // A world-writable filesystem under the root, as /tmp is.
+    let public = root.join("srv/disco-pub");
+    mount_fs("tmpfs", &public);
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("keep"), "victim\n").unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim_before = snapshot(tmp.path(), Path::new("/victim"));
+    let victim_mode = std::fs::metadata(&victim).unwrap().mode();
+    let src = TempDir::new("live-planted-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-write",
+                "#!/bin/sh\nset -e\nprintf module > /srv/disco-pub/out\nchmod 4755 /srv/disco-pub/out\nmkdir -p /opt/disco-planted\necho ok > /opt/disco-planted/f\n",
+            ),
+        ],
+    );
+    // Before the dance, names of the old scheme and of the new prefix, planted by the user.
+    let planted = format!(
+        "cd {pub_} && ln -s {v} .disco-staging-planted-link && mkdir .disco-staging-planted-dir && chmod 777 .disco-staging-planted-dir && echo x > .disco-staging-planted-file",
+        pub_ = public.display(),
+        v = victim.display()
+    );
+    assert!(as_nobody(&planted).wait().unwrap().success());
+    // During it, the old scheme's names for whatever run id `ps` shows.
+    let racer = as_nobody(&format!(
+        "end=$((SECONDS+30)); cd {pub_}; while [ $SECONDS -lt $end ]; do \
+           for id in $(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -o 'runs/[0-9.]*-[0-9]*' | cut -d/ -f2 | sort -u); do \
+             for k in 0 1 2; do ln -s {v} .disco-staging-$id.m$k 2>/dev/null; done; \
+           done; done",
+        pub_ = public.display(),
+        v = victim.display()
+    ));
+    let state = tmp.path().join("state");
+    let out = live(&state, src.path(), &root, &[]);
+    let mut racer = racer;
+    let _ = racer.kill();
+    let _ = racer.wait();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        snapshot(tmp.path(), Path::new("/victim")),
+        victim_before,
+        "the dance wrote outside its root"
+    );
+    assert_eq!(std::fs::metadata(&victim).unwrap().mode(), victim_mode);
+    let out_file = std::fs::symlink_metadata(public.join("out")).unwrap();
+    assert!(out_file.is_file());
+    assert_eq!(std::fs::read(public.join("out")).unwrap(), b"module");
+    assert_eq!((out_file.uid(), out_file.gid()), (0, 0));
+    assert_eq!(out_file.mode() & 0o7777, 0o4755);
+    for name in ["link", "dir", "file"] {
+        assert!(
+            stdout.contains(&format!(".disco-staging-planted-{name} (")),
+            "{name} not reported:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("is not a staging folder of this merge"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_read_only_mount_the_module_does_not_touch_does_not_stop_its_merge() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-ro");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let ro = root.join("srv/disco-ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &ro,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .unwrap();
+    let src = TempDir::new("live-ro-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-opt",
+                "#!/bin/sh\nmkdir -p /opt/disco-ro-test && echo ok > /opt/disco-ro-test/f\n",
+            ),
+        ],
+    );
+    let out = live(&tmp.path().join("state"), src.path(), &root, &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("opt/disco-ro-test/f")).unwrap(),
+        "ok\n"
+    );
+}
+
+#[test]
+fn a_secret_parameter_stays_unreadable_by_other_users_after_a_live_dance() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-secret");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let secret = format!("SECRET-{}", std::process::id());
+    let src = TempDir::new("live-secret-site");
+    std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("parameters/m/password", &secret),
+            (
+                "modules/m/scripts/00-use",
+                "#!/bin/sh\ndisco-param get m/password > /dev/null\n",
+            ),
+        ],
+    );
+    let password = src.path().join("parameters/m/password");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let state = tmp.path().join("state");
+    let out = live(&state, src.path(), &root, &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Nothing of the state directory gives the secret to another user.
+    let found = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["grep", "-rl", "--", &secret])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "readable by nobody: {}",
+        text(&found.stdout)
+    );
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().mode() & 0o077,
+        0,
+        "the state directory is root's alone"
+    );
+    // Every copy disco made keeps the source's 0600.
+    let copies = Command::new("grep")
+        .args(["-rl", "--", &secret])
+        .arg(&state)
+        .output()
+        .unwrap();
+    for copy in text(&copies.stdout).lines() {
+        let mode = std::fs::metadata(copy).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{copy} has mode {mode:o}");
+    }
+}
+
+#[test]
+fn a_parameter_that_links_out_of_its_tree_is_refused_by_name() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-paramlink");
+    let outside = tmp.path().join("shadow");
+    let secret = format!("TOPSECRET-{}", std::process::id());
+    std::fs::write(&outside, &secret).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let src = TempDir::new("live-paramlink-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-true", "#!/bin/sh\ntrue\n"),
+        ],
+    );
+    std::os::unix::fs::symlink(&outside, src.path().join("parameters/n1/linked")).unwrap();
+    let state = tmp.path().join("state");
+    let out = disco(
+        &state,
+        &[
+            "dance",
+            "--noop",
+            "--node",
+            "n1",
+            "--source",
+            src.path().to_str().unwrap(),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("parameters/n1/linked is a symbolic link out of its tree"),
+        "{stderr}"
+    );
+    let copies = Command::new("grep")
+        .args(["-rl", "--", &secret])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(copies.stdout.is_empty(), "{}", text(&copies.stdout));
+}
+
+#[test]
+fn a_dance_killed_in_a_hanging_deferred_command_never_blocks_a_fix_and_replays_it_the_same() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-hang");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let module = format!("web{}", std::process::id());
+    // A stand-in service that logs what it was given (words, environment, request) and hangs
+    // while /tmp/disco-hang exists.
+    let service = root.join("usr/sbin/service");
+    std::fs::write(
+        &service,
+        "#!/bin/sh\n{ echo \"args=$*\"; env | grep -E '^(DISCO_[A-Z]*|NOOP)=' | grep -v DISCO_SERVICE | sort; cat; echo; } >> /tmp/disco-deferred-log\n[ -e /tmp/disco-hang ] && exec sleep 300\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&service, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = TempDir::new("live-hang-site");
+    site(
+        src.path(),
+        &[
+            (&format!("parameters/n1/modules/{module}"), ""),
+            (&format!("parameters/{module}/port"), "8080"),
+            (
+                &format!("modules/{module}/scripts/00-reload"),
+                "#!/bin/sh\necho conf > /etc/disco-web.conf\nservice web reload\n",
+            ),
+        ],
+    );
+    let log = root.join("tmp/disco-deferred-log");
+    let hang = root.join("tmp/disco-hang");
+    // Uninterrupted, as the reference.
+    let out = live(&tmp.path().join("state-a"), src.path(), &root, &[]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let reference = std::fs::read_to_string(&log).unwrap();
+    assert!(reference.contains("OptionName=\"port\""), "{reference}");
+    assert!(reference.contains("NOOP=false"), "{reference}");
+    std::fs::remove_file(&log).unwrap();
+    // Killed while its deferred command hangs.
+    std::fs::write(&hang, "").unwrap();
+    let state = tmp.path().join("state-b");
+    let mut dance = Command::new(env!("CARGO_BIN_EXE_disco"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["dance", "-q", "--node", "n1", "--source"])
+        .arg(src.path())
+        .arg("--root")
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !log.exists() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(log.exists(), "the deferred command never started");
+    dance.kill().unwrap();
+    dance.wait().unwrap();
+    // A monitoring system's fix runs within its own timeout meanwhile.
+    let locks = tmp.path().join("locks");
+    let start = Instant::now();
+    let fix = util::run(util::fix_cmd(
+        &util::module("ok"),
+        &util::marker("hang"),
+        &locks,
+        &["--timeout", "2"],
+    ));
+    let took = start.elapsed();
+    assert_eq!(fix.status(), 0, "{}", fix.stderr());
+    assert!(
+        took < Duration::from_secs(10),
+        "disco fix waited {took:?} for a dance's recovery"
+    );
+    // Whatever the killed dance left running is the test's to end.
+    for pid in util::processes_of(&module) {
+        util::kill(pid);
+    }
+    std::fs::remove_file(&hang).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let out = disco(&state, &["recover"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ran the deferred command"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        reference,
+        "the replayed command ran with another request or environment than\n{reference}"
+    );
+}
+
+#[test]
+fn two_dances_with_different_state_dirs_onto_one_root_lose_nothing() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-two");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let shared = format!("srv/disco-two-{}", std::process::id());
+    std::fs::create_dir_all(root.join(&shared)).unwrap();
+    std::fs::write(root.join(&shared).join("log"), "base\n").unwrap();
+    let sources: Vec<TempDir> = ["a", "b"]
+        .iter()
+        .map(|tag| {
+            let src = TempDir::new(&format!("live-two-{tag}"));
+            let script = format!(
+                "#!/bin/bash\nfor i in $(seq 100); do echo \"{tag} $i\" >> /{shared}/log; done\n"
+            );
+            site(
+                src.path(),
+                &[
+                    ("parameters/n1/modules/app", ""),
+                    ("modules/app/scripts/00-append", &script),
+                ],
+            );
+            src
+        })
+        .collect();
+    let dances: Vec<_> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            Command::new(env!("CARGO_BIN_EXE_disco"))
+                .arg("--state-dir")
+                .arg(tmp.path().join(format!("state-{i}")))
+                .args(["dance", "--node", "n1", "--source"])
+                .arg(src.path())
+                .arg("--root")
+                .arg(&root)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut said = String::new();
+    for d in dances {
+        let out = d.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        said.push_str(&text(&out.stderr));
+        said.push_str(&text(&out.stdout));
+    }
+    let log = std::fs::read_to_string(root.join(&shared).join("log")).unwrap();
+    for tag in ["a", "b"] {
+        let n = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("{tag} ")))
+            .count();
+        assert_eq!(n, 100, "lines of {tag} lost:\n{said}\n{log}");
+    }
+    assert_eq!(log.lines().count(), 201);
+}
+
+#[test]
+fn a_second_dance_onto_a_busy_root_says_so_with_its_own_status() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-busy");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let src = TempDir::new("live-busy-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/slow", ""),
+            ("modules/slow/scripts/00-sleep", "#!/bin/sh\nsleep 3\n"),
+        ],
+    );
+    let mut first = Command::new(env!("CARGO_BIN_EXE_disco"))
+        .arg("--state-dir")
+        .arg(tmp.path().join("state-1"))
+        .args(["dance", "-q", "--node", "n1", "--source"])
+        .arg(src.path())
+        .arg("--root")
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let second = live(
+        &tmp.path().join("state-2"),
+        src.path(),
+        &root,
+        &["--no-wait"],
+    );
+    first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(75), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("another dance is running on"),
+        "{}",
+        text(&second.stderr)
+    );
+}
+
+#[test]
+fn delivery_keeps_symlinks_empty_folders_hard_links_capabilities_and_byte_names() {
+    use std::os::unix::ffi::OsStrExt;
+    if !have_root("live") {
+        return;
+    }
+    let setcap = ["/usr/sbin/setcap", "/sbin/setcap"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("setcap is missing: apt-get install libcap2-bin");
+    let tmp = TempDir::new("live-deliver");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let area = format!("srv/disco-deliver-{}", std::process::id());
+    let src = TempDir::new("live-deliver-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/lone", ""),
+            ("parameters/n1/modules/empty", ""),
+            ("parameters/n1/modules/rich", ""),
+        ],
+    );
+    let files = |m: &str| src.path().join("modules").join(m).join("files").join(&area);
+    // A files/ tree holding only a symlink; one holding only an empty folder.
+    std::fs::create_dir_all(files("lone")).unwrap();
+    std::os::unix::fs::symlink("target-elsewhere", files("lone").join("link")).unwrap();
+    std::fs::create_dir_all(files("empty").join("nothing-inside")).unwrap();
+    // A hard-link pair, a file with a capability and a user xattr, a name that is not UTF-8.
+    let rich = files("rich");
+    std::fs::create_dir_all(&rich).unwrap();
+    std::fs::write(rich.join("h1"), "linked\n").unwrap();
+    std::fs::hard_link(rich.join("h1"), rich.join("h2")).unwrap();
+    std::fs::write(rich.join("ping"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(rich.join("ping"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let status = Command::new(setcap)
+        .arg("cap_net_raw+ep")
+        .arg(rich.join("ping"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    xattr::set(rich.join("ping"), "user.disco", b"kept").unwrap();
+    let capability = xattr::get(rich.join("ping"), "security.capability")
+        .unwrap()
+        .expect("setcap set it");
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    std::fs::write(rich.join(odd), "latin-1 name\n").unwrap();
+
+    let out = live(&tmp.path().join("state"), src.path(), &root, &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let live_area = root.join(&area);
+    assert_eq!(
+        std::fs::read_link(live_area.join("link")).unwrap(),
+        Path::new("target-elsewhere")
+    );
+    assert!(live_area.join("nothing-inside").is_dir());
+    let (h1, h2) = (
+        std::fs::metadata(live_area.join("h1")).unwrap(),
+        std::fs::metadata(live_area.join("h2")).unwrap(),
+    );
+    assert_eq!(
+        h1.ino(),
+        h2.ino(),
+        "the hard-link pair arrived as two files"
+    );
+    assert_eq!(
+        xattr::get(live_area.join("ping"), "security.capability")
+            .unwrap()
+            .as_deref(),
+        Some(capability.as_slice()),
+        "the file capability was lost"
+    );
+    assert_eq!(
+        xattr::get(live_area.join("ping"), "user.disco")
+            .unwrap()
+            .as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(
+        std::fs::read_to_string(live_area.join(odd)).unwrap(),
+        "latin-1 name\n"
+    );
+}
+
+#[test]
+fn a_parameter_the_protocol_cannot_carry_fails_its_module_by_name() {
+    if !have_root("dance") {
+        return;
+    }
+    let tmp = TempDir::new("live-nul");
+    let src = TempDir::new("live-nul-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/bad", ""),
+            ("parameters/n1/modules/good", ""),
+            ("parameters/bad/value", "a\0b"),
+            ("parameters/good/value", "fine"),
+            ("modules/bad/scripts/00-run", "#!/bin/sh\necho bad ran\n"),
+            (
+                "modules/good/scripts/00-run",
+                "#!/bin/sh\ngrep -q '<OptionValue>fine</OptionValue>' && echo good got its option\n",
+            ),
+        ],
+    );
+    let out = disco(
+        &tmp.path().join("state"),
+        &[
+            "dance",
+            "--noop",
+            "--node",
+            "n1",
+            "--source",
+            src.path().to_str().unwrap(),
+        ],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("bad: parameter bad/value: its value holds U+0000"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("bad ran"), "{stdout}");
+    assert!(stdout.contains("good got its option"), "{stdout}");
+}

@@ -97,11 +97,27 @@ pub enum Phase {
     /// Everything staged and durable; the commit may have begun. Each staged entry's inode,
     /// which the commit's check (and a replay) finds at its live path afterwards.
     Staged {
-        /// Staged entry → inode.
+        /// Staged entry → inode (a list of pairs in the file: JSON keys are strings, which a
+        /// tagged enum cannot read back as numbers).
+        #[serde(with = "pairs")]
         inodes: BTreeMap<u32, u64>,
     },
     /// In place; only the deferred commands remain.
     Committed,
+}
+
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<u32, u64>, s: S) -> Result<S::Ok, S::Error> {
+        map.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, u64>, D::Error> {
+        Ok(Vec::<(u32, u64)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// A merge in progress.
@@ -275,6 +291,47 @@ mod tests {
             fsid,
             boot: boot.into(),
         }
+    }
+
+    #[test]
+    fn every_phase_reads_back_as_written() {
+        let dir = std::env::temp_dir().join(format!("disco-journal-{}", std::process::id()));
+        let staged = Phase::Staged {
+            inodes: [(1, 77), (2, 78)].into_iter().collect(),
+        };
+        for phase in [Phase::Planned, staged, Phase::Committed] {
+            let j = Journal {
+                version: VERSION,
+                run: "r".into(),
+                module: "m".into(),
+                node: "n".into(),
+                root: PathBuf::from(std::ffi::OsString::from(
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"/srv/caf\xe9"),
+                )),
+                root_id: id(1, 2, 3, 4, "b"),
+                filesystems: Vec::new(),
+                ops: vec![Op::File {
+                    fs: 0,
+                    path: PathBuf::from(std::ffi::OsString::from(
+                        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"etc/\xff"),
+                    )),
+                    source: "/run/x".into(),
+                    staged: 3,
+                    attrs: super::super::Attrs {
+                        mode: 0o4755,
+                        uid: 0,
+                        gid: 0,
+                        xattrs: vec![("security.capability".into(), vec![1, 0, 0, 2])],
+                        mtime: (1, 2),
+                    },
+                }],
+                phase,
+                deferred: Default::default(),
+            };
+            let path = j.write(&dir, "x").unwrap();
+            assert_eq!(Journal::read(&path).unwrap(), j);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
