@@ -813,3 +813,29 @@ fn noop_scripts_cannot_touch_the_kernels_keyrings() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_template_whose_output_is_over_the_bound_fails_naming_the_bound() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("dance-bigtemplate");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/big", ""),
+            (
+                "modules/big/templates/etc/disco-big.conf",
+                "head -c 5000000 /dev/zero | tr '\\0' a\n",
+            ),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("output_truncated: stdout had 5000000 bytes, over the bound of 4194304"),
+        "{stdout}"
+    );
+}

@@ -458,3 +458,29 @@ fn waiting_too_long_for_the_lock_is_a_timeout() {
     assert!(r.elapsed < Duration::from_millis(500) + MARGIN);
     assert!(holder.wait().unwrap().success());
 }
+
+#[test]
+fn a_shipped_module_runs_from_a_checkout_by_its_folder_with_env_passed() {
+    let tmp = TempDir::new("checkout-fs-clean");
+    let junk = tmp.path().join("junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("old.log"), "x").unwrap();
+    let conf = tmp.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("fs-clean.conf"),
+        format!("{} 1m\n", junk.display()),
+    )
+    .unwrap();
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mod/fix/fs-clean");
+    let env = format!("DISCO_CONF_DIR={}", conf.display());
+    let r = run(fix_cmd(
+        &folder,
+        &marker("fs-clean"),
+        &tmp.path().join("locks"),
+        &["-e", &env, "-o", "dryrun=1"],
+    ));
+    // The module found disco (DISCO is the host's own path) and the configuration (-e).
+    assert_eq!(r.return_code(), 0, "{} {}", r.comment(), r.stderr());
+    assert!(!r.comment().contains("not found"), "{}", r.comment());
+}

@@ -1341,3 +1341,90 @@ fn a_parameter_the_protocol_cannot_carry_fails_its_module_by_name() {
     assert!(!stdout.contains("bad ran"), "{stdout}");
     assert!(stdout.contains("good got its option"), "{stdout}");
 }
+
+/// `(inode, mtime)` of every path under `dir`.
+fn stamps(dir: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            out.insert(e.path(), (m.ino(), m.mtime(), m.mtime_nsec()));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_second_live_dance_with_nothing_changed_rewrites_nothing() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-idem");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    stand_in_service(&root, "/tmp/disco-idem-service");
+    let site = tmp.path().join("site");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/example-site"))
+        .arg(&site)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let state = tmp.path().join("state");
+    let dance = |extra: &[&str]| {
+        let mut args = vec![
+            "dance",
+            "--exit-code",
+            "--source",
+            site.to_str().unwrap(),
+            "--node",
+            "localhost.localdomain",
+            "--root",
+            root.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        disco(&state, &args)
+    };
+    let first = dance(&[]);
+    assert_eq!(first.status.code(), Some(2), "{}", text(&first.stdout));
+    let conf = root.join("etc/othermodule");
+    let before = stamps(&conf);
+    assert!(!before.is_empty());
+    let second = dance(&[]);
+    let stdout = text(&second.stdout);
+    assert_eq!(second.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("Merged othermodule-3.2: 0 path(s)"),
+        "{stdout}"
+    );
+    assert_eq!(stamps(&conf), before, "an unchanged file was rewritten");
+    // A changed parameter rewrites exactly the templated file.
+    std::fs::write(
+        site.join("parameters/localhost.localdomain/parameters/something"),
+        "changed\n",
+    )
+    .unwrap();
+    let third = dance(&[]);
+    let stdout = text(&third.stdout);
+    assert_eq!(third.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("Merged othermodule-3.2: 1 path(s)"),
+        "{stdout}"
+    );
+    let after = stamps(&conf);
+    let rewritten: Vec<_> = after
+        .iter()
+        .filter(|(p, s)| before.get(*p) != Some(*s))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(rewritten, vec![conf.join("stuff.cfg")]);
+    assert_eq!(
+        std::fs::read_to_string(conf.join("stuff.cfg")).unwrap(),
+        "HOST=localhost.localdomain\nKEY_VALUE=changed\n"
+    );
+}

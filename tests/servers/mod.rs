@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Whether the test may run: root and the named tools are needed. Without them it says why and
-/// passes, except under CI, where a skip would hide a broken setup.
+/// Whether the test may run: root and the named tools are needed. A missing tool fails the
+/// test with a hint (`tests/run` installs them all); without root it says why and passes,
+/// except under CI, where a skip would hide a broken setup.
 pub fn can_run(test: &str, tools: &[&str]) -> bool {
     let found = |tool: &str| {
         let path = Path::new(tool);
@@ -24,21 +25,16 @@ pub fn can_run(test: &str, tools: &[&str]) -> bool {
         std::env::var_os("PATH")
             .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
     };
-    let mut missing: Vec<String> = tools
-        .iter()
-        .filter(|tool| !found(tool))
-        .map(|tool| tool.to_string())
-        .collect();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_owned());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!(
-        "{test} needs {} (apt-get install rsync openssh-server openssh-client, as root)",
+    let missing: Vec<&str> = tools.iter().copied().filter(|tool| !found(tool)).collect();
+    assert!(
+        missing.is_empty(),
+        "{test} needs {}: run tests/run (as root it installs them), or apt-get install rsync openssh-server openssh-client prometheus-alertmanager",
         missing.join(", ")
     );
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let why = format!("{test} needs root");
     assert!(
         std::env::var_os("CI").is_none(),
         "{why}, and CI must run it"

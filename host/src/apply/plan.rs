@@ -175,6 +175,92 @@ pub fn attrs_of(path: &Path, meta: &std::fs::Metadata) -> Result<Attrs, ApplyErr
     })
 }
 
+/// Whether the live folder `live` already has `attrs` (owner, mode, extended attributes).
+fn same_attrs(
+    attrs: &Attrs,
+    live: &Path,
+    meta: Option<&std::fs::Metadata>,
+) -> Result<bool, ApplyError> {
+    let Some(meta) = meta else {
+        return Ok(false);
+    };
+    if (meta.mode() & 0o7777, meta.uid(), meta.gid()) != (attrs.mode, attrs.uid, attrs.gid) {
+        return Ok(false);
+    }
+    Ok(attrs_of(live, meta)?.xattrs == attrs.xattrs)
+}
+
+/// Whether the live entry is what the layer's entry is: same type, owner, mode, extended
+/// attributes, and content (a file's bytes, a link's target, a node's device). Times do not
+/// count, as in the diff. A file with other names in the layer is always merged (its links
+/// are made in the staging folder).
+fn same_entry(
+    upper: &Path,
+    um: &std::fs::Metadata,
+    live: &Path,
+    lm: &std::fs::Metadata,
+) -> Result<bool, ApplyError> {
+    let (ut, lt) = (um.file_type(), lm.file_type());
+    if (um.uid(), um.gid()) != (lm.uid(), lm.gid()) {
+        return Ok(false);
+    }
+    if ut.is_symlink() && lt.is_symlink() {
+        let read = |p: &Path| std::fs::read_link(p).map_err(|e| ApplyError::io("read link", p, e));
+        return Ok(read(upper)? == read(live)?);
+    }
+    if um.mode() != lm.mode() {
+        // Type and permission bits at once.
+        return Ok(false);
+    }
+    if ut.is_file() {
+        if um.nlink() > 1 || um.len() != lm.len() {
+            return Ok(false);
+        }
+    } else if ut.is_char_device() || ut.is_block_device() {
+        if um.rdev() != lm.rdev() {
+            return Ok(false);
+        }
+    } else if !ut.is_fifo() {
+        return Ok(false);
+    }
+    if attrs_of(upper, um)?.xattrs != attrs_of(live, lm)?.xattrs {
+        return Ok(false);
+    }
+    if ut.is_file() {
+        return same_content(upper, live);
+    }
+    Ok(true)
+}
+
+/// Whether two files hold the same bytes (read side by side, stopping at the first difference).
+fn same_content(a: &Path, b: &Path) -> Result<bool, ApplyError> {
+    use std::io::Read;
+    let open = |p: &Path| std::fs::File::open(p).map_err(|e| ApplyError::io("read", p, e));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut fa, &mut ba).map_err(|e| ApplyError::io("read", a, e))?;
+        let nb = read_full(&mut fb, &mut bb).map_err(|e| ApplyError::io("read", b, e))?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
+}
+
 struct Planner<'a> {
     fs: usize,
     /// The live filesystem's device: a live path on another one is a mount point that the
@@ -251,13 +337,25 @@ impl Planner<'_> {
                     }
                 }
                 let attrs = attrs_of(&u, &um)?;
-                self.ops.push(Op::Dir {
-                    fs,
-                    path: r.clone(),
-                    attrs,
-                });
+                // A folder that is already as the layer has it is left alone (its times too):
+                // only what changes in it is merged.
+                let same = live_is_dir && same_attrs(&attrs, &l, lm.as_ref())?;
+                if !same {
+                    self.ops.push(Op::Dir {
+                        fs,
+                        path: r.clone(),
+                        attrs,
+                    });
+                }
                 self.dir(&u, &r)?;
                 continue;
+            }
+            // What is already there, byte for byte and attribute for attribute, is left alone:
+            // no new inode, no new time (a rewritten template with the same output).
+            if let Some(live_meta) = &lm {
+                if same_entry(&u, &um, &l, live_meta)? {
+                    continue;
+                }
             }
             if lm.as_ref().is_some_and(|m| m.is_dir()) {
                 self.ops.push(Op::Delete {

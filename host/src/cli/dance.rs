@@ -44,7 +44,8 @@ pub struct DanceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: DanceFormat,
-    /// With --noop: exit 2 when a module would change something (drift), 0 when none.
+    /// Exit 2 when a module changed something (live) or would change something (--noop: drift),
+    /// 0 when none.
     #[arg(long)]
     pub exit_code: bool,
     /// Exit at once, instead of waiting, when another dance is running.
@@ -143,7 +144,7 @@ fn sinks(args: &DanceArgs, report: &dance::report::DanceReport) {
     all.dance_report(&dance::report::render_json(report));
 }
 
-/// Exit status of `disco dance --noop --exit-code` when something would change.
+/// Exit status of `disco dance --exit-code` when something changed (or, in noop, would).
 pub const EXIT_DRIFT: u8 = 2;
 
 /// This machine's fully qualified name, as `hostname --fqdn` says, else its host name.
@@ -209,7 +210,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         .any(|m| m.changes.0 + m.changes.1 + m.changes.2 > 0);
     Ok(if !report.ok {
         ExitCode::from(crate::error::EXIT_FAILURE)
-    } else if args.exit_code && noop && drift {
+    } else if args.exit_code && drift {
         ExitCode::from(EXIT_DRIFT)
     } else {
         ExitCode::SUCCESS

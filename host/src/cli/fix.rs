@@ -27,9 +27,13 @@ pub enum Format {
 /// Arguments of `disco fix`.
 #[derive(Debug, Args)]
 pub struct FixArgs {
-    /// The fix module to run (an executable script).
+    /// The fix module to run: an executable script, or its folder (`mod/fix/NAME`, which holds
+    /// `NAME`).
     #[arg(value_name = "MODULE_PATH")]
     pub module: PathBuf,
+    /// Pass NAME=VALUE in the module's environment (repeatable; the host clears the rest).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
     /// The host the fix is for [default: this machine's host name].
     #[arg(long)]
     pub host: Option<String>,
@@ -113,6 +117,14 @@ fn request(args: &FixArgs) -> Result<(Vec<u8>, Duration)> {
     Ok((bytes, timeout))
 }
 
+/// A module folder (`mod/fix/NAME`) names the module `NAME` in it, as `disco validate` takes it.
+fn module_file(path: &std::path::Path) -> PathBuf {
+    match path.file_name() {
+        Some(name) if path.is_dir() => path.join(name),
+        _ => path.to_owned(),
+    }
+}
+
 fn spec(args: &FixArgs, global: &super::GlobalArgs) -> Result<FixSpec> {
     let (request, timeout) = request(args)?;
     let host = match &args.host {
@@ -129,7 +141,15 @@ fn spec(args: &FixArgs, global: &super::GlobalArgs) -> Result<FixSpec> {
             .unwrap_or_default(),
     };
     let lock: LockLevel = args.lock.parse().map_err(Error::Other)?;
-    let mut spec = FixSpec::new(&args.module, request, host, service);
+    let module = module_file(&args.module);
+    let mut spec = FixSpec::new(&module, request, host, service);
+    for e in &args.env {
+        let (name, value) = e.split_once('=').ok_or(Error::BadOption {
+            arg: e.clone(),
+            why: "expected NAME=VALUE for -e",
+        })?;
+        spec.env.push((name.into(), value.into()));
+    }
     spec.timeout = timeout;
     spec.grace = Duration::from_millis(args.grace);
     spec.leak_timeout = Duration::from_millis(args.leak_timeout);

@@ -138,14 +138,11 @@ fn run_piece(
         Ok(outcome) => {
             let step = Step::from_fix(&plan.module, step, Some(item.to_owned()), &outcome);
             let failure = (!step.ok).then(|| {
-                let mut s = format!(
-                    "{} {item} failed: ReturnCode {}",
-                    step.step, outcome.return_code
-                );
-                if !outcome.comment.is_empty() {
-                    s.push_str(&format!(": {}", outcome.comment));
-                }
-                s
+                format!(
+                    "{} {item} failed: {}",
+                    step.step,
+                    super::report::describe_failure(&outcome)
+                )
             });
             // A template's output is the file, bytes as they came; the user is not shown it.
             let output = (keep_output && failure.is_none()).then(|| outcome.stdout.clone());

@@ -239,6 +239,19 @@ impl Step {
     }
 }
 
+/// Why a piece that the host ran failed, in one line: its ReturnCode and comment, and, when
+/// the ReturnCode alone says OK, the violations that failed it (an output over its bound, say).
+pub fn describe_failure(outcome: &FixOutcome) -> String {
+    let mut s = format!("ReturnCode {}", outcome.return_code);
+    if !outcome.comment.is_empty() {
+        s.push_str(&format!(": {}", outcome.comment));
+    }
+    for v in &outcome.violations {
+        s.push_str(&format!("; {}: {}", v.kind, v.detail));
+    }
+    s
+}
+
 /// How a module's part of the dance ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

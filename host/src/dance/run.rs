@@ -225,14 +225,6 @@ fn record(
     fetched.insert(name.to_owned(), r.map_err(|e| e.to_string()));
 }
 
-fn describe(outcome: &FixOutcome) -> String {
-    let mut s = format!("ReturnCode {}", outcome.return_code);
-    if !outcome.comment.is_empty() {
-        s.push_str(&format!(": {}", outcome.comment));
-    }
-    s
-}
-
 /// One module's pieces, in order; returns why it failed, if it did.
 struct ModuleRun<'a> {
     opts: &'a DanceOptions,
@@ -280,7 +272,7 @@ impl ModuleRun<'_> {
             Err(format!(
                 "{step} {} failed: {}",
                 item.unwrap_or_default(),
-                describe(&outcome)
+                super::report::describe_failure(&outcome)
             ))
         }
     }

@@ -3,6 +3,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -39,6 +40,36 @@ fn io_error(spec: &FixSpec, what: &'static str) -> impl Fn(std::io::Error) -> Su
         what,
         source,
     }
+}
+
+/// `ENOENT` from exec says only "no such file": when the file is there, what is missing is
+/// the interpreter its `#!` line names (a root without bash); when a bare name was run, it is
+/// not on `PATH`. Says which.
+fn name_what_is_missing(exec: &std::path::Path, source: std::io::Error) -> std::io::Error {
+    use std::io::BufRead;
+    if source.kind() != std::io::ErrorKind::NotFound {
+        return source;
+    }
+    if exec.components().count() == 1 {
+        return std::io::Error::new(source.kind(), format!("{} is not on PATH", exec.display()));
+    }
+    let mut first = Vec::new();
+    let read = std::fs::File::open(exec)
+        .map(std::io::BufReader::new)
+        .and_then(|mut f| f.read_until(b'\n', &mut first));
+    if read.is_err() || !first.starts_with(b"#!") {
+        return source;
+    }
+    let line = String::from_utf8_lossy(&first[2..]);
+    let interpreter = line
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    std::io::Error::new(
+        source.kind(),
+        format!("its interpreter {interpreter} (from its #! line) is not there"),
+    )
 }
 
 /// Starts `spec.module`.
@@ -81,10 +112,15 @@ pub fn spawn(spec: &FixSpec) -> Result<Spawned, SuperviseError> {
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(source) => {
+                let exec = spec
+                    .command
+                    .as_ref()
+                    .and_then(|argv| argv.first())
+                    .map_or_else(|| spec.module.clone(), PathBuf::from);
                 return Err(SuperviseError::Spawn {
                     module: spec.module.clone(),
-                    source,
-                })
+                    source: name_what_is_missing(&exec, source),
+                });
             }
             Ok(child) => break child,
         }

@@ -74,7 +74,11 @@ impl FixSpec {
             lock: LockLevel::ServiceAtHost,
             lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
             allow_compiled: false,
-            env: Vec::new(),
+            // Modules find the host that runs them (`disco args`, `disco result`) even from a
+            // checkout, where no disco is on the cleared PATH.
+            env: std::env::current_exe()
+                .map(|exe| vec![("DISCO".into(), exe.into_os_string())])
+                .unwrap_or_default(),
             command: None,
             plain_output: false,
         }
