@@ -194,6 +194,7 @@ fn the_seeds_example_live_merges_and_runs_the_deferred_service_command() {
             "localhost.localdomain",
             "--root",
             root.to_str().unwrap(),
+            "--run-deferred",
         ],
     );
     let stdout = text(&out.stdout);
@@ -1043,7 +1044,12 @@ fn a_dance_killed_in_a_hanging_deferred_command_never_blocks_a_fix_and_replays_i
     let log = root.join("tmp/disco-deferred-log");
     let hang = root.join("tmp/disco-hang");
     // Uninterrupted, as the reference.
-    let out = live(&tmp.path().join("state-a"), src.path(), &root, &[]);
+    let out = live(
+        &tmp.path().join("state-a"),
+        src.path(),
+        &root,
+        &["--run-deferred"],
+    );
     assert!(out.status.success(), "{}", text(&out.stdout));
     let reference = std::fs::read_to_string(&log).unwrap();
     assert!(reference.contains("OptionName=\"port\""), "{reference}");
@@ -1059,6 +1065,7 @@ fn a_dance_killed_in_a_hanging_deferred_command_never_blocks_a_fix_and_replays_i
         .arg(src.path())
         .arg("--root")
         .arg(&root)
+        .arg("--run-deferred")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1392,6 +1399,15 @@ fn a_second_live_dance_with_nothing_changed_rewrites_nothing() {
     };
     let first = dance(&[]);
     assert_eq!(first.status.code(), Some(2), "{}", text(&first.stdout));
+    // Another root than /: the deferred command is said, not run on this host.
+    assert!(
+        text(&first.stdout).contains(
+            "warning: testmodule-1.0: Not executing deferred (the root is not /; --run-deferred runs it): service postgresql stop"
+        ),
+        "{}",
+        text(&first.stdout)
+    );
+    assert!(!root.join("tmp/disco-idem-service").exists());
     let conf = root.join("etc/othermodule");
     let before = stamps(&conf);
     assert!(!before.is_empty());
@@ -1426,5 +1442,30 @@ fn a_second_live_dance_with_nothing_changed_rewrites_nothing() {
     assert_eq!(
         std::fs::read_to_string(conf.join("stuff.cfg")).unwrap(),
         "HOST=localhost.localdomain\nKEY_VALUE=changed\n"
+    );
+}
+
+#[test]
+fn a_root_without_the_scripts_interpreter_says_which_is_missing() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-empty-root");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let src = TempDir::new("live-empty-root-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-hello.sh", "#!/bin/bash\necho hello\n"),
+        ],
+    );
+    let out = live(&tmp.path().join("state"), src.path(), &root, &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("its interpreter /bin/bash (from its #! line) is not there"),
+        "{stdout}"
     );
 }

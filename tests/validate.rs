@@ -252,6 +252,30 @@ fn scaffolds_validate_clean() {
     assert_eq!(again.status.code(), Some(1));
 }
 
+#[test]
+fn a_new_fix_module_follows_the_shipped_layout() {
+    let tmp = TempDir::new("new-layout");
+    let dir = tmp.path().join("mod/fix");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = disco()
+        .args(["new", "my-fix", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("my-fix/my-fix").is_file());
+    assert!(tmp.path().join("doc/fm-my-fix.html").is_file());
+    assert!(
+        !dir.join("my-fix/doc").exists(),
+        "the page went into the module"
+    );
+    assert_eq!(validate(&dir.join("my-fix"), &[]), (0, vec![]));
+}
+
 fn request(options: &[&str]) -> Vec<u8> {
     let mut cmd = disco();
     cmd.arg("request");

@@ -51,6 +51,10 @@ pub struct DanceArgs {
     /// Exit at once, instead of waiting, when another dance is running.
     #[arg(long)]
     pub no_wait: bool,
+    /// With --root other than /: run the deferred service commands (chrooted, but they act on
+    /// this host's services); by default they are reported and not run.
+    #[arg(long)]
+    pub run_deferred: bool,
     /// Write the dance's outcome for node_exporter to DIR/disco_dance.prom.
     #[arg(long, value_name = "DIR")]
     pub textfile: Option<PathBuf>,
@@ -184,6 +188,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         timeout,
         progress: args.format == DanceFormat::Text,
         wait: !args.no_wait,
+        run_deferred: args.run_deferred,
     };
     let report = dance::dance(&opts)?;
     sinks(&args, &report);

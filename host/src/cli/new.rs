@@ -160,15 +160,26 @@ fn mkdir(path: &Path) -> Result<()> {
         .map_err(|e| Error::Other(format!("cannot create {}: {e}", path.display())))
 }
 
-/// Where the doc page goes: the `doc/` of the source tree the module is in (a `doc/` folder up
-/// to three levels above `dir`), else the module's own `doc/`.
-fn doc_dir(dir: &Path, module: &Path) -> PathBuf {
+/// Where the doc page goes, as the shipped modules have it (`mod/fix/NAME` beside a top-level
+/// `doc/`): the `doc/` of the source tree the module is in (a `doc/` folder up to three levels
+/// above `dir`); else the top of the tree `dir` is the `mod/fix` of; else `dir/doc`. Never
+/// inside the module's own folder.
+fn doc_dir(dir: &Path) -> PathBuf {
     let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
-    abs.ancestors()
+    if let Some(found) = abs
+        .ancestors()
         .take(4)
         .map(|a| a.join("doc"))
         .find(|d| d.is_dir())
-        .unwrap_or_else(|| module.join("doc"))
+    {
+        return found;
+    }
+    if abs.ends_with("mod/fix") {
+        if let Some(top) = abs.parent().and_then(Path::parent) {
+            return top.join("doc");
+        }
+    }
+    abs.join("doc")
 }
 
 pub(super) fn exec(args: NewArgs) -> Result<ExitCode> {
@@ -197,7 +208,7 @@ pub(super) fn exec(args: NewArgs) -> Result<ExitCode> {
             0o755,
         )?;
     } else {
-        let doc = doc_dir(&args.dir, &module).join(format!("fm-{name}.html"));
+        let doc = doc_dir(&args.dir).join(format!("fm-{name}.html"));
         if doc.exists() {
             return Err(Error::Other(format!("{} already exists", doc.display())));
         }

@@ -44,6 +44,9 @@ pub struct DanceOptions {
     pub progress: bool,
     /// Wait for a running dance to finish (else fail at once).
     pub wait: bool,
+    /// Live with a root other than `/`: run the deferred service commands anyway (chrooted,
+    /// but as processes of this host); by default they are reported and not run.
+    pub run_deferred: bool,
 }
 
 /// Progress lines on stdout, in the order things happen: `info:`, `warning:`, `error:`,
@@ -464,6 +467,17 @@ impl ModuleRun<'_> {
             let words: Vec<String> =
                 serde_json::from_str(line).map_err(|e| format!("deferred command {line}: {e}"))?;
             deferred.push(words);
+        }
+        // A `service` or `systemctl` run chrooted into another root still starts and stops
+        // this host's processes (same PID namespace, same service manager): only on request.
+        if self.stack.target.root != Path::new("/") && !self.opts.run_deferred {
+            for words in deferred.drain(..) {
+                self.print.warning(&format!(
+                    "{}: Not executing deferred (the root is not /; --run-deferred runs it): {}",
+                    self.name,
+                    words.join(" ")
+                ));
+            }
         }
         let start = SelfUsage::now();
         let run = &self.stack.run.id;
