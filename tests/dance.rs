@@ -812,3 +812,56 @@ fn noop_scripts_cannot_touch_the_kernels_keyrings() {
         text(&out.stderr)
     );
 }
+
+/// A TCP listener on 127.0.0.1 and an abstract unix socket of the live system, started by the
+/// test: a noop script's attempts to reach them fail, and neither receives anything.
+#[test]
+fn noop_scripts_reach_no_loopback_service_nor_abstract_socket() {
+    if !have_root("dance") {
+        return;
+    }
+    use std::os::linux::net::SocketAddrExt;
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-net");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let name = format!("disco-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let unix = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    unix.set_nonblocking(true).unwrap();
+    let script = format!(
+        "#!/bin/bash\n\
+         if echo data 2>/dev/null > /dev/tcp/127.0.0.1/{port}; then echo tcp reached; else echo tcp refused; fi\n\
+         perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; \
+           if (connect($s, pack_sockaddr_un(\"\\0{name}\"))) {{ print $s \"data\"; print \"unix reached\\n\" }} \
+           else {{ print \"unix refused\\n\" }}'\n\
+         ip -o link show | cut -d: -f2 | tr -d ' ' | sed 's/^/link=/'\n"
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-net", &script),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    let all = format!("{stdout}\n{}", text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(stdout.contains("tcp refused"), "{all}");
+    assert!(stdout.contains("unix refused"), "{all}");
+    // Only the loopback of a namespace of its own.
+    assert!(stdout.contains("link=lo"), "{all}");
+    assert_eq!(stdout.matches("link=").count(), 1, "{all}");
+    assert!(
+        tcp.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the TCP listener got a connection"
+    );
+    assert!(
+        unix.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the abstract socket got a connection"
+    );
+}

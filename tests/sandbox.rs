@@ -427,3 +427,33 @@ fn without_root_the_sandbox_is_one_clear_error() {
     );
     assert!(stderr.contains("the sandbox needs root"), "{stderr}");
 }
+
+/// `disco shell -c` has a network of its own with only loopback: a listener of the host's on
+/// 127.0.0.1 receives nothing, and the sandbox's own loopback works.
+#[test]
+fn a_noop_shell_reaches_no_host_service_on_loopback() {
+    if !have_root("sandbox") {
+        return;
+    }
+    let state = TempDir::new("state");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let script = format!(
+        "if echo data 2>/dev/null > /dev/tcp/127.0.0.1/{port}; then echo tcp reached; else echo tcp refused; fi
+         ip -o addr show lo | grep -q 'inet 127.0.0.1' && echo own loopback up"
+    );
+    let out = disco(state.path(), &["shell", "-c", &script]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("tcp refused"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("own loopback up"), "{stdout}");
+    assert!(
+        tcp.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the TCP listener got a connection"
+    );
+}

@@ -497,3 +497,83 @@ mod tests {
         assert!(!me.is_zombie());
     }
 }
+
+/// Brings up the loopback interface of this process's network namespace (a new one has `lo`
+/// down, so even 127.0.0.1 would be unreachable inside). See netdevice(7), `SIOCSIFFLAGS`.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket(2) takes three integers and returns a new fd or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd, and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq for the whole call; the kernel writes the flags into it.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above; the kernel only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from 3 up close-on-exec, so that nothing this process inherited or
+/// opened reaches a program it executes; 0, 1 and 2 stay. Async-signal-safe (one system call),
+/// so it may run between fork and exec. See close_range(2), `CLOSE_RANGE_CLOEXEC`.
+pub fn cloexec_from_3() -> io::Result<()> {
+    // SAFETY: close_range takes three integers and touches no memory; with
+    // CLOSE_RANGE_CLOEXEC it closes nothing, so no owner of a descriptor is invalidated.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes every descriptor from 3 up. Only for a process that owns none of them yet: the
+/// entry of a sandbox, before it opens anything. See close_range(2).
+pub fn close_from_3() -> io::Result<()> {
+    // SAFETY: close_range takes three integers and touches no memory; the caller owns no
+    // descriptor above 2 (see above), so nothing is closed under an owner.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Between fork and exec: a session of its own (no controlling terminal, so no TIOCSTI into
+/// the caller's) that is also a process group of its own, and no descriptor but 0, 1 and 2
+/// across the exec. Async-signal-safe. See setsid(2).
+pub fn detach_for_exec() -> io::Result<()> {
+    // SAFETY: setsid takes no argument; a freshly forked child is never a group leader.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    cloexec_from_3()
+}

@@ -56,6 +56,10 @@ pub struct DanceArgs {
     /// Hand the dance report (JSON) to this native sink plugin (see doc/serve.md); repeatable.
     #[arg(long, value_name = "PATH")]
     pub sink_plugin: Vec<PathBuf>,
+    /// In noop, what scripts reach of the network: `loopback` (the default) gives the sandbox
+    /// a network of its own with only loopback, so no service is called during a dry run.
+    #[arg(long, value_enum, default_value_t)]
+    pub network: crate::sandbox::Network,
 }
 
 /// The textfile's name in `--textfile DIR`.
@@ -183,6 +187,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         timeout,
         progress: args.format == DanceFormat::Text,
         wait: !args.no_wait,
+        network: args.network,
     };
     let report = dance::dance(&opts).map_err(|e| Error::Other(e.to_string()))?;
     sinks(&args, &report);

@@ -36,6 +36,7 @@ pub(super) fn exec(args: ShellArgs, global: &super::GlobalArgs) -> Result<ExitCo
         state_dir: global.state_dir.clone(),
         noop: true,
         shims,
+        terminal: args.command.is_none(),
     })
     .map_err(|e| Error::Other(e.to_string()))?;
     let mut argv: Vec<OsString> = vec!["bash".into()];

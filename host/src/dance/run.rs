@@ -45,6 +45,8 @@ pub struct DanceOptions {
     pub progress: bool,
     /// Wait for a running dance to finish (else fail at once).
     pub wait: bool,
+    /// In noop, the sandbox's network.
+    pub network: crate::sandbox::Network,
 }
 
 /// Progress lines on stdout, in the order things happen: `info:`, `warning:`, `error:`,
@@ -727,6 +729,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         hide: stack.target.hide(),
         noop: opts.noop,
         shims: crate::sandbox::ShimConfig::default(),
+        network: opts.network,
         tools: std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?,
         hostname: stack.hostname().map(str::to_owned),
         root: stack.target.root.clone(),

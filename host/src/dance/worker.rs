@@ -41,7 +41,7 @@ use super::report::{SelfUsage, Usage};
 use crate::diff::{self, Change, DiffOptions, Layer};
 use crate::sandbox::enter::{self, prep, sys, DEFERRED, SHIM_DIR};
 use crate::sandbox::shims::ShimMode;
-use crate::sandbox::{LayerInfo, SandboxError, ShimConfig};
+use crate::sandbox::{LayerInfo, Network, SandboxError, ShimConfig};
 
 /// Where the shims that defer service commands appear inside a live dance's roots (the noop
 /// ones, which templates always use, are at [`SHIM_DIR`]).
@@ -58,6 +58,9 @@ pub struct Setup {
     pub noop: bool,
     /// The shims.
     pub shims: ShimConfig,
+    /// In noop, the network.
+    #[serde(default)]
+    pub network: Network,
     /// The disco executable, offered inside under [`crate::sandbox::enter::BIN_DIR`].
     pub tools: PathBuf,
     /// The host name inside: the node.
@@ -267,6 +270,9 @@ pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
         flags |= CloneFlags::CLONE_NEWPID;
     }
     unshare(flags).map_err(sys("unshare", "namespaces"))?;
+    if setup.noop {
+        enter::isolate_network(setup.network)?;
+    }
     if let Some(name) = &setup.hostname {
         nix::unistd::sethostname(name).map_err(sys("set hostname", name))?;
     }

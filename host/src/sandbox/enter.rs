@@ -26,7 +26,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
 
 use super::shims::ShimMode;
-use super::{SandboxError, ShimConfig, Spec};
+use super::{Network, SandboxError, ShimConfig, Spec};
 
 /// Exit status of `disco __sandbox` when the sandbox itself could not be set up.
 pub const EXIT_SANDBOX: i32 = 125;
@@ -108,6 +108,9 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
         flags |= CloneFlags::CLONE_NEWPID;
     }
     unshare(flags).map_err(sys("unshare", "namespaces"))?;
+    if spec.noop {
+        isolate_network(spec.network)?;
+    }
     // Private, recursively: no mount below may propagate to the host's namespace.
     crate::sys::make_mounts_private().map_err(sys("make mounts private", "/"))?;
     mount_overlays(spec)?;
@@ -141,6 +144,22 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
         }
         ForkResult::Parent { child } => Ok(wait_for(child, false)),
     }
+}
+
+/// Noop's network ([`Network::Loopback`]): a network namespace of its own, whose loopback is
+/// brought up so that a script's own local services work. Nothing of the host's network is
+/// reachable from it: not 127.0.0.1, nor abstract unix sockets (they belong to the network
+/// namespace), nor raw sockets or netlink to the host's stack.
+pub(crate) fn isolate_network(network: Network) -> Result<(), SandboxError> {
+    if network == Network::Host {
+        return Ok(());
+    }
+    unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare", "a network namespace"))?;
+    crate::sys::loopback_up().map_err(|e| SandboxError::Syscall {
+        call: "bring up",
+        detail: "the loopback interface".into(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })
 }
 
 /// One overlay per filesystem, shallowest first, all `nodev`, with the options that keep the

@@ -88,6 +88,21 @@ fn hint(errno: nix::errno::Errno) -> &'static str {
     }
 }
 
+/// What a noop sandbox's network is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A network namespace of its own with only loopback, up: nothing of the host's network
+    /// is reachable (TCP and UDP on any address, abstract unix sockets, netlink to the host's
+    /// stack), so a dry run calls no service.
+    #[default]
+    Loopback,
+    /// The host's network namespace, as before namespaces: no dry run for the network. Not
+    /// offered in `--help`; it exists to measure what the namespace costs (`bench/dance.sh`).
+    #[value(hide = true)]
+    Host,
+}
+
 /// The plan `disco __sandbox` carries out, written to the run's `spec.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Spec {
@@ -101,6 +116,13 @@ pub struct Spec {
     pub noop: bool,
     /// The shims, in noop.
     pub shims: ShimConfig,
+    /// In noop, the network.
+    #[serde(default)]
+    pub network: Network,
+    /// The payload gets the terminal on its stdin as its controlling terminal (an interactive
+    /// `disco shell`, whose terminal is a pseudo-terminal of its own); else it has none.
+    #[serde(default)]
+    pub terminal: bool,
     /// The disco executable, offered inside as `/dev/.disco/bin/disco-param` and
     /// `/dev/.disco/bin/disco`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +236,9 @@ pub struct SandboxOptions {
     pub noop: bool,
     /// The shims for noop.
     pub shims: ShimConfig,
+    /// The payload gets the terminal on its stdin as its controlling terminal (see
+    /// [`Spec::terminal`]).
+    pub terminal: bool,
 }
 
 /// A prepared run: its folder (locked) and its plan.
@@ -263,6 +288,8 @@ impl Sandbox {
             hide,
             noop: opts.noop,
             shims: opts.shims.clone(),
+            network: Network::default(),
+            terminal: opts.terminal,
             tools: None,
         };
         let spec_path = run.path.join("spec.json");
