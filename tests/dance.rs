@@ -865,3 +865,60 @@ fn noop_scripts_reach_no_loopback_service_nor_abstract_socket() {
         "the abstract socket got a connection"
     );
 }
+
+/// Runs `cmd` with `file` open (read-only) as its descriptor 7, as a careless caller would.
+pub fn with_fd7(cmd: &mut Command, file: &Path) -> Output {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let f = std::fs::File::open(file).unwrap();
+    let raw = f.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(f);
+    out
+}
+
+/// A live file passed to `disco dance --noop` as descriptor 7: the script sees no descriptor 7,
+/// and the file is unchanged (through `/proc/self/fd/7` even a read-only one opens for writing).
+#[test]
+fn a_descriptor_the_caller_left_open_does_not_reach_noop_scripts() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-fd");
+    let live = TempDir::new("live-fd");
+    let file = live.path().join("live.txt");
+    std::fs::write(&file, "live\n").unwrap();
+    let script = "#!/bin/bash\n\
+        if [ -e /proc/self/fd/7 ]; then echo fd7 seen; else echo no fd7; fi\n\
+        echo written 2>/dev/null > /proc/self/fd/7\n\
+        ls /proc/self/fd | tr '\\n' ' ' | sed 's/^/fds: /'; echo\n";
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-fd", script),
+        ],
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_disco"));
+    cmd.arg("--state-dir")
+        .arg(state.path())
+        .args(["dance", "--noop", "--node", "n1", "--source"])
+        .arg(src.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    let out = with_fd7(&mut cmd, &file);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("no fd7"), "{all}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "live\n", "{all}");
+}

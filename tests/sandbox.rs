@@ -457,3 +457,65 @@ fn a_noop_shell_reaches_no_host_service_on_loopback() {
         "the TCP listener got a connection"
     );
 }
+
+/// A live file passed to `disco shell -c` as descriptor 7: the payload sees no descriptor 7,
+/// and the file is unchanged.
+#[test]
+fn a_descriptor_the_caller_left_open_does_not_reach_a_noop_shell() {
+    if !have_root("sandbox") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let state = TempDir::new("state");
+    let live = TempDir::new("live-fd");
+    let file = live.path().join("live.txt");
+    std::fs::write(&file, "live\n").unwrap();
+    let f = std::fs::File::open(&file).unwrap();
+    let raw = f.as_raw_fd();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_disco"));
+    cmd.arg("--state-dir")
+        .arg(state.path())
+        .args([
+            "shell",
+            "-c",
+            "if [ -e /proc/self/fd/7 ]; then echo fd7 seen; else echo no fd7; fi
+             echo written 2>/dev/null > /proc/self/fd/7; true",
+        ])
+        .stdin(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(f);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("no fd7"), "{all}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "live\n", "{all}");
+}
+
+/// TIOCSTI from `disco shell -c`, run from a shell in a real terminal, injects nothing into
+/// that shell: the payload has no controlling terminal, and without CAP_SYS_ADMIN no other
+/// terminal takes input from it.
+#[test]
+fn keystrokes_pushed_from_a_noop_shell_reach_no_terminal() {
+    if !have_root("sandbox") {
+        return;
+    }
+    let state = TempDir::new("state");
+    let script = format!(
+        "{disco} --state-dir {state} shell -c {payload}; read -t 2 -r line; echo \"READ:[$line]\"",
+        disco = env!("CARGO_BIN_EXE_disco"),
+        state = state.path().display(),
+        payload = shell_words::quote(&util::tiocsti("echo disco-injected")),
+    );
+    let seen = util::in_terminal(&script);
+    assert!(seen.contains("sti tried"), "{seen}");
+    assert!(seen.contains("READ:["), "{seen}");
+    assert!(!seen.contains("READ:[echo disco-injected"), "{seen}");
+}

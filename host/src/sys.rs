@@ -474,30 +474,6 @@ fn libc_eio() -> i32 {
     nix::libc::EIO
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_with_parentheses_in_the_name() {
-        let s = parse_stat(
-            "42 (a) b (c)) S 1 42 42 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 55762 3133440 379",
-        )
-        .unwrap();
-        assert_eq!(s.pid, 42);
-        assert_eq!(s.comm, "a) b (c)");
-        assert_eq!((s.state, s.ppid, s.pgrp, s.session), ('S', 1, 42, 42));
-        assert_eq!(s.start_time, 55762);
-    }
-
-    #[test]
-    fn own_stat_is_read() {
-        let me = proc_stat(getpid()).unwrap();
-        assert_eq!(me.pid, getpid());
-        assert!(!me.is_zombie());
-    }
-}
-
 /// Brings up the loopback interface of this process's network namespace (a new one has `lo`
 /// down, so even 127.0.0.1 would be unreachable inside). See netdevice(7), `SIOCSIFFLAGS`.
 pub fn loopback_up() -> io::Result<()> {
@@ -530,35 +506,26 @@ pub fn loopback_up() -> io::Result<()> {
 
 /// Marks every descriptor from 3 up close-on-exec, so that nothing this process inherited or
 /// opened reaches a program it executes; 0, 1 and 2 stay. Async-signal-safe (one system call),
-/// so it may run between fork and exec. See close_range(2), `CLOSE_RANGE_CLOEXEC`.
+/// so it may run between fork and exec. See close_range(2), `CLOSE_RANGE_CLOEXEC` (Linux 5.11).
 pub fn cloexec_from_3() -> io::Result<()> {
-    // SAFETY: close_range takes three integers and touches no memory; with
-    // CLOSE_RANGE_CLOEXEC it closes nothing, so no owner of a descriptor is invalidated.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    close_range_from_3(libc::CLOSE_RANGE_CLOEXEC)
 }
 
 /// Closes every descriptor from 3 up. Only for a process that owns none of them yet: the
 /// entry of a sandbox, before it opens anything. See close_range(2).
 pub fn close_from_3() -> io::Result<()> {
-    // SAFETY: close_range takes three integers and touches no memory; the caller owns no
-    // descriptor above 2 (see above), so nothing is closed under an owner.
+    close_range_from_3(0)
+}
+
+fn close_range_from_3(flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: close_range takes three integers and touches no memory. Its callers own no
+    // descriptor above 2 that they go on using, or only mark them close-on-exec.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_close_range,
             3 as libc::c_uint,
             libc::c_uint::MAX,
-            0 as libc::c_uint,
+            flags,
         )
     };
     if rc < 0 {
@@ -567,13 +534,105 @@ pub fn close_from_3() -> io::Result<()> {
     Ok(())
 }
 
-/// Between fork and exec: a session of its own (no controlling terminal, so no TIOCSTI into
-/// the caller's) that is also a process group of its own, and no descriptor but 0, 1 and 2
-/// across the exec. Async-signal-safe. See setsid(2).
-pub fn detach_for_exec() -> io::Result<()> {
-    // SAFETY: setsid takes no argument; a freshly forked child is never a group leader.
-    if unsafe { libc::setsid() } < 0 {
+/// [`cloexec_from_3`], or on a kernel without it, the same one descriptor at a time (as listed
+/// in `/proc/self/fd`). For the start of `disco`: whatever its caller left open (a CI harness's,
+/// a monitoring agent's descriptors) reaches no module, script or sandbox it starts.
+pub fn cloexec_inherited() -> io::Result<()> {
+    if cloexec_from_3().is_ok() {
+        return Ok(());
+    }
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only changes the flag of a descriptor number; one that is already
+        // closed (the listing's own) gives EBADF, which is fine.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Between fork and exec: no controlling terminal (a module can neither push keystrokes into
+/// the caller's terminal with TIOCSTI nor open it as `/dev/tty`), while staying in the
+/// caller's session, so that a module that leaves its process group or session is still seen
+/// doing so (rule 2); and no descriptor but 0, 1 and 2 across the exec (kernels without
+/// `CLOSE_RANGE_CLOEXEC` rely on [`cloexec_inherited`] at start). Async-signal-safe.
+/// See tty_ioctl(4), `TIOCNOTTY`: from a process that does not lead its session it gives up
+/// the terminal for that process (and what it starts) alone.
+pub fn prepare_exec() -> io::Result<()> {
+    // SAFETY: open, ioctl and close with a constant path and integer arguments; the
+    // descriptor is closed before returning.
+    unsafe {
+        let fd = libc::open(
+            c"/dev/tty".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        // No controlling terminal to begin with (ENXIO): nothing to give up.
+        if fd >= 0 {
+            let rc = libc::ioctl(fd, libc::TIOCNOTTY);
+            let err = io::Error::last_os_error();
+            libc::close(fd);
+            if rc < 0 {
+                return Err(err);
+            }
+        }
+    }
+    match cloexec_from_3() {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL)) => Ok(()),
+        other => other,
+    }
+}
+
+/// Makes the terminal on descriptor 0 the controlling terminal of this process, which must
+/// lead a session that has none. See tty_ioctl(4), `TIOCSCTTY`.
+pub fn take_terminal_on_stdin() -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer (0: do not steal it from another session).
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    cloexec_from_3()
+    Ok(())
+}
+
+/// The window size of the terminal on `fd`, if it is one. See tty_ioctl(4), `TIOCGWINSZ`.
+pub fn window_size(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
+    // SAFETY: winsize is plain data; the kernel fills it, and only it, on success.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: `size` is valid for writes for the whole call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0).then_some(size)
+}
+
+/// Sets the window size of the terminal on `fd` (its foreground group gets SIGWINCH). See
+/// tty_ioctl(4), `TIOCSWINSZ`.
+pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> io::Result<()> {
+    // SAFETY: the kernel only reads `size`, valid for the whole call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_parentheses_in_the_name() {
+        let s = parse_stat(
+            "42 (a) b (c)) S 1 42 42 0 -1 4194304 100 0 0 0 0 0 0 0 20 0 1 0 55762 3133440 379",
+        )
+        .unwrap();
+        assert_eq!(s.pid, 42);
+        assert_eq!(s.comm, "a) b (c)");
+        assert_eq!((s.state, s.ppid, s.pgrp, s.session), ('S', 1, 42, 42));
+        assert_eq!(s.start_time, 55762);
+    }
+
+    #[test]
+    fn own_stat_is_read() {
+        let me = proc_stat(getpid()).unwrap();
+        assert_eq!(me.pid, getpid());
+        assert!(!me.is_zombie());
+    }
 }

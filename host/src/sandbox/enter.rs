@@ -1,14 +1,17 @@
 //! The sandbox recipe, in the order it runs inside `disco __sandbox`. One line of why a step.
 //!
-//! 1. New mount, UTS and IPC namespaces (and PID, in noop).
+//! 0. Close every descriptor but 0, 1 and 2.
+//! 1. New mount, UTS and IPC namespaces (and PID and network, in noop).
 //! 2. Make every mount private, so nothing propagates to the host.
 //! 3. An overlay per filesystem (`nodev`, plain upper layer).
 //! 4. Hide the state directory.
 //! 5. Our own `/dev` and a read-only `/sys`.
 //! 6. Fork PID 1, which mounts `/proc` of the new PID namespace, makes the dangerous parts of
 //!    `/proc` read-only and `pivot_root`s into the overlay.
-//! 7. PID 1 forks the payload as PID 2 (so signals are forwarded and orphans reaped), which in
-//!    noop drops the capabilities that reach outside and gets the shims first on `PATH`.
+//! 7. PID 1 forks the payload as PID 2 (so signals are forwarded and orphans reaped), which
+//!    starts a session of its own (without the caller's terminal; an interactive shell's own
+//!    pseudo-terminal becomes its controlling terminal), in noop drops the capabilities that
+//!    reach outside and gets the shims first on `PATH`.
 //! 8. When the payload exits, PID 1 exits, and the kernel kills whatever else is left in the
 //!    namespace and unmounts everything.
 
@@ -101,6 +104,13 @@ fn inside(merged: &Path, path: &Path) -> PathBuf {
 /// Runs the recipe and the payload `argv` (with working directory `cwd` inside the sandbox);
 /// returns the payload's exit status (128 + signal when killed).
 pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxError> {
+    // Nothing but 0, 1 and 2 enters: not even a descriptor that would close on exec, which
+    // PID 1 would otherwise hold for the sandbox's whole life.
+    crate::sys::close_from_3().map_err(|e| SandboxError::Syscall {
+        call: "close",
+        detail: "inherited descriptors".into(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
     // If the disco that started this sandbox dies, the sandbox dies with it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
@@ -556,6 +566,19 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command"),
         };
     };
+    // A session of its own: the caller's terminal is no controlling terminal of the payload,
+    // which cannot push keystrokes into it (TIOCSTI) nor open it as `/dev/tty`. An interactive
+    // `disco shell` gives it a pseudo-terminal of its own instead, on its stdin.
+    if let Err(e) = nix::unistd::setsid() {
+        return sys("start", "a session")(e);
+    }
+    if spec.terminal {
+        if let Err(e) = crate::sys::take_terminal_on_stdin() {
+            return sys("take", "the shell's terminal")(Errno::from_raw(
+                e.raw_os_error().unwrap_or(0),
+            ));
+        }
+    }
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
     if spec.noop {

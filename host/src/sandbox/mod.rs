@@ -11,6 +11,7 @@ pub mod enter;
 pub mod mountinfo;
 pub mod run;
 pub mod shims;
+pub mod terminal;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
