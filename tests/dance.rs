@@ -922,3 +922,58 @@ fn a_descriptor_the_caller_left_open_does_not_reach_noop_scripts() {
     assert!(all.contains("no fd7"), "{all}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "live\n", "{all}");
 }
+
+/// A unix socket on a read-only filesystem, with a listener behind it: a noop script cannot
+/// connect to it, and the listener accepts nothing. (The filesystem is mounted in a private
+/// mount namespace the test makes, so nothing of it reaches the host's.)
+#[test]
+fn a_socket_on_a_read_only_filesystem_is_unreachable_from_noop() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-rosock");
+    let ro = TempDir::new("ro-fs");
+    let sock = ro.path().join("sock");
+    let script = format!(
+        "#!/bin/bash\n\
+         perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; \
+           if (connect($s, pack_sockaddr_un(\"{sock}\"))) {{ print \"ro socket reached\\n\" }} \
+           else {{ print \"ro socket refused: $!\\n\" }}'\n",
+        sock = sock.display()
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-rosock", &script),
+        ],
+    );
+    let outer = format!(
+        "mount -t tmpfs -o size=1m disco-ro {ro}
+         perl -MSocket -e '$| = 1; socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; \
+           bind($s, pack_sockaddr_un(\"{sock}\")) or die \"bind: $!\"; listen($s, 5) or die; \
+           print \"listening\\n\"; accept(my $c, $s) and print \"listener accepted\\n\"' &
+         listener=$!
+         while [ ! -S {sock} ]; do sleep 0.05; done
+         mount -o remount,ro {ro}
+         $DISCO --state-dir {state} dance --noop --node n1 --source {src} || echo dance failed
+         kill $listener; wait $listener || true",
+        ro = ro.path().display(),
+        sock = sock.display(),
+        state = state.path().display(),
+        src = src.path().display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", &outer])
+        .env("NO_COLOR", "1")
+        .env("DISCO", env!("CARGO_BIN_EXE_disco"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare");
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("listening"), "{all}");
+    assert!(all.contains("ro socket refused"), "{all}");
+    assert!(!all.contains("listener accepted"), "{all}");
+    assert!(!all.contains("dance failed"), "{all}");
+}

@@ -409,9 +409,18 @@ fn mount_root(setup: &Setup, shared: &Shared, root: &Root<'_>) -> Result<(), San
     for (i, layer) in layers.iter().enumerate() {
         let target = inside(root, &layer.mount_point);
         if read_only(&layer.lower) {
-            // Nothing can write there: the filesystem itself, bound read-only (and `nodev`),
-            // costs less than an overlay.
-            enter::bind_read_only(&layer.lower, &target, false)?;
+            if setup.noop {
+                // Nothing can write there, yet a bind would be the filesystem itself, and a
+                // unix socket on it would connect to its live listener: a read-only overlay
+                // (of it and an empty folder) shows the same files, `nodev`, and its sockets
+                // lead nowhere.
+                crate::sys::mount_overlay_readonly(&[&layer.lower, &shared.empty], &target)
+                    .map_err(sys("mount a read-only view of", layer.lower.display()))?;
+            } else {
+                // Live, scripts may reach what they would anyway: the filesystem itself, bound
+                // read-only (and `nodev`), costs less than an overlay.
+                enter::bind_read_only(&layer.lower, &target, false)?;
+            }
             continue;
         }
         let base = live_base(layer, &shared.empty, views, i)?;
