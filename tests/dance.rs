@@ -977,3 +977,47 @@ fn a_socket_on_a_read_only_filesystem_is_unreachable_from_noop() {
     assert!(!all.contains("listener accepted"), "{all}");
     assert!(!all.contains("dance failed"), "{all}");
 }
+
+/// Noop keeps no capability that reaches outside its namespaces: a raw socket (which would
+/// see traffic), real-time scheduling, memory locked beyond the limit and io_uring are refused.
+#[test]
+fn noop_scripts_open_no_raw_socket_nor_take_the_cpu_memory_or_io_uring() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-caps");
+    let script = format!(
+        "#!/bin/bash\n\
+         perl -MSocket -e 'print socket(my $s, PF_INET, SOCK_RAW, 255) ? \"raw opened\\n\" : \"raw refused: $!\\n\"'\n\
+         perl -MSocket -e 'print socket(my $s, PF_PACKET, SOCK_RAW, 0) ? \"packet opened\\n\" : \"packet refused: $!\\n\"'\n\
+         if chrt -f 10 true 2>/dev/null; then echo fifo granted; else echo fifo refused; fi\n\
+         ulimit -l 1024\n\
+         perl -e 'my $b = \"x\" x (64 << 20); \
+           print syscall({mlock}, unpack(\"J\", pack(\"p\", $b)), length $b) == 0 ? \"mlock granted\\n\" : \"mlock refused: $!\\n\"'\n\
+         perl -e 'my $p = \"\\0\" x 120; my $fd = syscall({uring}, 8, $p); \
+           print $fd >= 0 ? \"io_uring opened\\n\" : \"io_uring refused: $!\\n\"'\n",
+        mlock = nix::libc::SYS_mlock,
+        uring = nix::libc::SYS_io_uring_setup,
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-caps", &script),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    let all = format!("{stdout}\n{}", text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    for refused in [
+        "raw refused",
+        "packet refused",
+        "fifo refused",
+        "mlock refused",
+        "io_uring refused",
+    ] {
+        assert!(stdout.contains(refused), "{refused}: {all}");
+    }
+}

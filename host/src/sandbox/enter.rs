@@ -44,9 +44,10 @@ pub const BIN_DIR: &str = "/dev/.disco/bin";
 /// Where a live sandbox's shims record the commands they defer.
 pub const DEFERRED: &str = "/dev/.disco/deferred";
 
-/// Capabilities dropped in noop: each reaches outside the sandbox (modules, clock, network,
-/// raw I/O, device nodes, file handles, other processes, mounts, immutable flags that would pin
-/// the scratch layer).
+/// Capabilities dropped in noop: each reaches outside the sandbox's namespaces (modules,
+/// clock, raw I/O, device nodes, file handles, other processes, mounts, immutable flags that
+/// would pin the scratch layer, raw and packet sockets, the host's scheduler and memory, the
+/// audit log, leases on live files). What noop keeps, and why, is listed in ARCHITECTURE.md.
 const DROPPED: &[caps::Capability] = {
     use caps::Capability::*;
     &[
@@ -54,19 +55,31 @@ const DROPPED: &[caps::Capability] = {
         CAP_SYS_BOOT,
         CAP_SYS_TIME,
         CAP_NET_ADMIN,
+        // Raw and packet sockets: they see (and forge) traffic, and are no dry run's business.
+        CAP_NET_RAW,
         CAP_SYS_RAWIO,
         CAP_MKNOD,
         // open_by_handle_at: reaches any file of a filesystem something of it is bound from.
         CAP_DAC_READ_SEARCH,
         CAP_SYS_PTRACE,
         CAP_SYS_ADMIN,
+        // Real-time scheduling and priorities of the host's CPUs; locked memory of its RAM;
+        // limits above the hard ones and reserved disk space: no namespace bounds them.
+        CAP_SYS_NICE,
+        CAP_IPC_LOCK,
+        CAP_SYS_RESOURCE,
         CAP_LINUX_IMMUTABLE,
+        // Leases on files that may be the host's (a read-only filesystem's).
+        CAP_LEASE,
         CAP_MAC_ADMIN,
         CAP_MAC_OVERRIDE,
         CAP_SYSLOG,
         CAP_WAKE_ALARM,
         CAP_BLOCK_SUSPEND,
+        // The host's audit log and its rules.
         CAP_AUDIT_CONTROL,
+        CAP_AUDIT_WRITE,
+        CAP_AUDIT_READ,
         CAP_SYS_PACCT,
         CAP_SYS_TTY_CONFIG,
         CAP_BPF,
@@ -622,7 +635,15 @@ fn deny_keyrings() -> Result<(), SandboxError> {
             k,
         };
         let deny = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
-        let denied = [libc::SYS_add_key, libc::SYS_keyctl, libc::SYS_request_key];
+        // io_uring: its operations run in kernel workers, outside the checks above.
+        let denied = [
+            libc::SYS_add_key,
+            libc::SYS_keyctl,
+            libc::SYS_request_key,
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
+        ];
         // seccomp_data: nr at offset 0, arch at offset 4. Fails closed: a call of another ABI
         // (a 32-bit program) is denied whole, as it could spell the denied calls otherwise.
         let mut prog = vec![
