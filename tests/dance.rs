@@ -1021,3 +1021,69 @@ fn noop_scripts_open_no_raw_socket_nor_take_the_cpu_memory_or_io_uring() {
         assert!(stdout.contains(refused), "{refused}: {all}");
     }
 }
+
+/// A noop script that makes a sparse 1 TB file gets its diff well within its timeout: the
+/// differ hashes the data, skipping the holes.
+#[test]
+fn a_sparse_terabyte_file_diffs_within_the_modules_timeout() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-tera");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-tera",
+                "#!/bin/bash\ntruncate -s 1T /var/tmp/disco-tera.img\n\
+                 echo middle | dd of=/var/tmp/disco-tera.img bs=1 seek=549755813888 conv=notrunc status=none\n",
+            ),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let out = dance(state.path(), src.path(), "n1", &["--timeout", "10"]);
+    let took = started.elapsed();
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("/var/tmp/disco-tera.img : Created"), "{all}");
+    assert!(
+        all.contains("Contents not compared: 1099511627776 bytes"),
+        "{all}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    assert!(!Path::new("/var/tmp/disco-tera.img").exists());
+}
+
+/// A diff that cannot finish within the module's timeout fails its module, naming the file.
+#[test]
+fn a_diff_that_cannot_finish_in_time_fails_its_module_naming_the_file() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-slowdiff");
+    // 80 MB of data under 60 names (hard links): seconds of hashing for the differ, a fraction
+    // of a second of work for the script.
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-big",
+                "#!/bin/bash\nmkdir /var/tmp/disco-slow\nyes disco | head -c 80M > /var/tmp/disco-slow/data\n\
+                 for i in $(seq 1 60); do ln /var/tmp/disco-slow/data /var/tmp/disco-slow/link$i; done\n",
+            ),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let out = dance(state.path(), src.path(), "n1", &["--timeout", "2"]);
+    let took = started.elapsed();
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("did not finish in time"), "{all}");
+    assert!(all.contains("/var/tmp/disco-slow/"), "{all}");
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    assert!(!Path::new("/var/tmp/disco-slow").exists());
+}

@@ -376,7 +376,7 @@ impl ModuleRun<'_> {
             defer: (!self.opts.noop).then(|| self.stack.deferred(self.k)),
             // Live, the merge needs the diff at once; in noop it is made while the next
             // module runs.
-            diff: (!self.opts.noop).then(|| self.stack.diff_job(self.k)),
+            diff: (!self.opts.noop).then(|| self.stack.diff_job(self.k, self.opts.timeout)),
             layers,
         })
     }
@@ -402,7 +402,7 @@ impl ModuleRun<'_> {
                     self.stack.restack(t);
                 }
                 if module.diff.is_some() {
-                    module.diff = Some(self.stack.diff_job(self.k));
+                    module.diff = Some(self.stack.diff_job(self.k, self.opts.timeout));
                 }
                 Request {
                     module: Some(module),
@@ -853,7 +853,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                         pending = Some(Pending {
                             index: results.len(),
                             name: name.clone(),
-                            job: stack.diff_job(k),
+                            job: stack.diff_job(k, opts.timeout),
                         });
                         (ModuleStatus::Ok, (0, 0, 0))
                     }

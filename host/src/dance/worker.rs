@@ -106,6 +106,10 @@ pub struct DiffJob {
     /// Per filesystem, what lies beneath the scratch layer apart from the live tree (the kept
     /// modules' layers, topmost first).
     pub beneath: Vec<Vec<PathBuf>>,
+    /// How long the diff may take (the module's timeout); past it, it fails its module,
+    /// naming the file it was reading.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 /// One request: a module to run, and the diff of one that ran before it, made meanwhile (on
@@ -199,13 +203,18 @@ impl Worker {
             .and_then(|()| to.flush())
             .map_err(|_| broken("has ended"))?;
         // The worker bounds every piece; this bounds the worker, so the dance never hangs.
-        // (A diff alone has the worker's own bound, 600 s.)
+        // (A diff has the worker's own bound, `differ_limit`.)
+        let diff = request
+            .earlier
+            .as_ref()
+            .map_or(Duration::ZERO, differ_limit)
+            + Duration::from_secs(30);
         Ok(match &request.module {
             Some(m) => {
                 let pieces = m.plan.templates.len() + m.plan.scripts.len() + 2;
-                m.plan.timeout * pieces as u32 + Duration::from_secs(630)
+                m.plan.timeout * pieces as u32 + diff.max(Duration::from_secs(630))
             }
-            None => Duration::from_secs(630),
+            None => diff.max(Duration::from_secs(630)),
         })
     }
 
@@ -861,8 +870,16 @@ fn serve(setup: &Setup, shared: &Shared, request: &Request) -> Reply {
     Reply { module, earlier }
 }
 
-/// A differ at work: its pid, its "done" pipe, where it writes the diff.
-type Differ = (Pid, std::io::PipeReader, PathBuf);
+/// A differ at work: its pid, its "done" pipe, where it writes the diff, how long it may take.
+type Differ = (Pid, std::io::PipeReader, PathBuf, Duration);
+
+/// How long a differ may take: its job's own bound (the module's timeout, which the diff
+/// enforces itself, failing with the file it was reading), with a margin to say so; 600 s
+/// for a job without one.
+fn differ_limit(job: &DiffJob) -> Duration {
+    job.timeout
+        .map_or(Duration::from_secs(600), |t| t + Duration::from_secs(30))
+}
 
 /// Forks a child that makes `job`'s diff into `DIR/diff.json`.
 fn start_differ(setup: &Setup, shared: &Shared, job: &DiffJob) -> Result<Differ, String> {
@@ -883,13 +900,13 @@ fn start_differ(setup: &Setup, shared: &Shared, job: &DiffJob) -> Result<Differ,
             let _ = done_tx.write_all(b"done\n");
             std::process::exit(i32::from(written.is_err()));
         }
-        ForkResult::Parent { child } => Ok((child, done_rx, out)),
+        ForkResult::Parent { child } => Ok((child, done_rx, out, differ_limit(job))),
     }
 }
 
 /// Waits for a differ (bounded) and reads what it made.
-fn finish_differ((child, done, out): Differ) -> Result<Diffed, String> {
-    wait_bounded(child, &done, Duration::from_secs(600));
+fn finish_differ((child, done, out, limit): Differ) -> Result<Diffed, String> {
+    wait_bounded(child, &done, limit);
     let bytes = std::fs::read(&out).map_err(|e| format!("the diff: {}: {e}", out.display()))?;
     serde_json::from_slice::<Result<Diffed, String>>(&bytes)
         .map_err(|e| format!("the diff: {}: {e}", out.display()))?
@@ -989,6 +1006,8 @@ fn module_diff(setup: &Setup, shared: &Shared, r: &DiffJob) -> Result<Vec<Change
     std::fs::create_dir_all(views).map_err(prep(views))?;
     let opts = DiffOptions {
         names_root: setup.root.clone(),
+        // Counted from here: the views below are mounted within it too.
+        deadline: r.timeout.map(|t| std::time::Instant::now() + t),
         ..DiffOptions::default()
     };
     let mut layers = Vec::new();
@@ -1025,11 +1044,7 @@ fn module_diff(setup: &Setup, shared: &Shared, r: &DiffJob) -> Result<Vec<Change
         });
     }
     // The views go with the runner's namespace.
-    let changes = diff::compute(&layers, &opts);
-    let mut changes = changes.map_err(|e| SandboxError::Prepare {
-        path: r.dir.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let mut changes = diff::compute(&layers, &opts)?;
     live_devices(&mut changes, &r.layers);
     Ok(changes)
 }

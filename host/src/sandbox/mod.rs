@@ -66,6 +66,9 @@ pub enum SandboxError {
     /// Dropping capabilities failed.
     #[error("cannot drop capabilities: {0}")]
     Caps(String),
+    /// A module's diff could not be made (it names the file at fault).
+    #[error(transparent)]
+    Diff(#[from] crate::diff::DiffError),
     /// The payload command could not be executed.
     #[error("cannot execute {command}: {source}")]
     Exec {
