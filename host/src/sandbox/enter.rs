@@ -609,104 +609,11 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     }
 }
 
-/// Denies, with EPERM, the system calls that reach the kernel's keyrings, which no namespace
-/// covers: a noop script must not add keys to root's keyrings, nor clear them. Installed while
-/// `CAP_SYS_ADMIN` is still held (no `no_new_privs` needed, so setuid programs keep working).
-fn deny_keyrings() -> Result<(), SandboxError> {
-    use nix::libc;
-    #[cfg(target_arch = "x86_64")]
-    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
-    #[cfg(target_arch = "aarch64")]
-    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    return Ok(());
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    {
-        let stmt = |code: u32, k: u32| libc::sock_filter {
-            code: code as u16,
-            jt: 0,
-            jf: 0,
-            k,
-        };
-        let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
-            code: code as u16,
-            jt,
-            jf,
-            k,
-        };
-        let deny = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
-        // io_uring: its operations run in kernel workers, outside the checks above.
-        let denied = [
-            libc::SYS_add_key,
-            libc::SYS_keyctl,
-            libc::SYS_request_key,
-            libc::SYS_io_uring_setup,
-            libc::SYS_io_uring_enter,
-            libc::SYS_io_uring_register,
-        ];
-        // seccomp_data: nr at offset 0, arch at offset 4. Fails closed: a call of another ABI
-        // (a 32-bit program) is denied whole, as it could spell the denied calls otherwise.
-        let mut prog = vec![
-            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
-            jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, ARCH, 1, 0),
-            stmt(libc::BPF_RET | libc::BPF_K, deny),
-            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
-            // x32 system calls on x86_64 carry this bit.
-            jump(
-                libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
-                0x4000_0000,
-                0,
-                1,
-            ),
-            stmt(libc::BPF_RET | libc::BPF_K, deny),
-        ];
-        for nr in denied {
-            prog.push(jump(
-                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-                nr as u32,
-                0,
-                1,
-            ));
-            prog.push(stmt(libc::BPF_RET | libc::BPF_K, deny));
-        }
-        prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_mut_ptr(),
-        };
-        // Without SPEC_ALLOW the kernel would also turn on its speculative-store-bypass
-        // mitigation for every process under the filter, which slows all of them (the filter
-        // guards against a dry run's mistakes, not against side channels). Kernels before
-        // 4.17 know no flags.
-        let install = |flags: libc::c_ulong| {
-            // SAFETY: fprog points at `prog`, alive for the call; the kernel copies the filter.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
-                    flags,
-                    &fprog as *const libc::sock_fprog,
-                )
-            }
-        };
-        let mut rc = install(libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW as libc::c_ulong);
-        if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            rc = install(0);
-        }
-        if rc != 0 {
-            return Err(SandboxError::Caps(format!(
-                "cannot install the keyring filter: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// Drops, for good, the capabilities that reach outside a noop sandbox ([`DROPPED`]), and
-/// denies the keyring calls (which no capability or namespace keeps inside).
+/// installs noop's seccomp filter (the keyring calls and io_uring, which no capability or
+/// namespace keeps inside; see [`super::seccomp`]).
 pub(crate) fn drop_capabilities() -> Result<(), SandboxError> {
-    deny_keyrings()?;
+    super::seccomp::install()?;
     use caps::CapSet;
     let err = |e: caps::errors::CapsError| SandboxError::Caps(e.to_string());
     for cap in DROPPED {

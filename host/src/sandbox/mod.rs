@@ -10,6 +10,7 @@
 pub mod enter;
 pub mod mountinfo;
 pub mod run;
+pub mod seccomp;
 pub mod shims;
 pub mod terminal;
 
@@ -66,6 +67,15 @@ pub enum SandboxError {
     /// Dropping capabilities failed.
     #[error("cannot drop capabilities: {0}")]
     Caps(String),
+    /// Noop's seccomp filter could not be compiled (an unknown architecture) or installed.
+    #[error("cannot {what} the seccomp filter: {source}")]
+    Seccomp {
+        /// `compile` or `install`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A module's diff could not be made (it names the file at fault).
     #[error(transparent)]
     Diff(#[from] crate::diff::DiffError),
