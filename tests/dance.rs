@@ -851,6 +851,28 @@ fn noop_scripts_reach_no_loopback_service_nor_abstract_socket() {
     assert!(out.status.success(), "{all}");
     assert!(stdout.contains("tcp refused"), "{all}");
     assert!(stdout.contains("unix refused"), "{all}");
+    // Each attempt is reported, with its address.
+    assert!(
+        stdout.contains(&format!("warning: Would connect : tcp 127.0.0.1:{port}\n")),
+        "{all}"
+    );
+    assert!(
+        stdout.contains(&format!("warning: Would connect : unix @{name}\n")),
+        "{all}"
+    );
+    let report = util::disco(state.path(), &["report"]);
+    assert!(
+        text(&report.stdout).contains(&format!("would connect: tcp 127.0.0.1:{port}")),
+        "{}",
+        text(&report.stdout)
+    );
+    let json = util::disco(state.path(), &["report", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        json.to_string()
+            .contains(&format!("\"would_connect\":[\"tcp 127.0.0.1:{port}\"")),
+        "{json}"
+    );
     // Only the loopback of a namespace of its own.
     assert!(stdout.contains("link=lo"), "{all}");
     assert_eq!(stdout.matches("link=").count(), 1, "{all}");

@@ -613,6 +613,57 @@ pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> io::Result<(
     Ok(())
 }
 
+/// Reads `len` bytes at `addr` in process `pid`'s memory (at most 256). See
+/// process_vm_readv(2): the caller needs ptrace access to `pid` (the same credentials do).
+pub fn read_process_memory(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len.min(256)];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, valid for writes of its length for the whole call; the
+    // remote range is the other process's, which the kernel checks.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// The type (`SOCK_STREAM`, `SOCK_DGRAM`...) of socket `fd` of process `pid`, through a copy
+/// of it (pidfd_getfd(2), which needs ptrace access to `pid`).
+pub fn socket_type_of(pid: i32, fd: i32) -> io::Result<i32> {
+    let pidfd = pidfd_open(pid)?;
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags; it returns a new fd.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us, and nothing else owns it.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid for writes for the whole call.
+    let rc = unsafe {
+        libc::getsockopt(
+            copy.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -443,6 +443,9 @@ impl ModuleRun<'_> {
             for w in &piece.warnings {
                 self.print.warning(&format!("{}: {w}", self.name));
             }
+            for address in &piece.step.would_connect {
+                self.print.warning(&format!("Would connect : {address}"));
+            }
             steps.push(piece.step);
             if let Some(failure) = piece.failure {
                 return Err(failure);

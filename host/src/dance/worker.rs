@@ -699,6 +699,16 @@ fn confined(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     nix::unistd::chroot(&root.path).map_err(sys("chroot", root.path.display()))?;
     nix::unistd::chdir("/").map_err(sys("chdir", "/"))?;
+    // SAFETY: single-threaded (a fresh fork of the single-threaded runner; the watcher's thread
+    // starts below).
+    unsafe { std::env::set_var("PATH", path) };
+    // In noop, every connection a piece attempts is reported ("Would connect"); installed
+    // while CAP_SYS_ADMIN is still held, and before any thread.
+    let connects = if noop {
+        Some(crate::sandbox::connect::Watcher::start()?)
+    } else {
+        None
+    };
     if noop {
         enter::drop_capabilities()?;
         // Without it, a second chroot would lead back out.
@@ -716,11 +726,9 @@ fn confined(
             })
             .map_err(|e| SandboxError::Caps(e.to_string()))?;
     }
-    // SAFETY: single-threaded (a fresh fork of the single-threaded runner).
-    unsafe { std::env::set_var("PATH", path) };
     let run = match part {
-        Part::Templates => pieces::run_templates(plan, results, real),
-        Part::Pieces => pieces::run_pieces(plan, results, real),
+        Part::Templates => pieces::run_templates(plan, results, real, connects.as_ref()),
+        Part::Pieces => pieces::run_pieces(plan, results, real, connects.as_ref()),
     };
     run.map_err(|e| SandboxError::Exec {
         command: plan.module.clone(),

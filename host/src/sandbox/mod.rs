@@ -7,6 +7,7 @@
 //! payload. Nothing the sandbox mounts is ever visible outside it, and it all disappears when
 //! its last process exits.
 
+pub mod connect;
 pub mod enter;
 pub mod mountinfo;
 pub mod run;
