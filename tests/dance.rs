@@ -1109,3 +1109,186 @@ fn a_diff_that_cannot_finish_in_time_fails_its_module_naming_the_file() {
     assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
     assert!(!Path::new("/var/tmp/disco-slow").exists());
 }
+
+/// A network namespace the test makes, joined to the host by a veth pair on a /30 of the
+/// benchmarking range 198.18.0.0/15 (`.1` on the host's side, `.2` inside; checked unused by
+/// the host first): a server there is outside the host without being anywhere else. Removed
+/// on drop (the peer goes with the namespace, and the host's side with its peer).
+struct TestNetns {
+    name: String,
+    host_side: String,
+    /// The server's address inside.
+    inside: String,
+}
+
+impl TestNetns {
+    fn new() -> TestNetns {
+        let id = std::process::id() % 100_000;
+        let net = format!("198.18.{}", id % 250);
+        let routes = Command::new("ip")
+            .args(["-o", "addr"])
+            .output()
+            .expect("ip (apt-get install iproute2)");
+        let table = Command::new("ip").arg("route").output().unwrap();
+        assert!(
+            !text(&routes.stdout).contains("198.18.") && !text(&table.stdout).contains("198.18."),
+            "the host already uses 198.18.0.0/15; this test needs it free"
+        );
+        let name = format!("disco-out-{id}");
+        let (host, peer) = (format!("vdo{id}"), format!("vdp{id}"));
+        let ns = TestNetns {
+            name: name.clone(),
+            host_side: host.clone(),
+            inside: format!("{net}.2"),
+        };
+        let (host_addr, inside_addr) = (format!("{net}.1/30"), format!("{net}.2/30"));
+        for args in [
+            vec!["netns", "add", &name],
+            vec![
+                "link", "add", &host, "type", "veth", "peer", "name", &peer, "netns", &name,
+            ],
+            vec!["addr", "add", &host_addr, "dev", &host],
+            vec!["link", "set", &host, "up"],
+            vec!["-n", &name, "addr", "add", &inside_addr, "dev", &peer],
+            vec!["-n", &name, "link", "set", &peer, "up"],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+        }
+        ns
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        // The host's side first: the namespace may outlive its removal a moment (a process
+        // still in it), the address on the host must not.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_side])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `--network outbound`: a noop script reaches a server outside the host's loopback (in a
+/// namespace of the test's), and still not the host's loopback, directly or through the
+/// user-mode stack's gateway.
+#[test]
+fn network_outbound_reaches_out_but_not_the_hosts_loopback() {
+    if !have_root("dance") {
+        return;
+    }
+    assert!(
+        Command::new("slirp4netns")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "slirp4netns missing: apt-get install slirp4netns"
+    );
+    use std::io::BufRead;
+    let ns = TestNetns::new();
+    let port = 20_000 + std::process::id() % 10_000;
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "perl",
+            "-MIO::Socket::INET",
+            "-e",
+        ])
+        .arg(format!(
+            "$| = 1; my $s = IO::Socket::INET->new(LocalAddr => '{inside}', LocalPort => {port}, \
+             Listen => 5, ReuseAddr => 1) or die $!; print \"listening\\n\"; alarm 60; \
+             my $c = $s->accept or die; print 'got: ', scalar <$c>;",
+            inside = ns.inside
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut from_server = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    from_server.read_line(&mut line).unwrap();
+    assert_eq!(line, "listening\n");
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let hport = host.local_addr().unwrap().port();
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-outbound");
+    let script = format!(
+        "#!/bin/bash\n\
+         if echo hello-outbound 2>/dev/null > /dev/tcp/{inside}/{port}; then echo outbound reached; else echo outbound refused; fi\n\
+         if echo x 2>/dev/null > /dev/tcp/127.0.0.1/{hport}; then echo loopback reached; else echo loopback refused; fi\n\
+         if echo x 2>/dev/null > /dev/tcp/10.0.2.2/{hport}; then echo gateway reached; else echo gateway refused; fi\n",
+        inside = ns.inside
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-out", &script),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &["--network", "outbound"]);
+    let stdout = text(&out.stdout);
+    let all = format!("{stdout}\n{}", text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(stdout.contains("outbound reached"), "{all}");
+    assert!(stdout.contains("loopback refused"), "{all}");
+    assert!(stdout.contains("gateway refused"), "{all}");
+    assert!(
+        stdout.contains(&format!("warning: Connects : tcp {}:{port}", ns.inside)),
+        "{all}"
+    );
+    line.clear();
+    from_server.read_line(&mut line).unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(line, "got: hello-outbound\n");
+    assert!(
+        host.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the host's loopback listener got a connection"
+    );
+}
+
+/// The client parameter `disco/client/network` chooses the network when `--network` is not
+/// given; a value disco does not know stops the dance, naming it.
+#[test]
+fn the_client_parameter_network_is_read_and_checked() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-netparam");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-ip",
+                "#!/bin/bash\nip -o link | cut -d: -f2 | tr -d ' ' | sed 's/^/link=/'\n",
+            ),
+        ],
+    );
+    client_params(state.path(), &[("disco/client/network", "everywhere")]);
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("disco/client/network: unknown value \"everywhere\""),
+        "{all}"
+    );
+    client_params(state.path(), &[("disco/client/network", "outbound")]);
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("link=tap0"), "{all}");
+    // The command line wins.
+    let out = dance(state.path(), src.path(), "n1", &["--network", "loopback"]);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success() && !all.contains("link=tap0"), "{all}");
+}

@@ -57,9 +57,12 @@ pub struct DanceArgs {
     #[arg(long, value_name = "PATH")]
     pub sink_plugin: Vec<PathBuf>,
     /// In noop, what scripts reach of the network: `loopback` (the default) gives the sandbox
-    /// a network of its own with only loopback, so no service is called during a dry run.
-    #[arg(long, value_enum, default_value_t)]
-    pub network: crate::sandbox::Network,
+    /// a network of its own with only loopback, so no service is called during a dry run;
+    /// `outbound` adds outbound connections through slirp4netns (the host's loopback stays
+    /// unreachable), with which a script CAN change a remote service. Default: the parameter
+    /// disco/client/network of STATE/parameters, else `loopback`.
+    #[arg(long, value_enum)]
+    pub network: Option<crate::sandbox::Network>,
 }
 
 /// The textfile's name in `--textfile DIR`.

@@ -22,6 +22,9 @@ use crate::params::{KeyPath, Tree, Value};
 use crate::sandbox::{RunDir, Target};
 use crate::supervise::FixOutcome;
 
+/// The client parameter that chooses a noop dance's network when `--network` is not given.
+pub const NETWORK_PARAMETER: &str = "disco/client/network";
+
 /// What a dance is asked to do.
 #[derive(Clone, Debug)]
 pub struct DanceOptions {
@@ -45,8 +48,9 @@ pub struct DanceOptions {
     pub progress: bool,
     /// Wait for a running dance to finish (else fail at once).
     pub wait: bool,
-    /// In noop, the sandbox's network.
-    pub network: crate::sandbox::Network,
+    /// In noop, the sandbox's network; `None` reads `disco/client/network` from the client's
+    /// parameters (`loopback`, the default, or `outbound`).
+    pub network: Option<crate::sandbox::Network>,
 }
 
 /// Progress lines on stdout, in the order things happen: `info:`, `warning:`, `error:`,
@@ -443,8 +447,14 @@ impl ModuleRun<'_> {
             for w in &piece.warnings {
                 self.print.warning(&format!("{}: {w}", self.name));
             }
+            // With `--network outbound` the connections are made: said as such.
+            let connects = if self.opts.network == Some(crate::sandbox::Network::Outbound) {
+                "Connects"
+            } else {
+                "Would connect"
+            };
             for address in &piece.step.would_connect {
-                self.print.warning(&format!("Would connect : {address}"));
+                self.print.warning(&format!("{connects} : {address}"));
             }
             steps.push(piece.step);
             if let Some(failure) = piece.failure {
@@ -634,6 +644,25 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             Value::Dir => None,
         }
     };
+    // The network, from the command line or else the client's parameters, settled once for
+    // everything below.
+    let resolved = DanceOptions {
+        network: Some(match opts.network {
+            Some(network) => network,
+            None => match client_value(NETWORK_PARAMETER) {
+                None => crate::sandbox::Network::default(),
+                Some(value) => {
+                    <crate::sandbox::Network as clap::ValueEnum>::from_str(value.trim(), false)
+                        .map_err(|_| DanceError::BadParameter {
+                            key: NETWORK_PARAMETER,
+                            value,
+                        })?
+                }
+            },
+        }),
+        ..opts.clone()
+    };
+    let opts = &resolved;
     let source_text = opts
         .source
         .clone()
@@ -732,7 +761,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         hide: stack.target.hide(),
         noop: opts.noop,
         shims: crate::sandbox::ShimConfig::default(),
-        network: opts.network,
+        network: opts.network.unwrap_or_default(),
         tools: std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?,
         hostname: stack.hostname().map(str::to_owned),
         root: stack.target.root.clone(),

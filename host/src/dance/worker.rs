@@ -159,6 +159,9 @@ pub struct Worker {
     child: Child,
     to: Option<ChildStdin>,
     from: BufReader<ChildStdout>,
+    /// `--network outbound`: the sandbox's way out, stopped after the worker (fields drop
+    /// after [`Drop::drop`]).
+    outbound: Option<crate::sandbox::outbound::Outbound>,
 }
 
 fn broken(what: &str) -> String {
@@ -179,13 +182,27 @@ impl Worker {
             .map_err(|e| format!("cannot start the dance's sandbox: {e}"))?;
         let to = child.stdin.take();
         let from = BufReader::new(child.stdout.take().expect("piped"));
-        let mut worker = Worker { child, to, from };
+        let mut worker = Worker {
+            child,
+            to,
+            from,
+            outbound: None,
+        };
         // The worker says it is ready once `/dev`, `/proc` and `/sys` are in place.
         let mut line = String::new();
         match worker.from.read_line(&mut line) {
-            Ok(n) if n > 0 && line.trim() == "ready" => Ok(worker),
-            _ => Err(broken("could not be set up")),
+            Ok(n) if n > 0 && line.trim() == "ready" => {}
+            _ => return Err(broken("could not be set up")),
         }
+        if setup.noop && setup.network == Network::Outbound {
+            // The sandbox's network namespace is that of the process we started (it unshared
+            // it before forking the worker); no module runs before it has its way out.
+            worker.outbound = Some(
+                crate::sandbox::outbound::Outbound::start(worker.child.id())
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(worker)
     }
 
     /// Runs one module.

@@ -169,8 +169,9 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
     }
 }
 
-/// Noop's network ([`Network::Loopback`]): a network namespace of its own, whose loopback is
-/// brought up so that a script's own local services work. Nothing of the host's network is
+/// Noop's network ([`Network::Loopback`], and the start of [`Network::Outbound`], which the
+/// caller then connects): a network namespace of its own, whose loopback is brought up so
+/// that a script's own local services work. Nothing of the host's network is
 /// reachable from it: not 127.0.0.1, nor abstract unix sockets (they belong to the network
 /// namespace), nor raw sockets or netlink to the host's stack.
 pub(crate) fn isolate_network(network: Network) -> Result<(), SandboxError> {

@@ -10,6 +10,7 @@
 pub mod connect;
 pub mod enter;
 pub mod mountinfo;
+pub mod outbound;
 pub mod run;
 pub mod seccomp;
 pub mod shims;
@@ -77,6 +78,16 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// `--network outbound`: slirp4netns could not be started or did not configure the
+    /// network.
+    #[error("cannot {what} slirp4netns: {source}")]
+    Outbound {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A module's diff could not be made (it names the file at fault).
     #[error(transparent)]
     Diff(#[from] crate::diff::DiffError),
@@ -112,6 +123,10 @@ pub enum Network {
     /// stack), so a dry run calls no service.
     #[default]
     Loopback,
+    /// Loopback, and outbound connections through a user-mode network stack
+    /// (`slirp4netns`, see [`outbound`]), with the host's loopback unreachable. A script can
+    /// then change a remote service: for sites whose scripts must download.
+    Outbound,
     /// The host's network namespace, as before namespaces: no dry run for the network. Not
     /// offered in `--help`; it exists to measure what the namespace costs (`bench/dance.sh`).
     #[value(hide = true)]
