@@ -519,3 +519,30 @@ fn keystrokes_pushed_from_a_noop_shell_reach_no_terminal() {
     assert!(seen.contains("READ:["), "{seen}");
     assert!(!seen.contains("READ:[echo disco-injected"), "{seen}");
 }
+
+/// An interactive `disco shell` gets a terminal of its own: the shell there is a session
+/// leader with a controlling terminal, its exit status comes back, and keystrokes it pushes
+/// (TIOCSTI) land in its own terminal, not in the shell that started disco.
+#[test]
+fn an_interactive_shell_has_a_terminal_of_its_own() {
+    if !have_root("sandbox") {
+        return;
+    }
+    let state = TempDir::new("state");
+    let input = format!(
+        "test -t 0 && echo \"own tty: sid=$(ps -o sid= -p $$ | tr -d ' ') pid=$$\"\n{}\nexit 7\n",
+        util::tiocsti("echo disco-injected")
+    );
+    let script = format!(
+        "printf '%s' {input} | {disco} --state-dir {state} shell; echo \"shell exit $?\"; \
+         read -t 2 -r line; echo \"READ:[$line]\"",
+        input = shell_words::quote(&input),
+        disco = env!("CARGO_BIN_EXE_disco"),
+        state = state.path().display(),
+    );
+    let seen = util::in_terminal(&script);
+    assert!(seen.contains("own tty: sid=2 pid=2"), "{seen}");
+    assert!(seen.contains("sti tried"), "{seen}");
+    assert!(seen.contains("shell exit 7"), "{seen}");
+    assert!(!seen.contains("READ:[echo disco-injected"), "{seen}");
+}
