@@ -8,6 +8,10 @@
 //! (it has only its own loopback): the script gets what an unreachable service gives,
 //! `ECONNREFUSED` or `ENETUNREACH`, and its logic goes on. Nothing is decided from what the
 //! thread reads (which the caller could change meanwhile): it only reports.
+//!
+//! The thread starts before the process drops noop's capabilities (which are a thread's own),
+//! so it can read the memory of a piece that changed its credentials (`su nobody -c ...`); it
+//! runs no code of the module, and the process is not dumpable, so no piece can reach it.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
