@@ -2,6 +2,8 @@
 # The seed's example as a noop dance from the local source, and a generated site of 100
 # modules (each one template, two scripts, ten files), against the floor of running the same
 # templates and scripts directly with bash, in one hyperfine run (root only: the sandbox).
+# Each dance runs twice: with noop's own network namespace (the default) and, to measure what
+# the namespace costs, with the host's (`--network host`, hidden from --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
@@ -31,12 +33,16 @@ FLOOR
 
 hyperfine -N --warmup 2 --runs "${RUNS:-10}" --export-json "$work/dance.json" \
     -n 'example: disco dance --noop' "$disco --state-dir $work/state dance --noop --source contrib/example-site --node localhost.localdomain" \
+    -n 'example: disco dance --noop --network host' "$disco --state-dir $work/state dance --noop --network host --source contrib/example-site --node localhost.localdomain" \
     -n '100 modules: bash floor' "bash $work/floor.sh" \
-    -n '100 modules: disco dance --noop' "$disco --state-dir $work/state dance --noop --source $site --node bench.node"
+    -n '100 modules: disco dance --noop' "$disco --state-dir $work/state dance --noop --source $site --node bench.node" \
+    -n '100 modules: disco dance --noop --network host' "$disco --state-dir $work/state dance --noop --network host --source $site --node bench.node"
 python3 - "$work/dance.json" <<'PY'
 import json, sys
 r = {x["command"]: x["median"] for x in json.load(open(sys.argv[1]))["results"]}
 ex, floor, big = r['example: disco dance --noop'], r['100 modules: bash floor'], r['100 modules: disco dance --noop']
-print(f"median: example dance {ex*1e3:.1f} ms; 100 modules: bash floor {floor*1e3:.0f} ms, "
-      f"disco {big*1e3:.0f} ms -> disco / floor = {big/floor:.2f}x")
+ex_host, big_host = r['example: disco dance --noop --network host'], r['100 modules: disco dance --noop --network host']
+print(f"median: example dance {ex*1e3:.1f} ms (host network {ex_host*1e3:.1f} ms: the namespace "
+      f"costs {(ex-ex_host)*1e3:+.1f} ms); 100 modules: bash floor {floor*1e3:.0f} ms, "
+      f"disco {big*1e3:.0f} ms (host network {big_host*1e3:.0f} ms) -> disco / floor = {big/floor:.2f}x")
 PY

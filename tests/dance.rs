@@ -839,3 +839,483 @@ fn a_template_whose_output_is_over_the_bound_fails_naming_the_bound() {
         "{stdout}"
     );
 }
+
+/// A TCP listener on 127.0.0.1 and an abstract unix socket of the live system, started by the
+/// test: a noop script's attempts to reach them fail, and neither receives anything.
+#[test]
+fn noop_scripts_reach_no_loopback_service_nor_abstract_socket() {
+    if !have_root("dance") {
+        return;
+    }
+    use std::os::linux::net::SocketAddrExt;
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-net");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let name = format!("disco-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let unix = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    unix.set_nonblocking(true).unwrap();
+    let script = format!(
+        "#!/bin/bash\n\
+         if echo data 2>/dev/null > /dev/tcp/127.0.0.1/{port}; then echo tcp reached; else echo tcp refused; fi\n\
+         perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; \
+           if (connect($s, pack_sockaddr_un(\"\\0{name}\"))) {{ print $s \"data\"; print \"unix reached\\n\" }} \
+           else {{ print \"unix refused\\n\" }}'\n\
+         ip -o link show | cut -d: -f2 | tr -d ' ' | sed 's/^/link=/'\n"
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-net", &script),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    let all = format!("{stdout}\n{}", text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(stdout.contains("tcp refused"), "{all}");
+    assert!(stdout.contains("unix refused"), "{all}");
+    // Each attempt is reported, with its address.
+    assert!(
+        stdout.contains(&format!("warning: Would connect : tcp 127.0.0.1:{port}\n")),
+        "{all}"
+    );
+    assert!(
+        stdout.contains(&format!("warning: Would connect : unix @{name}\n")),
+        "{all}"
+    );
+    let report = util::disco(state.path(), &["report"]);
+    assert!(
+        text(&report.stdout).contains(&format!("would connect: tcp 127.0.0.1:{port}")),
+        "{}",
+        text(&report.stdout)
+    );
+    let json = util::disco(state.path(), &["report", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        json.to_string()
+            .contains(&format!("\"would_connect\":[\"tcp 127.0.0.1:{port}\"")),
+        "{json}"
+    );
+    // Only the loopback of a namespace of its own.
+    assert!(stdout.contains("link=lo"), "{all}");
+    assert_eq!(stdout.matches("link=").count(), 1, "{all}");
+    assert!(
+        tcp.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the TCP listener got a connection"
+    );
+    assert!(
+        unix.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the abstract socket got a connection"
+    );
+}
+
+/// Runs `cmd` with `file` open (read-only) as its descriptor 7, as a careless caller would.
+pub fn with_fd7(cmd: &mut Command, file: &Path) -> Output {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let f = std::fs::File::open(file).unwrap();
+    let raw = f.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(f);
+    out
+}
+
+/// A live file passed to `disco dance --noop` as descriptor 7: the script sees no descriptor 7,
+/// and the file is unchanged (through `/proc/self/fd/7` even a read-only one opens for writing).
+#[test]
+fn a_descriptor_the_caller_left_open_does_not_reach_noop_scripts() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-fd");
+    let live = TempDir::new("live-fd");
+    let file = live.path().join("live.txt");
+    std::fs::write(&file, "live\n").unwrap();
+    let script = "#!/bin/bash\n\
+        if [ -e /proc/self/fd/7 ]; then echo fd7 seen; else echo no fd7; fi\n\
+        echo written 2>/dev/null > /proc/self/fd/7\n\
+        ls /proc/self/fd | tr '\\n' ' ' | sed 's/^/fds: /'; echo\n";
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-fd", script),
+        ],
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_disco"));
+    cmd.arg("--state-dir")
+        .arg(state.path())
+        .args(["dance", "--noop", "--node", "n1", "--source"])
+        .arg(src.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    let out = with_fd7(&mut cmd, &file);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("no fd7"), "{all}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "live\n", "{all}");
+}
+
+/// A unix socket on a read-only filesystem, with a listener behind it: a noop script cannot
+/// connect to it, and the listener accepts nothing. (The filesystem is mounted in a private
+/// mount namespace the test makes, so nothing of it reaches the host's.)
+#[test]
+fn a_socket_on_a_read_only_filesystem_is_unreachable_from_noop() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-rosock");
+    let ro = TempDir::new("ro-fs");
+    let sock = ro.path().join("sock");
+    let script = format!(
+        "#!/bin/bash\n\
+         perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; \
+           if (connect($s, pack_sockaddr_un(\"{sock}\"))) {{ print \"ro socket reached\\n\" }} \
+           else {{ print \"ro socket refused: $!\\n\" }}'\n",
+        sock = sock.display()
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-rosock", &script),
+        ],
+    );
+    let outer = format!(
+        "mount -t tmpfs -o size=1m disco-ro {ro}
+         perl -MSocket -e '$| = 1; socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; \
+           bind($s, pack_sockaddr_un(\"{sock}\")) or die \"bind: $!\"; listen($s, 5) or die; \
+           print \"listening\\n\"; accept(my $c, $s) and print \"listener accepted\\n\"' &
+         listener=$!
+         while [ ! -S {sock} ]; do sleep 0.05; done
+         mount -o remount,ro {ro}
+         $DISCO --state-dir {state} dance --noop --node n1 --source {src} || echo dance failed
+         kill $listener; wait $listener || true",
+        ro = ro.path().display(),
+        sock = sock.display(),
+        state = state.path().display(),
+        src = src.path().display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec", &outer])
+        .env("NO_COLOR", "1")
+        .env("DISCO", env!("CARGO_BIN_EXE_disco"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare");
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("listening"), "{all}");
+    assert!(all.contains("ro socket refused"), "{all}");
+    assert!(!all.contains("listener accepted"), "{all}");
+    assert!(!all.contains("dance failed"), "{all}");
+}
+
+/// Noop keeps no capability that reaches outside its namespaces: a raw socket (which would
+/// see traffic), real-time scheduling, memory locked beyond the limit and io_uring are refused.
+#[test]
+fn noop_scripts_open_no_raw_socket_nor_take_the_cpu_memory_or_io_uring() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-caps");
+    let script = format!(
+        "#!/bin/bash\n\
+         perl -MSocket -e 'print socket(my $s, PF_INET, SOCK_RAW, 255) ? \"raw opened\\n\" : \"raw refused: $!\\n\"'\n\
+         perl -MSocket -e 'print socket(my $s, PF_PACKET, SOCK_RAW, 0) ? \"packet opened\\n\" : \"packet refused: $!\\n\"'\n\
+         if chrt -f 10 true 2>/dev/null; then echo fifo granted; else echo fifo refused; fi\n\
+         ulimit -l 1024\n\
+         perl -e 'my $b = \"x\" x (64 << 20); \
+           print syscall({mlock}, unpack(\"J\", pack(\"p\", $b)), length $b) == 0 ? \"mlock granted\\n\" : \"mlock refused: $!\\n\"'\n\
+         perl -e 'my $p = \"\\0\" x 120; my $fd = syscall({uring}, 8, $p); \
+           print $fd >= 0 ? \"io_uring opened\\n\" : \"io_uring refused: $!\\n\"'\n",
+        mlock = nix::libc::SYS_mlock,
+        uring = nix::libc::SYS_io_uring_setup,
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-caps", &script),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let stdout = text(&out.stdout);
+    let all = format!("{stdout}\n{}", text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    for refused in [
+        "raw refused",
+        "packet refused",
+        "fifo refused",
+        "mlock refused",
+        "io_uring refused",
+    ] {
+        assert!(stdout.contains(refused), "{refused}: {all}");
+    }
+}
+
+/// A noop script that makes a sparse 1 TB file gets its diff well within its timeout: the
+/// differ hashes the data, skipping the holes.
+#[test]
+fn a_sparse_terabyte_file_diffs_within_the_modules_timeout() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-tera");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-tera",
+                "#!/bin/bash\ntruncate -s 1T /var/tmp/disco-tera.img\n\
+                 echo middle | dd of=/var/tmp/disco-tera.img bs=1 seek=549755813888 conv=notrunc status=none\n",
+            ),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let out = dance(state.path(), src.path(), "n1", &["--timeout", "10"]);
+    let took = started.elapsed();
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("/var/tmp/disco-tera.img : Created"), "{all}");
+    assert!(
+        all.contains("Contents not compared: 1099511627776 bytes"),
+        "{all}"
+    );
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    assert!(!Path::new("/var/tmp/disco-tera.img").exists());
+}
+
+/// A diff that cannot finish within the module's timeout fails its module, naming the file.
+#[test]
+fn a_diff_that_cannot_finish_in_time_fails_its_module_naming_the_file() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-slowdiff");
+    // 80 MB of data under 60 names (hard links): seconds of hashing for the differ, a fraction
+    // of a second of work for the script.
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-big",
+                "#!/bin/bash\nmkdir /var/tmp/disco-slow\nyes disco | head -c 80M > /var/tmp/disco-slow/data\n\
+                 for i in $(seq 1 60); do ln /var/tmp/disco-slow/data /var/tmp/disco-slow/link$i; done\n",
+            ),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let out = dance(state.path(), src.path(), "n1", &["--timeout", "2"]);
+    let took = started.elapsed();
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("did not finish in time"), "{all}");
+    assert!(all.contains("/var/tmp/disco-slow/"), "{all}");
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    assert!(!Path::new("/var/tmp/disco-slow").exists());
+}
+
+/// A network namespace the test makes, joined to the host by a veth pair on a /30 of the
+/// benchmarking range 198.18.0.0/15 (`.1` on the host's side, `.2` inside; checked unused by
+/// the host first): a server there is outside the host without being anywhere else. Removed
+/// on drop (the peer goes with the namespace, and the host's side with its peer).
+struct TestNetns {
+    name: String,
+    host_side: String,
+    /// The server's address inside.
+    inside: String,
+}
+
+impl TestNetns {
+    fn new() -> TestNetns {
+        let id = std::process::id() % 100_000;
+        let net = format!("198.18.{}", id % 250);
+        let routes = Command::new("ip")
+            .args(["-o", "addr"])
+            .output()
+            .expect("ip (apt-get install iproute2)");
+        let table = Command::new("ip").arg("route").output().unwrap();
+        assert!(
+            !text(&routes.stdout).contains("198.18.") && !text(&table.stdout).contains("198.18."),
+            "the host already uses 198.18.0.0/15; this test needs it free"
+        );
+        let name = format!("disco-out-{id}");
+        let (host, peer) = (format!("vdo{id}"), format!("vdp{id}"));
+        let ns = TestNetns {
+            name: name.clone(),
+            host_side: host.clone(),
+            inside: format!("{net}.2"),
+        };
+        let (host_addr, inside_addr) = (format!("{net}.1/30"), format!("{net}.2/30"));
+        for args in [
+            vec!["netns", "add", &name],
+            vec![
+                "link", "add", &host, "type", "veth", "peer", "name", &peer, "netns", &name,
+            ],
+            vec!["addr", "add", &host_addr, "dev", &host],
+            vec!["link", "set", &host, "up"],
+            vec!["-n", &name, "addr", "add", &inside_addr, "dev", &peer],
+            vec!["-n", &name, "link", "set", &peer, "up"],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+        }
+        ns
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        // The host's side first: the namespace may outlive its removal a moment (a process
+        // still in it), the address on the host must not.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_side])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `--network outbound`: a noop script reaches a server outside the host's loopback (in a
+/// namespace of the test's), and still not the host's loopback, directly or through the
+/// user-mode stack's gateway.
+#[test]
+fn network_outbound_reaches_out_but_not_the_hosts_loopback() {
+    if !have_root("dance") {
+        return;
+    }
+    assert!(
+        Command::new("slirp4netns")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "slirp4netns missing: apt-get install slirp4netns"
+    );
+    use std::io::BufRead;
+    let ns = TestNetns::new();
+    let port = 20_000 + std::process::id() % 10_000;
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "perl",
+            "-MIO::Socket::INET",
+            "-e",
+        ])
+        .arg(format!(
+            "$| = 1; my $s = IO::Socket::INET->new(LocalAddr => '{inside}', LocalPort => {port}, \
+             Listen => 5, ReuseAddr => 1) or die $!; print \"listening\\n\"; alarm 60; \
+             my $c = $s->accept or die; print 'got: ', scalar <$c>;",
+            inside = ns.inside
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut from_server = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    from_server.read_line(&mut line).unwrap();
+    assert_eq!(line, "listening\n");
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let hport = host.local_addr().unwrap().port();
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-outbound");
+    let script = format!(
+        "#!/bin/bash\n\
+         if echo hello-outbound 2>/dev/null > /dev/tcp/{inside}/{port}; then echo outbound reached; else echo outbound refused; fi\n\
+         if echo x 2>/dev/null > /dev/tcp/127.0.0.1/{hport}; then echo loopback reached; else echo loopback refused; fi\n\
+         if echo x 2>/dev/null > /dev/tcp/10.0.2.2/{hport}; then echo gateway reached; else echo gateway refused; fi\n",
+        inside = ns.inside
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-out", &script),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &["--network", "outbound"]);
+    let stdout = text(&out.stdout);
+    let all = format!("{stdout}\n{}", text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(stdout.contains("outbound reached"), "{all}");
+    assert!(stdout.contains("loopback refused"), "{all}");
+    assert!(stdout.contains("gateway refused"), "{all}");
+    assert!(
+        stdout.contains(&format!("warning: Connects : tcp {}:{port}", ns.inside)),
+        "{all}"
+    );
+    line.clear();
+    from_server.read_line(&mut line).unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(line, "got: hello-outbound\n");
+    assert!(
+        host.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the host's loopback listener got a connection"
+    );
+}
+
+/// The client parameter `disco/client/network` chooses the network when `--network` is not
+/// given; a value disco does not know stops the dance, naming it.
+#[test]
+fn the_client_parameter_network_is_read_and_checked() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-netparam");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-ip",
+                "#!/bin/bash\nip -o link | cut -d: -f2 | tr -d ' ' | sed 's/^/link=/'\n",
+            ),
+        ],
+    );
+    client_params(state.path(), &[("disco/client/network", "everywhere")]);
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("disco/client/network: unknown value \"everywhere\""),
+        "{all}"
+    );
+    client_params(state.path(), &[("disco/client/network", "outbound")]);
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("link=tap0"), "{all}");
+    // The command line wins.
+    let out = dance(state.path(), src.path(), "n1", &["--network", "loopback"]);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success() && !all.contains("link=tap0"), "{all}");
+}

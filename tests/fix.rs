@@ -484,3 +484,40 @@ fn a_shipped_module_runs_from_a_checkout_by_its_folder_with_env_passed() {
     assert_eq!(r.return_code(), 0, "{} {}", r.comment(), r.stderr());
     assert!(!r.comment().contains("not found"), "{}", r.comment());
 }
+
+/// A descriptor the caller of `disco fix` left open (here 7, a live file) does not reach the
+/// module, and the module runs without the caller's controlling terminal.
+#[test]
+fn the_callers_descriptors_and_terminal_do_not_reach_the_module() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let tmp = TempDir::new("fd7");
+    let file = tmp.path().join("live.txt");
+    std::fs::write(&file, "live\n").unwrap();
+    let script = tmp.path().join("fdcheck");
+    std::fs::write(
+        &script,
+        "#!/bin/bash\ncat >/dev/null\n\
+         if [ -e /proc/self/fd/7 ]; then c=seen; else c=none; fi\n\
+         if : 2>/dev/null </dev/tty; then t=tty; else t=notty; fi\n\
+         printf '<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\\n<SurvivorFixResult Version=\"1.0\">\\n<ReturnCode>0</ReturnCode>\\n<Comment>fd7=%s %s</Comment>\\n</SurvivorFixResult>\\n' $c $t\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let f = std::fs::File::open(&file).unwrap();
+    let raw = f.as_raw_fd();
+    let mut cmd = fix_cmd(&script, &marker("fd7"), tmp.path(), &[]);
+    // SAFETY: dup2 is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = run(cmd);
+    drop(f);
+    assert_eq!(r.comment(), "fd7=none notty", "{}", r.stderr());
+}

@@ -1469,3 +1469,52 @@ fn a_root_without_the_scripts_interpreter_says_which_is_missing() {
         "{stdout}"
     );
 }
+
+/// `systemctl enable` of a unit the module delivers only changes files: it runs (offline) in
+/// the sandbox, so its `.wants` symlink is in the noop diff and, live, merges with the module;
+/// it is neither reported as "Would execute" nor deferred.
+#[test]
+fn systemctl_enable_shows_its_wants_link_in_noop_and_merges_it_live() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-enable");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let src = tmp.path().join("site");
+    let unit = format!("disco-test-{}.service", std::process::id());
+    let link = format!("etc/systemd/system/multi-user.target.wants/{unit}");
+    site(
+        &src,
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                &format!("modules/m/files/etc/systemd/system/{unit}"),
+                "[Unit]\nDescription=disco test\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+            ),
+            (
+                "modules/m/scripts/00-enable",
+                &format!("#!/bin/bash\nset -e\nsystemctl enable {unit}\n"),
+            ),
+        ],
+    );
+    let state = tmp.path().join("state");
+    let noop = live(&state, &src, &root, &["--noop"]);
+    let stdout = text(&noop.stdout);
+    assert!(noop.status.success(), "{stdout}\n{}", text(&noop.stderr));
+    assert!(
+        stdout.contains(&format!("info: File: symlink: /{link} : Created")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Would execute"), "{stdout}");
+    assert!(!root.join(&link).exists());
+    let out = live(&state, &src, &root, &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(!stdout.contains("Deferred"), "{stdout}");
+    assert_eq!(
+        std::fs::read_link(root.join(&link)).unwrap(),
+        Path::new("/etc/systemd/system").join(&unit)
+    );
+    assert!(!Path::new("/").join(&link).exists(), "escaped its root");
+}

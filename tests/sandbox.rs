@@ -427,3 +427,122 @@ fn without_root_the_sandbox_is_one_clear_error() {
     );
     assert!(stderr.contains("the sandbox needs root"), "{stderr}");
 }
+
+/// `disco shell -c` has a network of its own with only loopback: a listener of the host's on
+/// 127.0.0.1 receives nothing, and the sandbox's own loopback works.
+#[test]
+fn a_noop_shell_reaches_no_host_service_on_loopback() {
+    if !have_root("sandbox") {
+        return;
+    }
+    let state = TempDir::new("state");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let script = format!(
+        "if echo data 2>/dev/null > /dev/tcp/127.0.0.1/{port}; then echo tcp reached; else echo tcp refused; fi
+         ip -o addr show lo | grep -q 'inet 127.0.0.1' && echo own loopback up"
+    );
+    let out = disco(state.path(), &["shell", "-c", &script]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("tcp refused"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("own loopback up"), "{stdout}");
+    assert!(
+        tcp.accept()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the TCP listener got a connection"
+    );
+}
+
+/// A live file passed to `disco shell -c` as descriptor 7: the payload sees no descriptor 7,
+/// and the file is unchanged.
+#[test]
+fn a_descriptor_the_caller_left_open_does_not_reach_a_noop_shell() {
+    if !have_root("sandbox") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let state = TempDir::new("state");
+    let live = TempDir::new("live-fd");
+    let file = live.path().join("live.txt");
+    std::fs::write(&file, "live\n").unwrap();
+    let f = std::fs::File::open(&file).unwrap();
+    let raw = f.as_raw_fd();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_disco"));
+    cmd.arg("--state-dir")
+        .arg(state.path())
+        .args([
+            "shell",
+            "-c",
+            "if [ -e /proc/self/fd/7 ]; then echo fd7 seen; else echo no fd7; fi
+             echo written 2>/dev/null > /proc/self/fd/7; true",
+        ])
+        .stdin(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(f);
+    let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("no fd7"), "{all}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "live\n", "{all}");
+}
+
+/// TIOCSTI from `disco shell -c`, run from a shell in a real terminal, injects nothing into
+/// that shell: the payload has no controlling terminal, and without CAP_SYS_ADMIN no other
+/// terminal takes input from it.
+#[test]
+fn keystrokes_pushed_from_a_noop_shell_reach_no_terminal() {
+    if !have_root("sandbox") {
+        return;
+    }
+    let state = TempDir::new("state");
+    let script = format!(
+        "{disco} --state-dir {state} shell -c {payload}; read -t 2 -r line; echo \"READ:[$line]\"",
+        disco = env!("CARGO_BIN_EXE_disco"),
+        state = state.path().display(),
+        payload = shell_words::quote(&util::tiocsti("echo disco-injected")),
+    );
+    let seen = util::in_terminal(&script);
+    assert!(seen.contains("sti tried"), "{seen}");
+    assert!(seen.contains("READ:["), "{seen}");
+    assert!(!seen.contains("READ:[echo disco-injected"), "{seen}");
+}
+
+/// An interactive `disco shell` gets a terminal of its own: the shell there is a session
+/// leader with a controlling terminal, its exit status comes back, and keystrokes it pushes
+/// (TIOCSTI) land in its own terminal, not in the shell that started disco.
+#[test]
+fn an_interactive_shell_has_a_terminal_of_its_own() {
+    if !have_root("sandbox") {
+        return;
+    }
+    let state = TempDir::new("state");
+    let input = format!(
+        "test -t 0 && echo \"own tty: sid=$(ps -o sid= -p $$ | tr -d ' ') pid=$$\"\n{}\nexit 7\n",
+        util::tiocsti("echo disco-injected")
+    );
+    let script = format!(
+        "printf '%s' {input} | {disco} --state-dir {state} shell; echo \"shell exit $?\"; \
+         read -t 2 -r line; echo \"READ:[$line]\"",
+        input = shell_words::quote(&input),
+        disco = env!("CARGO_BIN_EXE_disco"),
+        state = state.path().display(),
+    );
+    let seen = util::in_terminal(&script);
+    assert!(seen.contains("own tty: sid=2 pid=2"), "{seen}");
+    assert!(seen.contains("sti tried"), "{seen}");
+    assert!(seen.contains("shell exit 7"), "{seen}");
+    assert!(!seen.contains("READ:[echo disco-injected"), "{seen}");
+}

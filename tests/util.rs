@@ -191,3 +191,55 @@ pub fn site(dir: &Path, files: &[(&str, &str)]) {
         }
     }
 }
+
+/// Runs `script` with bash in a real pseudo-terminal, as its controlling terminal (a user's
+/// shell, as it were), and returns what appeared on that terminal.
+pub fn in_terminal(script: &str) -> String {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", script])
+        .env("NO_COLOR", "1")
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave());
+    // SAFETY: setsid and ioctl are async-signal-safe; they touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if nix::libc::setsid() < 0 || nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("bash in a terminal");
+    drop(cmd);
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the terminal's last user is gone (EIO).
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let _ = child.wait();
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// A perl one-liner that pushes `line` into every terminal it can reach (its controlling
+/// terminal as `/dev/tty`, and descriptors 0 to 2) with TIOCSTI, saying what it managed.
+pub fn tiocsti(line: &str) -> String {
+    format!(
+        "perl -e 'my @t; if (open(my $t, \"+<\", \"/dev/tty\")) {{ push @t, [\"tty\", $t] }} \
+         for my $fd (0..2) {{ if (open(my $d, \"+<&=\", $fd)) {{ push @t, [\"fd$fd\", $d] }} }} \
+         for my $p (@t) {{ my ($n, $h) = @$p; my $ok = 1; \
+         for my $c (split //, \"{line}\\n\") {{ ioctl($h, 0x5412, $c) or $ok = 0 }} \
+         print STDERR \"$n: \", ($ok ? \"sti went through\" : \"sti refused: $!\"), \"\\n\" }} \
+         print STDERR \"sti tried\\n\"'"
+    )
+}

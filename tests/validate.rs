@@ -352,3 +352,42 @@ fn result_prints_a_valid_result_and_exits_with_its_code() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a fix module's to return"));
 }
+
+/// TIOCSTI from a module under `disco validate --run`, run from a shell in a real terminal,
+/// injects nothing into that shell: the module has no controlling terminal.
+#[test]
+fn keystrokes_pushed_from_a_module_under_validate_run_reach_no_terminal() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "validate --run tests need root under CI"
+        );
+        eprintln!("skipped: validate --run in a sandbox needs root");
+        return;
+    }
+    let dir = TempDir::new("tiocsti");
+    let module = dir.path().join("tiocsti");
+    // `set -e`: the module answers only when the perl that pushes the keystrokes ran.
+    let script = format!(
+        "#!/bin/bash\n# Pushes keystrokes into whatever terminal it can reach.\nset -e\ncat >/dev/null\n{}\n\
+         printf '<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\\n<SurvivorFixResult Version=\"1.0\">\\n<ReturnCode>0</ReturnCode>\\n<Comment>ok</Comment>\\n</SurvivorFixResult>\\n'\n",
+        util::tiocsti("echo disco-injected")
+    );
+    std::fs::write(&module, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cmd = format!(
+        "{disco} validate --run {module}; echo \"validate exit $?\"; read -t 2 -r line; echo \"READ:[$line]\"",
+        disco = env!("CARGO_BIN_EXE_disco"),
+        module = module.display(),
+    );
+    let seen = util::in_terminal(&cmd);
+    assert!(seen.contains("READ:["), "{seen}");
+    assert!(!seen.contains("READ:[echo disco-injected"), "{seen}");
+    // The module ran to its answer: no finding of rules 8 or 9 (its exit status, its result).
+    assert!(seen.contains("ReturnCode 0"), "{seen}");
+    assert!(
+        !seen.contains("RULE 8") && !seen.contains("RULE 9"),
+        "{seen}"
+    );
+}

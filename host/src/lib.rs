@@ -22,6 +22,12 @@ use std::process::ExitCode;
 /// Runs `disco` with the process's arguments and returns its exit status.
 pub fn run() -> ExitCode {
     use clap::Parser;
+    // Nothing disco's caller left open passes on to what disco runs: only 0, 1 and 2 (the
+    // protocol's own descriptors are opened later, and close on exec).
+    if let Err(e) = sys::cloexec_inherited() {
+        output::error(&format!("cannot close inherited descriptors: {e}"));
+        return ExitCode::from(1);
+    }
     let args = cli::Cli::parse_from(args_with_alias(std::env::args_os()));
     output::init(&args.global);
     match cli::dispatch(args) {

@@ -474,6 +474,196 @@ fn libc_eio() -> i32 {
     nix::libc::EIO
 }
 
+/// Brings up the loopback interface of this process's network namespace (a new one has `lo`
+/// down, so even 127.0.0.1 would be unreachable inside). See netdevice(7), `SIOCSIFFLAGS`.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket(2) takes three integers and returns a new fd or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd, and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq for the whole call; the kernel writes the flags into it.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above; the kernel only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from 3 up close-on-exec, so that nothing this process inherited or
+/// opened reaches a program it executes; 0, 1 and 2 stay. Async-signal-safe (one system call),
+/// so it may run between fork and exec. See close_range(2), `CLOSE_RANGE_CLOEXEC` (Linux 5.11).
+pub fn cloexec_from_3() -> io::Result<()> {
+    close_range_from_3(libc::CLOSE_RANGE_CLOEXEC)
+}
+
+/// Closes every descriptor from 3 up. Only for a process that owns none of them yet: the
+/// entry of a sandbox, before it opens anything. See close_range(2).
+pub fn close_from_3() -> io::Result<()> {
+    close_range_from_3(0)
+}
+
+fn close_range_from_3(flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: close_range takes three integers and touches no memory. Its callers own no
+    // descriptor above 2 that they go on using, or only mark them close-on-exec.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            flags,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// [`cloexec_from_3`], or on a kernel without it, the same one descriptor at a time (as listed
+/// in `/proc/self/fd`). For the start of `disco`: whatever its caller left open (a CI harness's,
+/// a monitoring agent's descriptors) reaches no module, script or sandbox it starts.
+pub fn cloexec_inherited() -> io::Result<()> {
+    if cloexec_from_3().is_ok() {
+        return Ok(());
+    }
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only changes the flag of a descriptor number; one that is already
+        // closed (the listing's own) gives EBADF, which is fine.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Between fork and exec: no controlling terminal (a module can neither push keystrokes into
+/// the caller's terminal with TIOCSTI nor open it as `/dev/tty`), while staying in the
+/// caller's session, so that a module that leaves its process group or session is still seen
+/// doing so (rule 2); and no descriptor but 0, 1 and 2 across the exec (kernels without
+/// `CLOSE_RANGE_CLOEXEC` rely on [`cloexec_inherited`] at start). Async-signal-safe.
+/// See tty_ioctl(4), `TIOCNOTTY`: from a process that does not lead its session it gives up
+/// the terminal for that process (and what it starts) alone.
+pub fn prepare_exec() -> io::Result<()> {
+    // SAFETY: open, ioctl and close with a constant path and integer arguments; the
+    // descriptor is closed before returning.
+    unsafe {
+        let fd = libc::open(
+            c"/dev/tty".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        // No controlling terminal to begin with (ENXIO): nothing to give up.
+        if fd >= 0 {
+            let rc = libc::ioctl(fd, libc::TIOCNOTTY);
+            let err = io::Error::last_os_error();
+            libc::close(fd);
+            if rc < 0 {
+                return Err(err);
+            }
+        }
+    }
+    match cloexec_from_3() {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL)) => Ok(()),
+        other => other,
+    }
+}
+
+/// Makes the terminal on descriptor 0 the controlling terminal of this process, which must
+/// lead a session that has none. See tty_ioctl(4), `TIOCSCTTY`.
+pub fn take_terminal_on_stdin() -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer (0: do not steal it from another session).
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The window size of the terminal on `fd`, if it is one. See tty_ioctl(4), `TIOCGWINSZ`.
+pub fn window_size(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
+    // SAFETY: winsize is plain data; the kernel fills it, and only it, on success.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: `size` is valid for writes for the whole call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0).then_some(size)
+}
+
+/// Sets the window size of the terminal on `fd` (its foreground group gets SIGWINCH). See
+/// tty_ioctl(4), `TIOCSWINSZ`.
+pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> io::Result<()> {
+    // SAFETY: the kernel only reads `size`, valid for the whole call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes at `addr` in process `pid`'s memory (at most 256). See
+/// process_vm_readv(2): the caller needs ptrace access to `pid` (the same credentials do).
+pub fn read_process_memory(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len.min(256)];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, valid for writes of its length for the whole call; the
+    // remote range is the other process's, which the kernel checks.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// The type (`SOCK_STREAM`, `SOCK_DGRAM`...) of socket `fd` of process `pid`, through a copy
+/// of it (pidfd_getfd(2), which needs ptrace access to `pid`).
+pub fn socket_type_of(pid: i32, fd: i32) -> io::Result<i32> {
+    let pidfd = pidfd_open(pid)?;
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags; it returns a new fd.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us, and nothing else owns it.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` and `len` are valid for writes for the whole call.
+    let rc = unsafe {
+        libc::getsockopt(
+            copy.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,13 @@ pub struct DanceArgs {
     /// Hand the dance report (JSON) to this native sink plugin (see doc/serve.md); repeatable.
     #[arg(long, value_name = "PATH")]
     pub sink_plugin: Vec<PathBuf>,
+    /// In noop, what scripts reach of the network: `loopback` (the default) gives the sandbox
+    /// a network of its own with only loopback, so no service is called during a dry run;
+    /// `outbound` adds outbound connections through slirp4netns (the host's loopback stays
+    /// unreachable), with which a script CAN change a remote service. Default: the parameter
+    /// disco/client/network of STATE/parameters, else `loopback`.
+    #[arg(long, value_enum)]
+    pub network: Option<crate::sandbox::Network>,
 }
 
 /// The textfile's name in `--textfile DIR`.
@@ -189,6 +196,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         progress: args.format == DanceFormat::Text,
         wait: !args.no_wait,
         run_deferred: args.run_deferred,
+        network: args.network,
     };
     let report = dance::dance(&opts)?;
     sinks(&args, &report);

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::sandbox::{Sandbox, SandboxOptions, ShimConfig};
+use crate::sandbox::{terminal, Sandbox, SandboxOptions, ShimConfig};
 
 /// Arguments of `disco shell`.
 #[derive(Debug, Args)]
@@ -36,6 +36,7 @@ pub(super) fn exec(args: ShellArgs, global: &super::GlobalArgs) -> Result<ExitCo
         state_dir: global.state_dir.clone(),
         noop: true,
         shims,
+        terminal: args.command.is_none(),
     })
     .map_err(|e| Error::Other(e.to_string()))?;
     let mut argv: Vec<OsString> = vec!["bash".into()];
@@ -43,11 +44,33 @@ pub(super) fn exec(args: ShellArgs, global: &super::GlobalArgs) -> Result<ExitCo
         argv.push("-c".into());
         argv.push(command.into());
     }
-    let status = sandbox
-        .command(&argv)
-        .env("PS1", "(disco noop) \\u@\\h:\\w\\$ ")
-        .status()
-        .map_err(|e| Error::Other(format!("cannot start the sandbox: {e}")))?;
+    let mut cmd = sandbox.command(&argv);
+    cmd.env("PS1", "(disco noop) \\u@\\h:\\w\\$ ");
+    let status = if argv.len() == 1 {
+        // Interactive: a pseudo-terminal of its own (see `sandbox::terminal`), never the
+        // user's, whose keystrokes a script could otherwise push (TIOCSTI).
+        let pty = terminal::open().map_err(|e| Error::Other(e.to_string()))?;
+        let slave = |pty: &terminal::Pty| {
+            pty.slave
+                .try_clone()
+                .map(std::process::Stdio::from)
+                .map_err(|e| Error::Other(format!("cannot start the sandbox: {e}")))
+        };
+        cmd.stdin(slave(&pty)?)
+            .stdout(slave(&pty)?)
+            .stderr(slave(&pty)?);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Other(format!("cannot start the sandbox: {e}")))?;
+        // The sandbox holds the shell's side now: it closes when the sandbox ends.
+        let terminal::Pty { master, slave } = pty;
+        drop(slave);
+        drop(cmd);
+        terminal::relay(master, &mut child).map_err(|e| Error::Other(e.to_string()))?
+    } else {
+        cmd.status()
+            .map_err(|e| Error::Other(format!("cannot start the sandbox: {e}")))?
+    };
     if status.code() == Some(crate::sandbox::enter::EXIT_SANDBOX) {
         // The sandbox itself could not be built, and has said why: there is no layer to keep.
         return Ok(ExitCode::from(crate::sandbox::enter::EXIT_SANDBOX as u8));

@@ -7,6 +7,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DanceError {
+    /// A client parameter has a value disco does not know.
+    #[error("parameter {key}: unknown value {value:?}")]
+    BadParameter {
+        /// The parameter.
+        key: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// No source given and none configured.
     #[error("no source: give --source DIR|URI, or set disco/server/uri in {0}")]
     NoSource(PathBuf),

@@ -199,8 +199,8 @@ impl Stack {
     }
 
     /// Module `k`'s diff, as the worker makes it: its scratch layers against what lies
-    /// beneath them now.
-    pub fn diff_job(&self, k: usize) -> super::worker::DiffJob {
+    /// beneath them now, within `timeout` (the module's).
+    pub fn diff_job(&self, k: usize, timeout: std::time::Duration) -> super::worker::DiffJob {
         let layers = self
             .module_uppers(k)
             .into_iter()
@@ -217,6 +217,7 @@ impl Stack {
             dir: self.module_dir(k),
             layers,
             beneath: self.beneath(),
+            timeout: Some(timeout),
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::report::{SelfUsage, Step, Usage};
+use crate::sandbox::connect::Watcher;
 use crate::supervise::{self, FixSpec, LockLevel};
 
 /// One script of the plan.
@@ -186,9 +187,10 @@ pub fn run_templates(
     plan: &Plan,
     results: &mut std::fs::File,
     real_path: &OsStr,
+    connects: Option<&Watcher>,
 ) -> Result<(), String> {
     for t in &plan.templates {
-        let r = run_piece(
+        let mut r = run_piece(
             plan,
             "template",
             &t.item,
@@ -197,6 +199,7 @@ pub fn run_templates(
             piece_env(plan, true, real_path),
             true,
         );
+        r.step.would_connect = connects.map(Watcher::take).unwrap_or_default();
         let stop = r.failure.is_some();
         emit(results, &r)?;
         if stop {
@@ -207,11 +210,12 @@ pub fn run_templates(
 }
 
 /// Delivers the plan's files and runs its scripts, each result on `results`; stops at the
-/// first piece that fails.
+/// first piece that fails. In noop, `connects` says which connections each piece attempted.
 pub fn run_pieces(
     plan: &Plan,
     results: &mut std::fs::File,
     real_path: &OsStr,
+    connects: Option<&Watcher>,
 ) -> Result<(), String> {
     let sources: Vec<&PathBuf> = plan.deliver.iter().filter(|p| p.is_dir()).collect();
     if !sources.is_empty() {
@@ -253,7 +257,7 @@ pub fn run_pieces(
         }
     }
     for script in &plan.scripts {
-        let result = run_piece(
+        let mut result = run_piece(
             plan,
             "exec",
             &script.item,
@@ -262,6 +266,7 @@ pub fn run_pieces(
             piece_env(plan, plan.noop, real_path),
             false,
         );
+        result.step.would_connect = connects.map(Watcher::take).unwrap_or_default();
         let stop = result.failure.is_some();
         emit(results, &result)?;
         if stop {

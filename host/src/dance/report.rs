@@ -181,6 +181,9 @@ pub struct Step {
     pub return_code_name: Option<String>,
     /// The rules the script broke, as `kind: detail`.
     pub violations: Vec<String>,
+    /// In noop, the connections it attempted (`tcp 127.0.0.1:5432`), which reached nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub would_connect: Vec<String>,
     /// Whether the step succeeded.
     pub ok: bool,
 }
@@ -203,6 +206,7 @@ impl Step {
             return_code: None,
             return_code_name: None,
             violations: Vec::new(),
+            would_connect: Vec::new(),
             ok,
         }
     }
@@ -234,6 +238,7 @@ impl Step {
                 .iter()
                 .map(|v| format!("{}: {}", v.kind, v.detail))
                 .collect(),
+            would_connect: Vec::new(),
             ok: outcome.return_code == ReturnCode::OK && outcome.violations.is_empty(),
         }
     }
@@ -584,6 +589,9 @@ fn step_body(out: &mut String, step: &Step, indent: &str) {
     }
     for violation in &step.violations {
         let _ = writeln!(out, "report:{indent}violation: {violation}");
+    }
+    for address in &step.would_connect {
+        let _ = writeln!(out, "report:{indent}would connect: {address}");
     }
 }
 

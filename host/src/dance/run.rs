@@ -21,6 +21,9 @@ use crate::params::{KeyPath, Tree, Value};
 use crate::sandbox::{RunDir, Target};
 use crate::supervise::FixOutcome;
 
+/// The client parameter that chooses a noop dance's network when `--network` is not given.
+pub const NETWORK_PARAMETER: &str = "disco/client/network";
+
 /// What a dance is asked to do.
 #[derive(Clone, Debug)]
 pub struct DanceOptions {
@@ -47,6 +50,9 @@ pub struct DanceOptions {
     /// Live with a root other than `/`: run the deferred service commands anyway (chrooted,
     /// but as processes of this host); by default they are reported and not run.
     pub run_deferred: bool,
+    /// In noop, the sandbox's network; `None` reads `disco/client/network` from the client's
+    /// parameters (`loopback`, the default, or `outbound`).
+    pub network: Option<crate::sandbox::Network>,
 }
 
 /// Progress lines on stdout, in the order things happen: `info:`, `warning:`, `error:`,
@@ -368,7 +374,7 @@ impl ModuleRun<'_> {
             defer: (!self.opts.noop).then(|| self.stack.deferred(self.k)),
             // Live, the merge needs the diff at once; in noop it is made while the next
             // module runs.
-            diff: (!self.opts.noop).then(|| self.stack.diff_job(self.k)),
+            diff: (!self.opts.noop).then(|| self.stack.diff_job(self.k, self.opts.timeout)),
             layers,
         })
     }
@@ -394,7 +400,7 @@ impl ModuleRun<'_> {
                     self.stack.restack(t);
                 }
                 if module.diff.is_some() {
-                    module.diff = Some(self.stack.diff_job(self.k));
+                    module.diff = Some(self.stack.diff_job(self.k, self.opts.timeout));
                 }
                 Request {
                     module: Some(module),
@@ -434,6 +440,15 @@ impl ModuleRun<'_> {
             self.print.raw(piece.stderr.as_bytes());
             for w in &piece.warnings {
                 self.print.warning(&format!("{}: {w}", self.name));
+            }
+            // With `--network outbound` the connections are made: said as such.
+            let connects = if self.opts.network == Some(crate::sandbox::Network::Outbound) {
+                "Connects"
+            } else {
+                "Would connect"
+            };
+            for address in &piece.step.would_connect {
+                self.print.warning(&format!("{connects} : {address}"));
             }
             steps.push(piece.step);
             if let Some(failure) = piece.failure {
@@ -663,6 +678,25 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             Value::Dir => None,
         }
     };
+    // The network, from the command line or else the client's parameters, settled once for
+    // everything below.
+    let resolved = DanceOptions {
+        network: Some(match opts.network {
+            Some(network) => network,
+            None => match client_value(NETWORK_PARAMETER) {
+                None => crate::sandbox::Network::default(),
+                Some(value) => {
+                    <crate::sandbox::Network as clap::ValueEnum>::from_str(value.trim(), false)
+                        .map_err(|_| DanceError::BadParameter {
+                            key: NETWORK_PARAMETER,
+                            value,
+                        })?
+                }
+            },
+        }),
+        ..opts.clone()
+    };
+    let opts = &resolved;
     let source_text = opts
         .source
         .clone()
@@ -761,6 +795,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         hide: stack.target.hide(),
         noop: opts.noop,
         shims: crate::sandbox::ShimConfig::default(),
+        network: opts.network.unwrap_or_default(),
         tools: std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?,
         hostname: stack.hostname().map(str::to_owned),
         root: stack.target.root.clone(),
@@ -891,7 +926,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                         pending = Some(Pending {
                             index: results.len(),
                             name: name.clone(),
-                            job: stack.diff_job(k),
+                            job: stack.diff_job(k, opts.timeout),
                         });
                         (ModuleStatus::Ok, (0, 0, 0))
                     }

@@ -41,7 +41,7 @@ use super::report::{SelfUsage, Usage};
 use crate::diff::{self, Change, DiffOptions, Layer};
 use crate::sandbox::enter::{self, prep, sys, DEFERRED, SHIM_DIR};
 use crate::sandbox::shims::ShimMode;
-use crate::sandbox::{LayerInfo, SandboxError, ShimConfig};
+use crate::sandbox::{LayerInfo, Network, SandboxError, ShimConfig};
 
 /// Where the shims that defer service commands appear inside a live dance's roots (the noop
 /// ones, which templates always use, are at [`SHIM_DIR`]).
@@ -58,6 +58,9 @@ pub struct Setup {
     pub noop: bool,
     /// The shims.
     pub shims: ShimConfig,
+    /// In noop, the network.
+    #[serde(default)]
+    pub network: Network,
     /// The disco executable, offered inside under [`crate::sandbox::enter::BIN_DIR`].
     pub tools: PathBuf,
     /// The host name inside: the node.
@@ -103,6 +106,10 @@ pub struct DiffJob {
     /// Per filesystem, what lies beneath the scratch layer apart from the live tree (the kept
     /// modules' layers, topmost first).
     pub beneath: Vec<Vec<PathBuf>>,
+    /// How long the diff may take (the module's timeout); past it, it fails its module,
+    /// naming the file it was reading.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 /// One request: a module to run, and the diff of one that ran before it, made meanwhile (on
@@ -152,6 +159,9 @@ pub struct Worker {
     child: Child,
     to: Option<ChildStdin>,
     from: BufReader<ChildStdout>,
+    /// `--network outbound`: the sandbox's way out, stopped after the worker (fields drop
+    /// after [`Drop::drop`]).
+    outbound: Option<crate::sandbox::outbound::Outbound>,
 }
 
 fn broken(what: &str) -> String {
@@ -172,13 +182,27 @@ impl Worker {
             .map_err(|e| format!("cannot start the dance's sandbox: {e}"))?;
         let to = child.stdin.take();
         let from = BufReader::new(child.stdout.take().expect("piped"));
-        let mut worker = Worker { child, to, from };
+        let mut worker = Worker {
+            child,
+            to,
+            from,
+            outbound: None,
+        };
         // The worker says it is ready once `/dev`, `/proc` and `/sys` are in place.
         let mut line = String::new();
         match worker.from.read_line(&mut line) {
-            Ok(n) if n > 0 && line.trim() == "ready" => Ok(worker),
-            _ => Err(broken("could not be set up")),
+            Ok(n) if n > 0 && line.trim() == "ready" => {}
+            _ => return Err(broken("could not be set up")),
         }
+        if setup.noop && setup.network == Network::Outbound {
+            // The sandbox's network namespace is that of the process we started (it unshared
+            // it before forking the worker); no module runs before it has its way out.
+            worker.outbound = Some(
+                crate::sandbox::outbound::Outbound::start(worker.child.id())
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(worker)
     }
 
     /// Runs one module.
@@ -196,13 +220,18 @@ impl Worker {
             .and_then(|()| to.flush())
             .map_err(|_| broken("has ended"))?;
         // The worker bounds every piece; this bounds the worker, so the dance never hangs.
-        // (A diff alone has the worker's own bound, 600 s.)
+        // (A diff has the worker's own bound, `differ_limit`.)
+        let diff = request
+            .earlier
+            .as_ref()
+            .map_or(Duration::ZERO, differ_limit)
+            + Duration::from_secs(30);
         Ok(match &request.module {
             Some(m) => {
                 let pieces = m.plan.templates.len() + m.plan.scripts.len() + 2;
-                m.plan.timeout * pieces as u32 + Duration::from_secs(630)
+                m.plan.timeout * pieces as u32 + diff.max(Duration::from_secs(630))
             }
-            None => Duration::from_secs(630),
+            None => diff.max(Duration::from_secs(630)),
         })
     }
 
@@ -258,6 +287,13 @@ impl Drop for Worker {
 /// `disco __dance-sandbox SETUP`: the namespaces, then the worker as their PID 1; returns the
 /// exit status.
 pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
+    // Nothing but 0, 1 and 2 (the dance's pipes) enters: the worker would otherwise hold
+    // whatever the dance inherited for the dance's whole life, within reach of its children.
+    crate::sys::close_from_3().map_err(|e| SandboxError::Syscall {
+        call: "close",
+        detail: "inherited descriptors".into(),
+        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     // A session of its own, without the dance's terminal: no script can push keystrokes into
     // the user's shell (TIOCSTI) through /dev/tty.
@@ -267,6 +303,9 @@ pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
         flags |= CloneFlags::CLONE_NEWPID;
     }
     unshare(flags).map_err(sys("unshare", "namespaces"))?;
+    if setup.noop {
+        enter::isolate_network(setup.network)?;
+    }
     if let Some(name) = &setup.hostname {
         nix::unistd::sethostname(name).map_err(sys("set hostname", name))?;
     }
@@ -396,9 +435,18 @@ fn mount_root(setup: &Setup, shared: &Shared, root: &Root<'_>) -> Result<(), San
     for (i, layer) in layers.iter().enumerate() {
         let target = inside(root, &layer.mount_point);
         if read_only(&layer.lower) {
-            // Nothing can write there: the filesystem itself, bound read-only (and `nodev`),
-            // costs less than an overlay.
-            enter::bind_read_only(&layer.lower, &target, false)?;
+            if setup.noop {
+                // Nothing can write there, yet a bind would be the filesystem itself, and a
+                // unix socket on it would connect to its live listener: a read-only overlay
+                // (of it and an empty folder) shows the same files, `nodev`, and its sockets
+                // lead nowhere.
+                crate::sys::mount_overlay_readonly(&[&layer.lower, &shared.empty], &target)
+                    .map_err(sys("mount a read-only view of", layer.lower.display()))?;
+            } else {
+                // Live, scripts may reach what they would anyway: the filesystem itself, bound
+                // read-only (and `nodev`), costs less than an overlay.
+                enter::bind_read_only(&layer.lower, &target, false)?;
+            }
             continue;
         }
         let base = live_base(layer, &shared.empty, views, i)?;
@@ -668,6 +716,16 @@ fn confined(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     nix::unistd::chroot(&root.path).map_err(sys("chroot", root.path.display()))?;
     nix::unistd::chdir("/").map_err(sys("chdir", "/"))?;
+    // SAFETY: single-threaded (a fresh fork of the single-threaded runner; the watcher's thread
+    // starts below).
+    unsafe { std::env::set_var("PATH", path) };
+    // In noop, every connection a piece attempts is reported ("Would connect"); installed
+    // while CAP_SYS_ADMIN is still held, and before any thread.
+    let connects = if noop {
+        Some(crate::sandbox::connect::Watcher::start()?)
+    } else {
+        None
+    };
     if noop {
         enter::drop_capabilities()?;
         // Without it, a second chroot would lead back out.
@@ -685,11 +743,9 @@ fn confined(
             })
             .map_err(|e| SandboxError::Caps(e.to_string()))?;
     }
-    // SAFETY: single-threaded (a fresh fork of the single-threaded runner).
-    unsafe { std::env::set_var("PATH", path) };
     let run = match part {
-        Part::Templates => pieces::run_templates(plan, results, real),
-        Part::Pieces => pieces::run_pieces(plan, results, real),
+        Part::Templates => pieces::run_templates(plan, results, real, connects.as_ref()),
+        Part::Pieces => pieces::run_pieces(plan, results, real, connects.as_ref()),
     };
     run.map_err(|e| SandboxError::Exec {
         command: plan.module.clone(),
@@ -839,8 +895,16 @@ fn serve(setup: &Setup, shared: &Shared, request: &Request) -> Reply {
     Reply { module, earlier }
 }
 
-/// A differ at work: its pid, its "done" pipe, where it writes the diff.
-type Differ = (Pid, std::io::PipeReader, PathBuf);
+/// A differ at work: its pid, its "done" pipe, where it writes the diff, how long it may take.
+type Differ = (Pid, std::io::PipeReader, PathBuf, Duration);
+
+/// How long a differ may take: its job's own bound (the module's timeout, which the diff
+/// enforces itself, failing with the file it was reading), with a margin to say so; 600 s
+/// for a job without one.
+fn differ_limit(job: &DiffJob) -> Duration {
+    job.timeout
+        .map_or(Duration::from_secs(600), |t| t + Duration::from_secs(30))
+}
 
 /// Forks a child that makes `job`'s diff into `DIR/diff.json`.
 fn start_differ(setup: &Setup, shared: &Shared, job: &DiffJob) -> Result<Differ, String> {
@@ -861,13 +925,13 @@ fn start_differ(setup: &Setup, shared: &Shared, job: &DiffJob) -> Result<Differ,
             let _ = done_tx.write_all(b"done\n");
             std::process::exit(i32::from(written.is_err()));
         }
-        ForkResult::Parent { child } => Ok((child, done_rx, out)),
+        ForkResult::Parent { child } => Ok((child, done_rx, out, differ_limit(job))),
     }
 }
 
 /// Waits for a differ (bounded) and reads what it made.
-fn finish_differ((child, done, out): Differ) -> Result<Diffed, String> {
-    wait_bounded(child, &done, Duration::from_secs(600));
+fn finish_differ((child, done, out, limit): Differ) -> Result<Diffed, String> {
+    wait_bounded(child, &done, limit);
     let bytes = std::fs::read(&out).map_err(|e| format!("the diff: {}: {e}", out.display()))?;
     serde_json::from_slice::<Result<Diffed, String>>(&bytes)
         .map_err(|e| format!("the diff: {}: {e}", out.display()))?
@@ -967,6 +1031,8 @@ fn module_diff(setup: &Setup, shared: &Shared, r: &DiffJob) -> Result<Vec<Change
     std::fs::create_dir_all(views).map_err(prep(views))?;
     let opts = DiffOptions {
         names_root: setup.root.clone(),
+        // Counted from here: the views below are mounted within it too.
+        deadline: r.timeout.map(|t| std::time::Instant::now() + t),
         ..DiffOptions::default()
     };
     let mut layers = Vec::new();
@@ -1003,11 +1069,7 @@ fn module_diff(setup: &Setup, shared: &Shared, r: &DiffJob) -> Result<Vec<Change
         });
     }
     // The views go with the runner's namespace.
-    let changes = diff::compute(&layers, &opts);
-    let mut changes = changes.map_err(|e| SandboxError::Prepare {
-        path: r.dir.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let mut changes = diff::compute(&layers, &opts)?;
     live_devices(&mut changes, &r.layers);
     Ok(changes)
 }

@@ -82,10 +82,28 @@ fn evaluate(c: &Candidate, names: &Names, opts: &DiffOptions) -> Result<Option<C
     let max = opts.max_content_bytes;
     let read = |side: &Option<(std::path::PathBuf, std::fs::Metadata)>| {
         side.as_ref()
-            .map(|(path, st)| examine(path, st, c.layer_dev, names, max))
+            .map(|(path, st)| examine(path, st, c.layer_dev, names, max, opts.deadline))
             .transpose()
     };
-    let (old, new) = (read(&c.lower)?, read(&c.upper)?);
+    // A diff out of time names the file as the sandbox shows it, which the module wrote.
+    let inside = |e: DiffError| match e {
+        DiffError::TimedOut { .. } => DiffError::TimedOut {
+            path: c.path.clone(),
+        },
+        e => e,
+    };
+    if opts
+        .deadline
+        .is_some_and(|d| std::time::Instant::now() >= d)
+    {
+        return Err(inside(DiffError::TimedOut {
+            path: c.path.clone(),
+        }));
+    }
+    let (old, new) = (
+        read(&c.lower).map_err(inside)?,
+        read(&c.upper).map_err(inside)?,
+    );
     let (kind, content) = match (&old, &new) {
         (None, Some(new)) => (ChangeKind::Created, content(None, Some(new), max)),
         (Some(old), None) => (ChangeKind::Deleted, content(Some(old), None, max)),

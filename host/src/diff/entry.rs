@@ -31,6 +31,10 @@ pub struct DiffOptions {
     /// The root whose `etc/passwd` and `etc/group` turn uids and gids into names (usually the
     /// target root, i.e. the lower layer of `/`). A missing file or id falls back to the number.
     pub names_root: PathBuf,
+    /// When the diff must have finished (a dance gives it the module's timeout): past it, the
+    /// diff stops with [`DiffError::TimedOut`](super::DiffError::TimedOut), naming the file it
+    /// was reading. `None`: no bound (`disco diff`, asked for by a person).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for DiffOptions {
@@ -39,6 +43,7 @@ impl Default for DiffOptions {
         DiffOptions {
             max_content_bytes: 1024 * 1024,
             names_root: PathBuf::from("/"),
+            deadline: None,
         }
     }
 }

@@ -28,6 +28,12 @@ pub enum DiffError {
         /// The file on disk.
         path: PathBuf,
     },
+    /// The diff was still reading `path` at its deadline (the module's timeout).
+    #[error("the diff did not finish in time (the module's timeout): it was still reading {path}")]
+    TimedOut {
+        /// The file being read, as seen inside the sandbox.
+        path: PathBuf,
+    },
     /// A layer's `upper` or `lower` is not a directory.
     #[error("layer directory {path} is not a directory")]
     NotADirectory {

@@ -7,6 +7,7 @@ use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Instant;
 
 use md5::{Digest, Md5};
 
@@ -22,6 +23,14 @@ const OVERLAY_XATTR_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
 
 /// How much of a large file is hashed per `read`: big enough that syscalls are noise next to md5.
 const HASH_CHUNK: usize = 256 * 1024;
+
+/// From this size on, a file is hashed by its data ([`data_md5`]), so that a sparse file costs
+/// what its data costs, not its size (a 1 TB sparse file would take an hour of md5 of zeros).
+pub const DATA_HASH_FROM: u64 = 64 * 1024 * 1024;
+
+/// The blocks [`data_md5`] hashes: fixed, aligned, so that where the holes are does not change
+/// the hash.
+const DATA_BLOCK: u64 = 64 * 1024;
 
 /// uid and gid to name maps of one root, read once per diff rather than once per file (there may
 /// be tens of thousands of files, and `getpwuid` would read the host's database, not the target's).
@@ -111,6 +120,7 @@ pub(crate) fn examine(
     layer_dev: u64,
     names: &Names,
     max_content: u64,
+    deadline: Option<Instant>,
 ) -> Result<Examined, DiffError> {
     let mode = st.mode();
     let file_type = FileType::from_mode(mode).ok_or_else(|| DiffError::Io {
@@ -145,8 +155,10 @@ pub(crate) fn examine(
                 meta.md5 = Some(hex(&Md5::digest(&bytes)));
                 meta.size = bytes.len() as u64;
                 data = Some(bytes);
+            } else if st.len() < DATA_HASH_FROM {
+                meta.md5 = Some(md5_stream(path, deadline)?);
             } else {
-                meta.md5 = Some(md5_stream(path)?);
+                meta.md5 = Some(data_md5(path, st.len(), deadline)?);
             }
         }
         FileType::Symlink => {
@@ -173,13 +185,24 @@ fn read_small(path: &Path, size: u64) -> Result<Vec<u8>, DiffError> {
     Ok(bytes)
 }
 
-/// The md5 of a file of any size, read in fixed chunks so that memory stays flat (a 1 GiB sparse
-/// file costs one 256 KiB buffer).
-fn md5_stream(path: &Path) -> Result<String, DiffError> {
+/// Fails with [`DiffError::TimedOut`] (naming `path`, which the caller turns into the path
+/// inside) once `deadline` has passed.
+fn in_time(deadline: Option<Instant>, path: &Path) -> Result<(), DiffError> {
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(DiffError::TimedOut {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The md5 of a file, read in fixed chunks so that memory stays flat; by the deadline.
+fn md5_stream(path: &Path, deadline: Option<Instant>) -> Result<String, DiffError> {
     let mut file = std::fs::File::open(path).map_err(|e| DiffError::io("open", path, e))?;
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; HASH_CHUNK];
     loop {
+        in_time(deadline, path)?;
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -189,6 +212,60 @@ fn md5_stream(path: &Path) -> Result<String, DiffError> {
         hasher.update(&buf[..n]);
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// The hash of a large file by its data: the md5 of each [`DATA_BLOCK`]-aligned block that is
+/// not all zeros, after its offset, then of the size. Holes are skipped without reading them
+/// (`SEEK_DATA`/`SEEK_HOLE`, lseek(2)), and a block of zeros counts as a hole, so two files of the
+/// same contents hash the same however they are laid out on disk (an overlay's copy-up may
+/// keep, or fill, the holes). It is not `md5sum`'s value; ARCHITECTURE.md says so.
+fn data_md5(path: &Path, size: u64, deadline: Option<Instant>) -> Result<String, DiffError> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).map_err(|e| DiffError::io("open", path, e))?;
+    let mut hasher = Md5::new();
+    hasher.update(b"disco data md5\0");
+    let mut block = vec![0u8; DATA_BLOCK as usize];
+    let mut pos = 0;
+    while pos < size {
+        in_time(deadline, path)?;
+        // The next data at or after `pos`, and where it ends; none left: done.
+        let Some(data) = seek(&file, pos, nix::unistd::Whence::SeekData, path)? else {
+            break;
+        };
+        let end = seek(&file, data, nix::unistd::Whence::SeekHole, path)?.unwrap_or(size);
+        let mut start = data - data % DATA_BLOCK;
+        while start < end.min(size) {
+            in_time(deadline, path)?;
+            let len = DATA_BLOCK.min(size - start) as usize;
+            let buf = &mut block[..len];
+            file.read_exact_at(buf, start)
+                .map_err(|e| DiffError::io("read", path, e))?;
+            if buf.iter().any(|&b| b != 0) {
+                hasher.update(start.to_le_bytes());
+                hasher.update(&*buf);
+            }
+            start += DATA_BLOCK;
+        }
+        pos = start;
+    }
+    hasher.update(size.to_le_bytes());
+    Ok(hex(&hasher.finalize()))
+}
+
+/// lseek(2) with `SEEK_DATA` or `SEEK_HOLE` from `from`; `None` when there is no more data
+/// (ENXIO). A filesystem without them answers as if the whole file were data.
+fn seek(
+    file: &std::fs::File,
+    from: u64,
+    whence: nix::unistd::Whence,
+    path: &Path,
+) -> Result<Option<u64>, DiffError> {
+    let offset = i64::try_from(from).unwrap_or(i64::MAX);
+    match nix::unistd::lseek(file, offset, whence) {
+        Ok(at) => Ok(Some(at as u64)),
+        Err(nix::errno::Errno::ENXIO) => Ok(None),
+        Err(e) => Err(DiffError::io("seek in", path, e.into())),
+    }
 }
 
 /// Lowercase hex, as `md5sum` prints it.

@@ -1,14 +1,17 @@
 //! The sandbox recipe, in the order it runs inside `disco __sandbox`. One line of why a step.
 //!
-//! 1. New mount, UTS and IPC namespaces (and PID, in noop).
+//! 0. Close every descriptor but 0, 1 and 2.
+//! 1. New mount, UTS and IPC namespaces (and PID and network, in noop).
 //! 2. Make every mount private, so nothing propagates to the host.
 //! 3. An overlay per filesystem (`nodev`, plain upper layer).
 //! 4. Hide the state directory.
 //! 5. Our own `/dev` and a read-only `/sys`.
 //! 6. Fork PID 1, which mounts `/proc` of the new PID namespace, makes the dangerous parts of
 //!    `/proc` read-only and `pivot_root`s into the overlay.
-//! 7. PID 1 forks the payload as PID 2 (so signals are forwarded and orphans reaped), which in
-//!    noop drops the capabilities that reach outside and gets the shims first on `PATH`.
+//! 7. PID 1 forks the payload as PID 2 (so signals are forwarded and orphans reaped), which
+//!    starts a session of its own (without the caller's terminal; an interactive shell's own
+//!    pseudo-terminal becomes its controlling terminal), in noop drops the capabilities that
+//!    reach outside and gets the shims first on `PATH`.
 //! 8. When the payload exits, PID 1 exits, and the kernel kills whatever else is left in the
 //!    namespace and unmounts everything.
 
@@ -26,7 +29,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
 
 use super::shims::ShimMode;
-use super::{SandboxError, ShimConfig, Spec};
+use super::{Network, SandboxError, ShimConfig, Spec};
 
 /// Exit status of `disco __sandbox` when the sandbox itself could not be set up.
 pub const EXIT_SANDBOX: i32 = 125;
@@ -41,9 +44,10 @@ pub const BIN_DIR: &str = "/dev/.disco/bin";
 /// Where a live sandbox's shims record the commands they defer.
 pub const DEFERRED: &str = "/dev/.disco/deferred";
 
-/// Capabilities dropped in noop: each reaches outside the sandbox (modules, clock, network,
-/// raw I/O, device nodes, file handles, other processes, mounts, immutable flags that would pin
-/// the scratch layer).
+/// Capabilities dropped in noop: each reaches outside the sandbox's namespaces (modules,
+/// clock, raw I/O, device nodes, file handles, other processes, mounts, immutable flags that
+/// would pin the scratch layer, raw and packet sockets, the host's scheduler and memory, the
+/// audit log, leases on live files). What noop keeps, and why, is listed in ARCHITECTURE.md.
 const DROPPED: &[caps::Capability] = {
     use caps::Capability::*;
     &[
@@ -51,19 +55,31 @@ const DROPPED: &[caps::Capability] = {
         CAP_SYS_BOOT,
         CAP_SYS_TIME,
         CAP_NET_ADMIN,
+        // Raw and packet sockets: they see (and forge) traffic, and are no dry run's business.
+        CAP_NET_RAW,
         CAP_SYS_RAWIO,
         CAP_MKNOD,
         // open_by_handle_at: reaches any file of a filesystem something of it is bound from.
         CAP_DAC_READ_SEARCH,
         CAP_SYS_PTRACE,
         CAP_SYS_ADMIN,
+        // Real-time scheduling and priorities of the host's CPUs; locked memory of its RAM;
+        // limits above the hard ones and reserved disk space: no namespace bounds them.
+        CAP_SYS_NICE,
+        CAP_IPC_LOCK,
+        CAP_SYS_RESOURCE,
         CAP_LINUX_IMMUTABLE,
+        // Leases on files that may be the host's (a read-only filesystem's).
+        CAP_LEASE,
         CAP_MAC_ADMIN,
         CAP_MAC_OVERRIDE,
         CAP_SYSLOG,
         CAP_WAKE_ALARM,
         CAP_BLOCK_SUSPEND,
+        // The host's audit log and its rules.
         CAP_AUDIT_CONTROL,
+        CAP_AUDIT_WRITE,
+        CAP_AUDIT_READ,
         CAP_SYS_PACCT,
         CAP_SYS_TTY_CONFIG,
         CAP_BPF,
@@ -101,6 +117,13 @@ fn inside(merged: &Path, path: &Path) -> PathBuf {
 /// Runs the recipe and the payload `argv` (with working directory `cwd` inside the sandbox);
 /// returns the payload's exit status (128 + signal when killed).
 pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxError> {
+    // Nothing but 0, 1 and 2 enters: not even a descriptor that would close on exec, which
+    // PID 1 would otherwise hold for the sandbox's whole life.
+    crate::sys::close_from_3().map_err(|e| SandboxError::Syscall {
+        call: "close",
+        detail: "inherited descriptors".into(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
     // If the disco that started this sandbox dies, the sandbox dies with it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
@@ -108,6 +131,9 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
         flags |= CloneFlags::CLONE_NEWPID;
     }
     unshare(flags).map_err(sys("unshare", "namespaces"))?;
+    if spec.noop {
+        isolate_network(spec.network)?;
+    }
     // Private, recursively: no mount below may propagate to the host's namespace.
     crate::sys::make_mounts_private().map_err(sys("make mounts private", "/"))?;
     mount_overlays(spec)?;
@@ -141,6 +167,23 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
         }
         ForkResult::Parent { child } => Ok(wait_for(child, false)),
     }
+}
+
+/// Noop's network ([`Network::Loopback`], and the start of [`Network::Outbound`], which the
+/// caller then connects): a network namespace of its own, whose loopback is brought up so
+/// that a script's own local services work. Nothing of the host's network is
+/// reachable from it: not 127.0.0.1, nor abstract unix sockets (they belong to the network
+/// namespace), nor raw sockets or netlink to the host's stack.
+pub(crate) fn isolate_network(network: Network) -> Result<(), SandboxError> {
+    if network == Network::Host {
+        return Ok(());
+    }
+    unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare", "a network namespace"))?;
+    crate::sys::loopback_up().map_err(|e| SandboxError::Syscall {
+        call: "bring up",
+        detail: "the loopback interface".into(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })
 }
 
 /// One overlay per filesystem, shallowest first, all `nodev`, with the options that keep the
@@ -537,6 +580,19 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command"),
         };
     };
+    // A session of its own: the caller's terminal is no controlling terminal of the payload,
+    // which cannot push keystrokes into it (TIOCSTI) nor open it as `/dev/tty`. An interactive
+    // `disco shell` gives it a pseudo-terminal of its own instead, on its stdin.
+    if let Err(e) = nix::unistd::setsid() {
+        return sys("start", "a session")(e);
+    }
+    if spec.terminal {
+        if let Err(e) = crate::sys::take_terminal_on_stdin() {
+            return sys("take", "the shell's terminal")(Errno::from_raw(
+                e.raw_os_error().unwrap_or(0),
+            ));
+        }
+    }
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
     if spec.noop {
@@ -554,96 +610,11 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     }
 }
 
-/// Denies, with EPERM, the system calls that reach the kernel's keyrings, which no namespace
-/// covers: a noop script must not add keys to root's keyrings, nor clear them. Installed while
-/// `CAP_SYS_ADMIN` is still held (no `no_new_privs` needed, so setuid programs keep working).
-fn deny_keyrings() -> Result<(), SandboxError> {
-    use nix::libc;
-    #[cfg(target_arch = "x86_64")]
-    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
-    #[cfg(target_arch = "aarch64")]
-    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    return Ok(());
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    {
-        let stmt = |code: u32, k: u32| libc::sock_filter {
-            code: code as u16,
-            jt: 0,
-            jf: 0,
-            k,
-        };
-        let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
-            code: code as u16,
-            jt,
-            jf,
-            k,
-        };
-        let deny = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
-        let denied = [libc::SYS_add_key, libc::SYS_keyctl, libc::SYS_request_key];
-        // seccomp_data: nr at offset 0, arch at offset 4. Fails closed: a call of another ABI
-        // (a 32-bit program) is denied whole, as it could spell the denied calls otherwise.
-        let mut prog = vec![
-            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
-            jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, ARCH, 1, 0),
-            stmt(libc::BPF_RET | libc::BPF_K, deny),
-            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
-            // x32 system calls on x86_64 carry this bit.
-            jump(
-                libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
-                0x4000_0000,
-                0,
-                1,
-            ),
-            stmt(libc::BPF_RET | libc::BPF_K, deny),
-        ];
-        for nr in denied {
-            prog.push(jump(
-                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-                nr as u32,
-                0,
-                1,
-            ));
-            prog.push(stmt(libc::BPF_RET | libc::BPF_K, deny));
-        }
-        prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_mut_ptr(),
-        };
-        // Without SPEC_ALLOW the kernel would also turn on its speculative-store-bypass
-        // mitigation for every process under the filter, which slows all of them (the filter
-        // guards against a dry run's mistakes, not against side channels). Kernels before
-        // 4.17 know no flags.
-        let install = |flags: libc::c_ulong| {
-            // SAFETY: fprog points at `prog`, alive for the call; the kernel copies the filter.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
-                    flags,
-                    &fprog as *const libc::sock_fprog,
-                )
-            }
-        };
-        let mut rc = install(libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW as libc::c_ulong);
-        if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            rc = install(0);
-        }
-        if rc != 0 {
-            return Err(SandboxError::Caps(format!(
-                "cannot install the keyring filter: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// Drops, for good, the capabilities that reach outside a noop sandbox ([`DROPPED`]), and
-/// denies the keyring calls (which no capability or namespace keeps inside).
+/// installs noop's seccomp filter (the keyring calls and io_uring, which no capability or
+/// namespace keeps inside; see [`super::seccomp`]).
 pub(crate) fn drop_capabilities() -> Result<(), SandboxError> {
-    deny_keyrings()?;
+    super::seccomp::install()?;
     use caps::CapSet;
     let err = |e: caps::errors::CapsError| SandboxError::Caps(e.to_string());
     for cap in DROPPED {

@@ -7,10 +7,14 @@
 //! payload. Nothing the sandbox mounts is ever visible outside it, and it all disappears when
 //! its last process exits.
 
+pub mod connect;
 pub mod enter;
 pub mod mountinfo;
+pub mod outbound;
 pub mod run;
+pub mod seccomp;
 pub mod shims;
+pub mod terminal;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -65,6 +69,28 @@ pub enum SandboxError {
     /// Dropping capabilities failed.
     #[error("cannot drop capabilities: {0}")]
     Caps(String),
+    /// Noop's seccomp filter could not be compiled (an unknown architecture) or installed.
+    #[error("cannot {what} the seccomp filter: {source}")]
+    Seccomp {
+        /// `compile` or `install`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--network outbound`: slirp4netns could not be started or did not configure the
+    /// network.
+    #[error("cannot {what} slirp4netns: {source}")]
+    Outbound {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A module's diff could not be made (it names the file at fault).
+    #[error(transparent)]
+    Diff(#[from] crate::diff::DiffError),
     /// The payload command could not be executed.
     #[error("cannot execute {command}: {source}")]
     Exec {
@@ -88,6 +114,25 @@ fn hint(errno: nix::errno::Errno) -> &'static str {
     }
 }
 
+/// What a noop sandbox's network is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A network namespace of its own with only loopback, up: nothing of the host's network
+    /// is reachable (TCP and UDP on any address, abstract unix sockets, netlink to the host's
+    /// stack), so a dry run calls no service.
+    #[default]
+    Loopback,
+    /// Loopback, and outbound connections through a user-mode network stack
+    /// (`slirp4netns`, see [`outbound`]), with the host's loopback unreachable. A script can
+    /// then change a remote service: for sites whose scripts must download.
+    Outbound,
+    /// The host's network namespace, as before namespaces: no dry run for the network. Not
+    /// offered in `--help`; it exists to measure what the namespace costs (`bench/dance.sh`).
+    #[value(hide = true)]
+    Host,
+}
+
 /// The plan `disco __sandbox` carries out, written to the run's `spec.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Spec {
@@ -101,6 +146,13 @@ pub struct Spec {
     pub noop: bool,
     /// The shims, in noop.
     pub shims: ShimConfig,
+    /// In noop, the network.
+    #[serde(default)]
+    pub network: Network,
+    /// The payload gets the terminal on its stdin as its controlling terminal (an interactive
+    /// `disco shell`, whose terminal is a pseudo-terminal of its own); else it has none.
+    #[serde(default)]
+    pub terminal: bool,
     /// The disco executable, offered inside as `/dev/.disco/bin/disco-param` and
     /// `/dev/.disco/bin/disco`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +266,9 @@ pub struct SandboxOptions {
     pub noop: bool,
     /// The shims for noop.
     pub shims: ShimConfig,
+    /// The payload gets the terminal on its stdin as its controlling terminal (see
+    /// [`Spec::terminal`]).
+    pub terminal: bool,
 }
 
 /// A prepared run: its folder (locked) and its plan.
@@ -263,6 +318,8 @@ impl Sandbox {
             hide,
             noop: opts.noop,
             shims: opts.shims.clone(),
+            network: Network::default(),
+            terminal: opts.terminal,
             tools: None,
         };
         let spec_path = run.path.join("spec.json");

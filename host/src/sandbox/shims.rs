@@ -3,7 +3,18 @@
 //!
 //! The namespaces already keep a script from signalling or rebooting anything outside; the shims
 //! are what turns `service postgresql stop` into a line the user can read. Read-only queries
-//! (`systemctl status`...) pass through to the real command.
+//! (`systemctl status`...) pass through to the real command, and so do the service manager's
+//! commands that only change files (`systemctl enable`...), run offline: their files land in
+//! the scratch layer, so they appear in the diff and, live, merge with the module's layer.
+//!
+//! | command | what the shim does |
+//! | --- | --- |
+//! | `systemctl` `status`, `is-active`, `show`, `cat`, `list-*`... | runs it (reads only) |
+//! | `systemctl` `enable`, `disable`, `reenable`, `mask`, `unmask`, `preset`, `preset-all`, `set-default`, `add-wants`, `add-requires`, `link`, `revert` | runs it offline (`SYSTEMD_OFFLINE=1`: no word with a running manager) |
+//! | the same with `--now` | runs it offline without `--now`, then traps the whole command (noop: reported; live: deferred, where it starts or stops the unit) |
+//! | `systemctl` `start`, `stop`, `restart`, `reload`, `try-restart`, `kill`, `isolate`, `daemon-reload`..., `service NAME ACTION`, `invoke-rc.d`, `reboot`... | trapped |
+//!
+//! `update-rc.d` is not shimmed: it only makes links, and the `systemctl` it calls is this shim.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -57,6 +68,19 @@ fn read_only(command: &str) -> Option<(&'static str, usize)> {
     }
 }
 
+/// The sub-commands of `command` that only change files, run offline inside the sandbox, as a
+/// shell `case` pattern, with the environment that keeps them offline.
+fn files_only(command: &str) -> Option<(&'static str, &'static str)> {
+    match command {
+        "systemctl" => Some((
+            "enable|disable|reenable|mask|unmask|preset|preset-all|set-default|add-wants|\
+             add-requires|link|revert",
+            "SYSTEMD_OFFLINE=1",
+        )),
+        _ => None,
+    }
+}
+
 /// What a shim does with a command that acts on the running system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShimMode {
@@ -80,6 +104,15 @@ pub fn script_for(command: &str, mode: ShimMode) -> String {
         s.push_str(&format!(
             "n=0; sub=\nfor a in \"$@\"; do\n  case \"$a\" in --status-all) sub=$a; break;; -*) continue;; esac\n  n=$((n+1)); if [ $n -eq {position} ]; then sub=$a; break; fi\ndone\n\
              case \"$sub\" in {pattern})\n  real=$(PATH=\"$DISCO_REAL_PATH\" command -v {command}) && exec \"$real\" \"$@\"\n  echo \"{command}: not found\" >&2; exit 127;;\nesac\n"
+        ));
+    }
+    if let Some((pattern, offline)) = files_only(command) {
+        // Files only: run offline. With `--now`, the files now (the command without `--now`),
+        // and the running state trapped below like any other acting command.
+        s.push_str(&format!(
+            "offline() {{\n  n=$#; while [ $n -gt 0 ]; do a=$1; shift; [ \"$a\" = --now ] || set -- \"$@\" \"$a\"; n=$((n-1)); done\n  {offline} \"$real\" \"$@\"\n}}\n\
+             case \"$sub\" in {pattern})\n  real=$(PATH=\"$DISCO_REAL_PATH\" command -v {command}) || {{ echo \"{command}: not found\" >&2; exit 127; }}\n\
+             case \" $* \" in *\" --now \"*) offline \"$@\" || exit $?;; *) {offline} exec \"$real\" \"$@\";; esac;;\nesac\n"
         ));
     }
     match mode {
@@ -140,10 +173,10 @@ mod tests {
             )
         );
         assert_eq!(
-            run("systemctl", &["--now", "disable", "foo"]),
+            run("systemctl", &["try-restart", "foo"]),
             (
                 0,
-                "warning: Would execute : systemctl --now disable foo\n".into()
+                "warning: Would execute : systemctl try-restart foo\n".into()
             )
         );
         assert_eq!(
@@ -159,5 +192,59 @@ mod tests {
         assert_eq!(run("service", &["foo", "status"]).0, 127);
         assert_eq!(run("service", &["--status-all"]).0, 127);
         assert_eq!(run("systemctl", &["restart", "status"]).0, 0);
+    }
+
+    /// Runs a shim with a stand-in for the real command on `DISCO_REAL_PATH`, which says how
+    /// it was called.
+    fn run_with_real(command: &str, args: &[&str]) -> (i32, String) {
+        let dir = std::env::temp_dir().join(format!("disco-shim-real-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = dir.join(command);
+        std::fs::write(
+            &real,
+            "#!/bin/sh\necho \"real: SYSTEMD_OFFLINE=$SYSTEMD_OFFLINE $*\" >&2\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script(command))
+            .arg(command)
+            .args(args)
+            .env("DISCO_REAL_PATH", &dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn commands_that_only_change_files_run_offline_and_now_is_trapped() {
+        assert_eq!(
+            run_with_real("systemctl", &["enable", "foo.service"]),
+            (0, "real: SYSTEMD_OFFLINE=1 enable foo.service\n".into())
+        );
+        assert_eq!(
+            run_with_real("systemctl", &["--quiet", "mask", "a b.service"]),
+            (
+                0,
+                "real: SYSTEMD_OFFLINE=1 --quiet mask a b.service\n".into()
+            )
+        );
+        assert_eq!(
+            run_with_real("systemctl", &["--now", "disable", "foo"]),
+            (
+                0,
+                "real: SYSTEMD_OFFLINE=1 disable foo\n\
+                 warning: Would execute : systemctl --now disable foo\n"
+                    .into()
+            )
+        );
+        assert_eq!(
+            run_with_real("systemctl", &["restart", "foo"]),
+            (0, "warning: Would execute : systemctl restart foo\n".into())
+        );
     }
 }

@@ -102,6 +102,14 @@ pub fn spawn(spec: &FixSpec) -> Result<Spawned, SuperviseError> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // SAFETY: `prepare_exec` makes system calls only and touches no memory of the parent:
+    // async-signal-safe, as a pre_exec hook must be.
+    unsafe {
+        // Without the caller's controlling terminal: a module cannot push keystrokes into it
+        // (TIOCSTI). Only 0, 1 and 2 cross the exec: no descriptor of the host, nor of
+        // whoever started it (a plugin of `disco serve` may open some without close-on-exec).
+        cmd.pre_exec(sys::prepare_exec);
+    }
     // ETXTBSY: another thread of this process may have forked while a module file was open for
     // writing (a test that just copied it); the fork's copy of the fd closes at its exec.
     let mut tries = 0;

@@ -154,6 +154,7 @@ fn run_once(m: &Module, opts: &RunOptions, service: &str, nested: bool) -> Resul
             state_dir,
             noop: true,
             shims: ShimConfig::default(),
+            terminal: false,
         })
         .map_err(|e| format!("cannot prepare the noop sandbox: {e}"))?;
         let spec_path = sandbox.run.path.join("spec.json");
