@@ -1319,3 +1319,110 @@ fn the_client_parameter_network_is_read_and_checked() {
     let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success() && !all.contains("link=tap0"), "{all}");
 }
+
+#[test]
+fn the_json_report_names_every_change_and_trapped_command_in_the_schema() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let out = dance(
+        state.path(),
+        &example_site(),
+        "localhost.localdomain",
+        &["--format", "json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    util::assert_report_schema(&doc);
+    assert_eq!(doc["kind"], "dance");
+    let module = |name: &str| {
+        doc["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no module {name} in {doc:#}"))
+            .clone()
+    };
+    let other = module("othermodule-3.2");
+    let cfg = other["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["path"] == "/etc/othermodule/stuff.cfg")
+        .expect("the templated file is named");
+    assert_eq!(cfg["kind"], "created");
+    assert_eq!(cfg["after"]["mode"], "0644");
+    assert!(cfg["content"]["diff"]
+        .as_str()
+        .unwrap()
+        .contains("> KEY_VALUE=LOLTHISKEYMEANSNOTHING"));
+    assert_eq!(
+        module("testmodule-1.0")["would_execute"],
+        serde_json::json!(["service postgresql stop"])
+    );
+    assert_eq!(doc["totals"]["would_execute"], 1);
+    // Steps on one time axis, in milliseconds from the dance's start.
+    for s in doc["steps"].as_array().unwrap() {
+        assert!(
+            s["start_ms"].as_u64().unwrap() <= doc["duration_ms"].as_u64().unwrap() + 1,
+            "{s}"
+        );
+    }
+    // The same document from the saved report, and the dance's diff from disco diff.
+    let saved = util::disco(state.path(), &["report", "--format", "json"]);
+    let saved: serde_json::Value = serde_json::from_slice(&saved.stdout).unwrap();
+    assert_eq!(saved, doc);
+    let diff = util::disco(state.path(), &["diff", "--format", "json"]);
+    assert!(diff.status.success(), "{}", text(&diff.stderr));
+    let diff: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap();
+    util::assert_report_schema(&diff);
+    assert_eq!(diff["kind"], "diff");
+    assert_eq!(diff["run"], doc["id"]);
+    assert!(diff["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["path"] == "/etc/othermodule/stuff.cfg"));
+    let text_diff = util::disco(state.path(), &["diff"]);
+    assert!(
+        text(&text_diff.stdout).contains("File: file: /etc/othermodule/stuff.cfg : Created"),
+        "{}",
+        text(&text_diff.stdout)
+    );
+}
+
+#[test]
+fn a_failing_module_is_in_the_json_report_with_its_reason() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("dance-json-fail");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/bad", ""),
+            ("modules/bad/scripts/00-fail", "#!/bin/sh\nexit 3\n"),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    util::assert_report_schema(&doc);
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["modules"][0]["status"], "failed");
+    assert!(doc["modules"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("exec 00-fail failed"));
+    let step = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "exec")
+        .unwrap();
+    assert_eq!(step["ok"], false);
+    assert_eq!(step["exit"], 3);
+}

@@ -221,6 +221,28 @@ fn the_seeds_example_live_merges_and_runs_the_deferred_service_command() {
         !Path::new("/etc/othermodule").exists(),
         "the live dance escaped its root"
     );
+    // The JSON report of a live dance: what was merged, and what was deferred.
+    let json = disco(&state, &["report", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    util::assert_report_schema(&doc);
+    let module = |name: &str| {
+        doc["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        module("testmodule-1.0")["deferred"],
+        serde_json::json!(["service postgresql stop"])
+    );
+    assert!(module("othermodule-3.2")["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["path"] == "/etc/othermodule/stuff.cfg" && p["kind"] == "created"));
     // Converged: a noop dance now reports no change, and --exit-code says so.
     let again = disco(
         &state,
@@ -438,12 +460,7 @@ fn sigkill_during_merges_leaves_every_file_entirely_old_or_new() {
         .unwrap()
         .iter()
         .find(|s| s["step"] == "merge")
-        .map(|s| {
-            Duration::new(
-                s["usage"]["real"]["secs"].as_u64().unwrap(),
-                s["usage"]["real"]["nanos"].as_u64().unwrap() as u32,
-            )
-        })
+        .map(|s| Duration::from_millis(s["duration_ms"].as_u64().unwrap()))
         .unwrap();
     let window = (merge * 3).min(whole);
     let mut seed = std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15;

@@ -243,3 +243,21 @@ pub fn tiocsti(line: &str) -> String {
          print STDERR \"sti tried\\n\"'"
     )
 }
+
+/// Checks `doc` against the report schema (`doc/report.schema.json`), failing with every
+/// finding.
+pub fn assert_report_schema(doc: &serde_json::Value) {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../doc/report.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let findings: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(findings.is_empty(), "{}\n{doc:#}", findings.join("\n"));
+}

@@ -152,7 +152,7 @@ fn sinks(args: &DanceArgs, report: &dance::report::DanceReport) {
             Err(e) => crate::output::warning(&e),
         }
     }
-    all.dance_report(&dance::report::render_json(report));
+    all.dance_report(&dance::schema::dance_json(report));
 }
 
 /// Exit status of `disco dance --exit-code` when something changed (or, in noop, would).
@@ -201,7 +201,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
     let report = dance::dance(&opts)?;
     sinks(&args, &report);
     match args.format {
-        DanceFormat::Json => println!("{}", dance::report::render_json(&report)),
+        DanceFormat::Json => print!("{}", dance::schema::dance_json(&report)),
         DanceFormat::Text => {
             let (ok, failed, skipped) = report.counts();
             let line = format!(

@@ -37,6 +37,6 @@ pub(super) fn exec(args: DeferArgs) -> Result<ExitCode> {
             ))
         })?;
     writeln!(f, "{line}").map_err(Error::Write)?;
-    eprintln!("info: Deferred : {}", words.join(" "));
+    eprintln!("{}{}", crate::sandbox::shims::DEFERRED, words.join(" "));
     Ok(ExitCode::SUCCESS)
 }

@@ -34,7 +34,7 @@ pub(super) fn exec(args: ReportArgs, global: &super::GlobalArgs) -> Result<ExitC
         .map_err(|e| Error::Other(e.to_string()))?;
     let text = match args.format {
         ReportFormat::Text => report::render_text(&dance),
-        ReportFormat::Json => report::render_json(&dance),
+        ReportFormat::Json => crate::dance::schema::dance_json(&dance),
     };
     std::io::stdout()
         .write_all(text.as_bytes())

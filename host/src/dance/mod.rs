@@ -15,6 +15,7 @@ pub mod order;
 pub mod pieces;
 pub mod report;
 pub mod run;
+pub mod schema;
 pub mod worker;
 
 pub use error::DanceError;

@@ -6,7 +6,7 @@
 //! from wait4(2) ([`Step::from_fix`], [`Usage::from_rusage`]); steps done in-process take a
 //! [`SelfUsage`] snapshot before and call [`Usage::of_self_since`] after. [`save`] keeps the
 //! newest [`KEEP`] reports as `STATE/reports/<id>.json`; [`load`] reads one back; [`render_text`]
-//! and [`render_json`] are pure functions of the report, so they are tested without a dance.
+//! and [`super::schema::dance_json`] are pure functions of the report, so they are tested without a dance.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -184,8 +184,27 @@ pub struct Step {
     /// In noop, the connections it attempted (`tcp 127.0.0.1:5432`), which reached nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub would_connect: Vec<String>,
+    /// The service commands the shims trapped while it ran: in noop those that would have
+    /// run, live those deferred until after the merge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trapped: Vec<String>,
+    /// When it started, milliseconds since the epoch.
+    #[serde(default)]
+    pub start_unix_ms: u64,
     /// Whether the step succeeded.
     pub ok: bool,
+}
+
+/// Now, in milliseconds since the epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// When a step that took `real` and ends now started.
+fn started(real: Duration) -> u64 {
+    unix_ms().saturating_sub(u64::try_from(real.as_millis()).unwrap_or(0))
 }
 
 impl Step {
@@ -207,6 +226,8 @@ impl Step {
             return_code_name: None,
             violations: Vec::new(),
             would_connect: Vec::new(),
+            trapped: Vec::new(),
+            start_unix_ms: started(usage.real),
             ok,
         }
     }
@@ -239,6 +260,8 @@ impl Step {
                 .map(|v| format!("{}: {}", v.kind, v.detail))
                 .collect(),
             would_connect: Vec::new(),
+            trapped: crate::sandbox::shims::trapped(&outcome.stderr_tail),
+            start_unix_ms: started(outcome.duration),
             ok: outcome.return_code == ReturnCode::OK && outcome.violations.is_empty(),
         }
     }
@@ -284,6 +307,9 @@ pub struct ModuleResult {
     pub status: ModuleStatus,
     /// Paths it created, modified and deleted.
     pub changes: (usize, usize, usize),
+    /// Each of those changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<crate::diff::Change>,
 }
 
 /// Everything one dance did and cost.
@@ -297,6 +323,9 @@ pub struct DanceReport {
     pub noop: bool,
     /// When it started, seconds since the epoch.
     pub started_unix: u64,
+    /// When it started, milliseconds since the epoch (0 in reports of older discos).
+    #[serde(default)]
+    pub started_unix_ms: u64,
     /// How long it took.
     pub duration: Duration,
     /// Its modules, in run order.
@@ -308,6 +337,15 @@ pub struct DanceReport {
 }
 
 impl DanceReport {
+    /// When it started, in milliseconds since the epoch.
+    pub fn started_unix_ms(&self) -> u64 {
+        if self.started_unix_ms > 0 {
+            self.started_unix_ms
+        } else {
+            self.started_unix * 1000
+        }
+    }
+
     /// How many modules succeeded, failed and were skipped.
     pub fn counts(&self) -> (usize, usize, usize) {
         self.modules
@@ -595,14 +633,6 @@ fn step_body(out: &mut String, step: &Step, indent: &str) {
     }
 }
 
-/// The report as one JSON document (with a final newline), for `disco report --format json`.
-pub fn render_json(report: &DanceReport) -> String {
-    // Serialising plain structs of strings and numbers cannot fail.
-    let mut json = serde_json::to_string_pretty(report).unwrap_or_default();
-    json.push('\n');
-    json
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,6 +654,7 @@ mod tests {
             node: "localhost.localdomain".into(),
             noop: true,
             started_unix: 1_795_387_035,
+            started_unix_ms: 0,
             duration: Duration::from_millis(1234),
             ok: modules.iter().all(|m| m.status == ModuleStatus::Ok),
             modules,
@@ -731,6 +762,7 @@ mod tests {
             name: name.into(),
             status,
             changes: (0, 0, 0),
+            paths: Vec::new(),
         };
         let r = report(
             vec![],

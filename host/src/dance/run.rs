@@ -391,7 +391,7 @@ impl ModuleRun<'_> {
         on_reply: &mut OnReply<'_>,
         prepared: Option<Result<ModuleRequest, String>>,
         while_waiting: &mut dyn FnMut(),
-    ) -> Result<Option<(usize, usize, usize)>, String> {
+    ) -> Result<Option<Diffed>, String> {
         let request = match prepared.unwrap_or_else(|| self.prepare()) {
             Ok(mut module) => {
                 // Laid out perhaps while the module before ran: stacked on what it left now.
@@ -470,7 +470,7 @@ impl ModuleRun<'_> {
         if !self.opts.noop {
             self.merge(steps)?;
         }
-        Ok(Some(diff.summary))
+        Ok(Some(diff))
     }
 
     /// Live: the module's layers onto the system, journaled with the service commands its
@@ -581,6 +581,7 @@ fn record_diff(
             print.raw(d.diff.as_bytes());
             if let Some(m) = results.get_mut(p.index) {
                 m.changes = d.summary;
+                m.paths = d.changes;
             }
         }
         Err(e) => {
@@ -827,6 +828,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                 name: name.clone(),
                 status: ModuleStatus::Skipped { reason },
                 changes: (0, 0, 0),
+                paths: Vec::new(),
             });
             continue;
         }
@@ -849,6 +851,8 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             stack.settle()?;
         }
         let options = module_options(&tree, name);
+        // Live, what the module changed (in noop its diff comes with the next module's reply).
+        let mut live_paths = Vec::new();
         let status = if let Some(Err(e)) = fetched.get(name) {
             print.error(&format!("{name}: {e}"));
             (ModuleStatus::Failed { reason: e.clone() }, (0, 0, 0))
@@ -920,7 +924,11 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             stack.settle()?;
             match outcome {
                 // Live, the layer is merged already: the next module runs on the system.
-                Ok(changes) if !opts.noop => (ModuleStatus::Ok, changes.unwrap_or_default()),
+                Ok(diffed) if !opts.noop => {
+                    let diffed = diffed.unwrap_or_default();
+                    live_paths = diffed.changes;
+                    (ModuleStatus::Ok, diffed.summary)
+                }
                 Ok(_) => match stack.keep(k) {
                     Ok(()) => {
                         pending = Some(Pending {
@@ -950,6 +958,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             name: name.clone(),
             status: status.0,
             changes: status.1,
+            paths: std::mem::take(&mut live_paths),
         });
     }
 
@@ -971,6 +980,9 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         started_unix: started_at
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        started_unix_ms: started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0)),
         duration: started.elapsed(),
         modules: results,
         steps,

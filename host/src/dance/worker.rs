@@ -129,6 +129,8 @@ pub struct Diffed {
     pub diff: String,
     /// How many paths are created, modified and deleted.
     pub summary: (usize, usize, usize),
+    /// Every change, for the report.
+    pub changes: Vec<diff::Change>,
     /// What making the diff cost.
     pub usage: Usage,
 }
@@ -649,6 +651,7 @@ fn make_diff(setup: &Setup, shared: &Shared, job: &DiffJob) -> Result<Diffed, Sa
     Ok(Diffed {
         diff: diff::render_text(&changes),
         summary: diff::summary(&changes),
+        changes,
         usage: Usage::of_self_since(start),
     })
 }

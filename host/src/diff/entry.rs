@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// One overlay filesystem of a sandbox: its upper (scratch) directory, the read-only lower view
 /// it was laid over, and where it is mounted inside the sandbox.
@@ -49,7 +49,7 @@ impl Default for DiffOptions {
 }
 
 /// What happened at one path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     /// In the upper layer, not in the lower one.
@@ -73,7 +73,7 @@ impl ChangeKind {
 }
 
 /// The type of a file, as the diff names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileType {
     /// A regular file.
@@ -137,7 +137,7 @@ impl FileType {
 }
 
 /// The attributes of one side of a change, everything the diff compares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     /// The type of the file.
     pub file_type: FileType,
@@ -188,7 +188,7 @@ impl Meta {
 }
 
 /// The content part of a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Content {
     /// Nothing to show: not a regular file on both sides, contents equal, or empty.
@@ -203,7 +203,7 @@ pub enum Content {
 }
 
 /// One path that differs between the sandbox and the live system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// The path as seen inside the sandbox (mount point + path in the layer), absolute.
     #[serde(serialize_with = "lossy_path")]

@@ -81,6 +81,23 @@ fn files_only(command: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// How a noop shim says what it trapped (on stderr), before the command line.
+pub const WOULD_EXECUTE: &str = "warning: Would execute : ";
+/// How a live shim says what it deferred (on stderr), before the command line.
+pub const DEFERRED: &str = "info: Deferred : ";
+
+/// The commands the shims trapped, from what a piece printed on stderr.
+pub fn trapped(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(WOULD_EXECUTE)
+                .or_else(|| l.strip_prefix(DEFERRED))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// What a shim does with a command that acts on the running system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShimMode {
@@ -117,7 +134,7 @@ pub fn script_for(command: &str, mode: ShimMode) -> String {
     }
     match mode {
         ShimMode::Report => s.push_str(&format!(
-            "printf 'warning: Would execute : %s\\n' \"{command}${{*:+ $*}}\" >&2\nexit 0\n"
+            "printf '{WOULD_EXECUTE}%s\\n' \"{command}${{*:+ $*}}\" >&2\nexit 0\n"
         )),
         ShimMode::Defer => s.push_str(&format!(
             "exec {}/disco __defer {command} \"$@\"\n",
