@@ -1426,3 +1426,53 @@ fn a_failing_module_is_in_the_json_report_with_its_reason() {
     assert_eq!(step["ok"], false);
     assert_eq!(step["exit"], 3);
 }
+
+#[test]
+fn the_html_timeline_draws_one_bar_per_step_in_a_real_browser() {
+    if !have_root("dance") {
+        return;
+    }
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("chromium is missing: run tests/run as root, or apt-get install chromium");
+    let state = TempDir::new("dance-state");
+    let out = dance(state.path(), &example_site(), "localhost.localdomain", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = state.path().join("timeline.html");
+    let json = util::disco(
+        state.path(),
+        &[
+            "report",
+            "--format",
+            "json",
+            "--html",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let steps = doc["steps"].as_array().unwrap();
+    // The page as the browser built it.
+    let profile = TempDir::new("chromium-profile");
+    let dom = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run chromium");
+    let dom = text(&dom.stdout);
+    assert!(dom.contains("<svg"), "chromium rendered nothing:\n{dom}");
+    assert_eq!(
+        dom.matches("<rect class=\"bar ").count(),
+        steps.len(),
+        "{dom}"
+    );
+    for s in steps {
+        let step = s["step"].as_str().unwrap();
+        assert!(dom.contains(&format!("data-step=\"{step}\"")), "{step}");
+    }
+    assert!(dom.contains("/etc/othermodule/stuff.cfg"));
+}

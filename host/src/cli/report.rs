@@ -1,4 +1,5 @@
-//! `disco report [ID]`: what each step of a dance cost and how it ended, in the seed's format.
+//! `disco report [ID]`: what each step of a dance cost and how it ended, in the seed's format,
+//! the report schema's JSON, or (`--html FILE`) a timeline page.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ pub enum ReportFormat {
     /// `report: MODULE: STEP` blocks with GNU time's figures, then a summary.
     #[default]
     Text,
-    /// The whole report as one JSON document.
+    /// The whole report as one JSON document of the report schema (`doc/report.schema.json`).
     Json,
 }
 
@@ -27,11 +28,18 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: ReportFormat,
+    /// Also write the dance as a timeline (one self-contained HTML page) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
 }
 
 pub(super) fn exec(args: ReportArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
     let dance = report::load(&global.state_dir, args.id.as_deref())
         .map_err(|e| Error::Other(e.to_string()))?;
+    if let Some(path) = &args.html {
+        std::fs::write(path, crate::dance::html::render(&dance))
+            .map_err(|source| Error::Other(format!("cannot write {}: {source}", path.display())))?;
+    }
     let text = match args.format {
         ReportFormat::Text => report::render_text(&dance),
         ReportFormat::Json => crate::dance::schema::dance_json(&dance),

@@ -10,6 +10,7 @@ pub mod deliver;
 mod error;
 pub mod exec;
 pub mod fetch;
+pub mod html;
 pub mod layers;
 pub mod order;
 pub mod pieces;

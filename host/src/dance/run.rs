@@ -655,8 +655,13 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     let root = opts.root.canonicalize().map_err(|_| {
         DanceError::Sandbox(crate::sandbox::SandboxError::BadRoot(opts.root.clone()))
     })?;
-    let root_lock =
-        crate::apply::lock::lock_root_path(&root, opts.wait).map_err(DanceError::Apply)?;
+    // One live dance per root, whatever its state directory. A noop dance changes nothing
+    // there, so it neither takes nor waits for the root's lock.
+    let root_lock = if opts.noop {
+        None
+    } else {
+        Some(crate::apply::lock::lock_root_path(&root, opts.wait).map_err(DanceError::Apply)?)
+    };
     // A merge a killed dance left half done is finished before anything else changes.
     let print_early = Printer::new(opts.progress, 0);
     for line in crate::apply::recover(
