@@ -723,6 +723,53 @@ fn a_journal_replayed_after_its_root_was_unmounted_refuses_and_writes_nothing() 
 }
 
 #[test]
+fn a_lost_staging_folder_never_wedges_the_node_and_says_what_was_not_applied() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-lost-staging");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let state = tmp.path().join("state");
+    let op = key_file(&tmp.path().join("source"), "authorized_keys");
+    // Staged and recorded, then the staging folder was deleted before the commit.
+    journal_for(
+        &root,
+        vec![op],
+        Some(".disco-staging-deleted"),
+        host::apply::journal::Phase::Staged {
+            inodes: [(1, 4_242_424_242)].into_iter().collect(),
+        },
+    )
+    .write(&state, "1.000002-1.m0")
+    .unwrap();
+    let out = disco(&state, &["recover"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("0 of its 1 operations were applied; 1 path(s) were not"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("authorized_keys"), "{stderr}");
+    assert!(host::apply::pending(&state).is_none(), "set aside");
+    // The node dances again.
+    let src = TempDir::new("live-lost-staging-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/files/srv/ok", "ok\n"),
+        ],
+    );
+    let out = live(&state, src.path(), &root, &[]);
+    assert!(
+        !text(&out.stdout).contains("pending"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn a_lost_scratch_layer_never_wedges_the_node() {
     if !have_root("live") {
         return;

@@ -530,3 +530,70 @@ pub fn clean_staging(j: &Journal) {
         remove_stagings(stagings, &opened);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::Attrs;
+
+    /// A journal of one file onto the folder `root`, staged and committed as a merge does it.
+    fn merged(root: &Path, source: &Path) -> (Journal, Opened, BTreeMap<u32, u64>) {
+        std::fs::write(source, "new\n").unwrap();
+        let fd = at::open_root(root).unwrap();
+        let id = Identity::of(fd.as_fd(), root).unwrap();
+        let mut j = Journal {
+            version: journal::VERSION,
+            run: "r".into(),
+            module: "m".into(),
+            node: "n".into(),
+            root: root.to_owned(),
+            root_id: id.clone(),
+            filesystems: vec![FsRecord {
+                rel: PathBuf::new(),
+                id,
+                staging: None,
+            }],
+            ops: vec![Op::File {
+                fs: 0,
+                path: "etc/app.conf".into(),
+                source: source.to_owned(),
+                staged: 1,
+                attrs: Attrs {
+                    mode: 0o644,
+                    uid: nix::unistd::geteuid().as_raw(),
+                    gid: nix::unistd::getegid().as_raw(),
+                    xattrs: Vec::new(),
+                    mtime: (0, 0),
+                },
+            }],
+            phase: Phase::Planned,
+            deferred: Deferred::default(),
+        };
+        name_stagings(&mut j).unwrap();
+        let opened = open(&j).unwrap();
+        let (stagings, inodes) = stage(&j, &opened).unwrap();
+        let (paths, missing) = commit(&j, &opened, &stagings, &inodes).unwrap();
+        assert_eq!((paths, missing.len()), (1, 0));
+        remove_stagings(stagings, &opened);
+        (j, opened, inodes)
+    }
+
+    #[test]
+    fn the_check_after_a_commit_finds_a_path_that_holds_another_file() {
+        let base = std::env::temp_dir().join(format!("disco-verify-{}", std::process::id()));
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        let (j, opened, inodes) = merged(&root, &base.join("source"));
+        verify(&j, &opened, &inodes).expect("what the merge put there");
+        // Someone renamed the folder away and put one of theirs in its place.
+        std::fs::rename(root.join("etc"), root.join("etc.moved")).unwrap();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/app.conf"), "theirs\n").unwrap();
+        let err = verify(&j, &opened, &inodes).unwrap_err();
+        assert!(
+            matches!(&err, ApplyError::Verify { why, .. } if why.contains("another file")),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -158,14 +158,7 @@ impl Staging {
         self.clear(n)?;
         let name = entry_name(n);
         symlinkat(target, self.fd(), name.as_os_str()).map_err(err("stage", &shown))?;
-        fchownat(
-            self.fd(),
-            name.as_os_str(),
-            Some(Uid::from_raw(attrs.uid)),
-            Some(Gid::from_raw(attrs.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(err("chown", &shown))?;
+        self.chown(&name, attrs, &shown)?;
         self.mtime(&name, attrs, &shown)?;
         Ok(self.inode(n)?.unwrap_or(0))
     }
@@ -183,14 +176,7 @@ impl Staging {
             rdev,
         )
         .map_err(err("stage", &shown))?;
-        fchownat(
-            self.fd(),
-            name.as_os_str(),
-            Some(Uid::from_raw(attrs.uid)),
-            Some(Gid::from_raw(attrs.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(err("chown", &shown))?;
+        self.chown(&name, attrs, &shown)?;
         // No one else can enter the folder: the name is ours until it is renamed.
         fchmodat(
             self.fd(),
@@ -218,6 +204,18 @@ impl Staging {
         )
         .map_err(err("link", &shown))?;
         Ok(self.inode(n)?.unwrap_or(0))
+    }
+
+    /// Gives staged entry `name` (never followed: it may be a link) its owner.
+    fn chown(&self, name: &OsStr, attrs: &Attrs, shown: &Path) -> Result<(), ApplyError> {
+        fchownat(
+            self.fd(),
+            name,
+            Some(Uid::from_raw(attrs.uid)),
+            Some(Gid::from_raw(attrs.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(err("chown", shown))
     }
 
     fn mtime(&self, name: &OsStr, attrs: &Attrs, shown: &Path) -> Result<(), ApplyError> {
