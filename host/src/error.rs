@@ -49,6 +49,9 @@ pub enum Error {
     /// A dance failed before it could report.
     #[error(transparent)]
     Dance(#[from] crate::dance::DanceError),
+    /// The fleet's reports could not be read.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// Anything else, already worded for the user.
     #[error("{0}")]
     Other(String),

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod dance;
 pub mod diff;
 pub mod error;
+pub mod fleet;
 pub mod output;
 pub mod params;
 pub mod sandbox;

@@ -9,6 +9,7 @@ mod dance_sandbox;
 mod defer;
 mod diff;
 mod fix;
+mod fleet;
 mod history;
 mod new;
 mod param;
@@ -109,6 +110,8 @@ pub enum Command {
     Remote(remote::RemoteArgs),
     /// Print the fixes `disco serve` decided and ran, from its history.
     History(history::HistoryArgs),
+    /// On the server: the dance reports nodes pushed back, per node (status) or per path (diff).
+    Fleet(fleet::FleetArgs),
     /// Finish the merges a killed live dance left, or set them aside with --discard.
     Recover(recover::RecoverArgs),
     /// Internal: run one fix for `disco serve` (spec and request on stdin).
@@ -149,6 +152,7 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::History(args) => history::exec(args, &cli.global),
         Command::ServeFix(args) => serve::exec_fix(args),
         Command::Recover(args) => recover::exec(args, &cli.global),
+        Command::Fleet(args) => fleet::exec(args),
         Command::Shell(args) => shell::exec(args, &cli.global),
         Command::Dance(args) => dance::exec(args, &cli.global),
         Command::Diff(args) => diff::exec(args, &cli.global),

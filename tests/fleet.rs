@@ -1,0 +1,169 @@
+//! `disco fleet status` and `disco fleet diff` on reports of real noop dances of several nodes,
+//! laid out as nodes push them to the server (`DIR/NODE/ID.json`).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+mod util;
+use util::{disco, have_root, site, text, TempDir};
+
+/// A noop dance of `node` in JSON, saved as that node would push it.
+fn dance_into(reports: &Path, state: &Path, source: &Path, node: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_disco"))
+        .arg("--state-dir")
+        .arg(state)
+        .args([
+            "dance", "--noop", "--format", "json", "--node", node, "--source",
+        ])
+        .arg(source)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    let dir = reports.join(node);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{}.json", doc["id"].as_str().unwrap())),
+        serde_json::to_vec(&doc).unwrap(),
+    )
+    .unwrap();
+    doc
+}
+
+#[test]
+fn status_and_diff_of_four_nodes_name_the_odd_one_out() {
+    if !have_root("fleet") {
+        return;
+    }
+    let tmp = TempDir::new("fleet");
+    let src = tmp.path().join("site");
+    let mut files = vec![(
+        "modules/ntp/templates/etc/disco-fleet/ntp.conf".to_owned(),
+        "echo server=$(disco-param get $(hostname)/ntp_server)\n".to_owned(),
+    )];
+    files.push((
+        "modules/bad/scripts/00-fail".to_owned(),
+        "#!/bin/sh\necho no >&2\nexit 3\n".to_owned(),
+    ));
+    for (node, server) in [("n1", "a"), ("n2", "a"), ("n3", "a"), ("n4", "b")] {
+        files.push((format!("parameters/{node}/modules/ntp"), String::new()));
+        files.push((format!("parameters/{node}/ntp_server"), server.to_owned()));
+    }
+    files.push(("parameters/n3/modules/bad".to_owned(), String::new()));
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    site(&src, &borrowed);
+    let reports = tmp.path().join("reports");
+    for node in ["n1", "n2", "n3", "n4"] {
+        dance_into(
+            &reports,
+            &tmp.path().join(format!("state-{node}")),
+            &src,
+            node,
+        );
+    }
+
+    let diff = disco(
+        tmp.path(),
+        &["fleet", "diff", "--reports", reports.to_str().unwrap()],
+    );
+    let out = text(&diff.stdout);
+    assert!(diff.status.success(), "{out}{}", text(&diff.stderr));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("/etc/disco-fleet/ntp.conf : "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(": Created on 3 nodes (md5 - => "), "{line}");
+    assert!(line.ends_with("; on 1 node otherwise: n4"), "{line}");
+    assert!(out.contains("module bad failed on 1 node: n3 ("), "{out}");
+    let json = disco(
+        tmp.path(),
+        &[
+            "fleet",
+            "diff",
+            "--reports",
+            reports.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["diff"]["nodes"].as_array().unwrap().len(), 4);
+
+    // n3's module failed: the fleet is not all ok.
+    let status = disco(
+        tmp.path(),
+        &["fleet", "status", "--reports", reports.to_str().unwrap()],
+    );
+    let out = text(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("n3: ")
+            && l.contains(", noop, failed, ")
+            && l.ends_with("failed: bad")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("n1: ") && l.contains(", noop, ok, 2 change(s)")),
+        "{out}"
+    );
+    assert!(!out.contains("STALE"), "{out}");
+
+    // A node whose last report is older than two intervals is stale.
+    let n1 = std::fs::read_dir(reports.join("n1"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut old: serde_json::Value = serde_json::from_slice(&std::fs::read(&n1).unwrap()).unwrap();
+    let hours_ago = old["started_unix_ms"].as_u64().unwrap() - 3 * 3600 * 1000;
+    old["started_unix_ms"] = hours_ago.into();
+    old["node"] = "n5".into();
+    std::fs::create_dir_all(reports.join("n5")).unwrap();
+    std::fs::write(
+        reports.join("n5/1000000000.000001-1.json"),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
+    let status = disco(
+        tmp.path(),
+        &[
+            "fleet",
+            "status",
+            "--reports",
+            reports.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let n5 = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "n5")
+        .unwrap();
+    assert_eq!(n5["stale"], true);
+    assert!(n5["age_s"].as_u64().unwrap() >= 3 * 3600);
+}
+
+#[test]
+fn a_reports_folder_without_nodes_is_one_clear_error() {
+    let tmp = TempDir::new("fleet-empty");
+    let out = disco(
+        tmp.path(),
+        &["fleet", "status", "--reports", tmp.path().to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no node's reports in"),
+        "{}",
+        text(&out.stderr)
+    );
+}
