@@ -167,3 +167,76 @@ fn a_reports_folder_without_nodes_is_one_clear_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_alerting_rules_pass_promtool() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/prometheus");
+    let out = Command::new("promtool")
+        .args(["test", "rules", "disco-rules.test.yml"])
+        .current_dir(&dir)
+        .output()
+        .expect("promtool is missing: run tests/run as root, or apt-get install prometheus");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // The rules name the metrics the dance writes.
+    let rules = std::fs::read_to_string(dir.join("disco-rules.yml")).unwrap();
+    for metric in [
+        "disco_dance_last_success",
+        "disco_dance_last_changes",
+        "disco_dance_last_timestamp_seconds",
+        "disco_dance_last_duration_seconds",
+    ] {
+        assert!(rules.contains(metric), "{metric}");
+    }
+}
+
+#[test]
+fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
+    if !have_root("fleet") {
+        return;
+    }
+    let tmp = TempDir::new("fleet-push");
+    let src = tmp.path().join("site");
+    site(
+        &src,
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/files/etc/disco-push", "x\n"),
+        ],
+    );
+    let reports = tmp.path().join("server/reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let out = disco(
+        &tmp.path().join("state"),
+        &[
+            "dance",
+            "--noop",
+            "--node",
+            "n1",
+            "--source",
+            src.to_str().unwrap(),
+            "--report-to",
+            reports.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("cannot push"), "{}", text(&out.stderr));
+    let pushed: Vec<_> = std::fs::read_dir(reports.join("n1"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(pushed.len(), 1);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pushed[0].path()).unwrap()).unwrap();
+    util::assert_report_schema(&doc);
+    let status = disco(
+        tmp.path(),
+        &["fleet", "status", "--reports", reports.to_str().unwrap()],
+    );
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+    assert!(text(&status.stdout).starts_with("n1: "));
+}

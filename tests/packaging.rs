@@ -199,6 +199,26 @@ fn install_as_root_for_another_user() {
         .as_raw();
     check_installed(&prefix, uid, gid);
 
+    // The dance's timer and service, pointing at the installed disco, as systemd reads them.
+    let units = prefix.join("lib/systemd/system");
+    let service = std::fs::read_to_string(units.join("disco-dance.service")).unwrap();
+    assert!(
+        service.contains(&format!("ExecStart={}/disco ", prefix.join("bin").display())),
+        "{service}"
+    );
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(units.join("disco-dance.service"))
+        .arg(units.join("disco-dance.timer"))
+        .output()
+        .expect("systemd-analyze is missing: apt-get install systemd");
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
     // The installed disco validates every installed module.
     let disco = prefix.join("bin/disco");
     for m in MODULES {

@@ -58,6 +58,11 @@ pub struct DanceArgs {
     /// Write the dance's outcome for node_exporter to DIR/disco_dance.prom.
     #[arg(long, value_name = "DIR")]
     pub textfile: Option<PathBuf>,
+    /// Push the dance's JSON report (the report schema) to DEST/NODE/ID.json with rsync, for
+    /// `disco fleet` on the server: a folder, or an rsync destination (`host::reports`, a
+    /// write-only module); default: the client parameter disco/client/reports.
+    #[arg(long, value_name = "DEST")]
+    pub report_to: Option<String>,
     /// Hand the dance report (JSON) to this native sink plugin (see doc/serve.md); repeatable.
     #[arg(long, value_name = "PATH")]
     pub sink_plugin: Vec<PathBuf>,
@@ -131,8 +136,70 @@ pub fn textfile(report: &dance::report::DanceReport) -> String {
     out
 }
 
-/// Hands the report to the textfile and plugin sinks; their failures are warnings only.
-fn sinks(args: &DanceArgs, report: &dance::report::DanceReport) {
+/// A value of the client's own parameter tree (`STATE/parameters`).
+fn client_parameter(state_dir: &std::path::Path, key: &str) -> Option<String> {
+    let tree = crate::params::Tree::open(state_dir.join("parameters")).ok()?;
+    match tree.get(&crate::params::KeyPath::parse(key).ok()?).ok()? {
+        crate::params::Value::Text(t) => Some(t),
+        crate::params::Value::Dir => None,
+    }
+}
+
+/// Pushes the report to `dest`/NODE/ID.json with the client's rsync command (its ssh key and
+/// options), so the server's `disco fleet` reads it. A node writes only its own folder when
+/// the server allows only that (rrsync -wo, or a write-only rsyncd module per node).
+fn push_report(
+    dest: &str,
+    state_dir: &std::path::Path,
+    report: &dance::report::DanceReport,
+) -> std::result::Result<(), String> {
+    let tmp = state_dir.join(format!(".report-{}.json", report.id));
+    std::fs::write(&tmp, dance::schema::dance_json(report)).map_err(|e| e.to_string())?;
+    let command = client_parameter(state_dir, "disco/client/cmds/rsync")
+        .unwrap_or_else(|| "rsync -a".to_owned());
+    let mut argv = shell_words::split(&command).map_err(|e| format!("{command}: {e}"))?;
+    if argv.is_empty() {
+        return Err("the rsync command is empty".into());
+    }
+    argv.retain(|a| !a.starts_with("--del"));
+    let target = format!(
+        "{}/{}/{}.json",
+        dest.trim_end_matches('/'),
+        report.node,
+        report.id
+    );
+    let out = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .arg("--mkpath")
+        .arg(&tmp)
+        .arg(&target)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", argv[0]));
+    let _ = std::fs::remove_file(&tmp);
+    let out = out?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{target}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Hands the report to the textfile and plugin sinks and pushes it to the server; their
+/// failures are warnings only.
+fn sinks(args: &DanceArgs, state_dir: &std::path::Path, report: &dance::report::DanceReport) {
+    if let Some(dest) = args
+        .report_to
+        .clone()
+        .or_else(|| client_parameter(state_dir, "disco/client/reports"))
+    {
+        if let Err(e) = push_report(&dest, state_dir, report) {
+            crate::output::warning(&format!("cannot push the report: {e}"));
+        }
+    }
     if let Some(dir) = &args.textfile {
         let tmp = dir.join(format!(".{TEXTFILE}.{}", std::process::id()));
         let path = dir.join(TEXTFILE);
@@ -199,7 +266,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         network: args.network,
     };
     let report = dance::dance(&opts)?;
-    sinks(&args, &report);
+    sinks(&args, &global.state_dir, &report);
     match args.format {
         DanceFormat::Json => print!("{}", dance::schema::dance_json(&report)),
         DanceFormat::Text => {
