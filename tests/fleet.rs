@@ -224,7 +224,11 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stderr).contains("cannot push"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("cannot push"),
+        "{}",
+        text(&out.stderr)
+    );
     let pushed: Vec<_> = std::fs::read_dir(reports.join("n1"))
         .unwrap()
         .flatten()

@@ -1582,3 +1582,249 @@ fn systemctl_enable_shows_its_wants_link_in_noop_and_merges_it_live() {
     );
     assert!(!Path::new("/").join(&link).exists(), "escaped its root");
 }
+
+#[test]
+fn delivery_never_writes_through_a_link_a_local_user_planted() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-deliver-link");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let pid = std::process::id();
+    // Root's precious folder, and a user's home the user may change.
+    let precious = root.join(format!("srv/disco-precious-{pid}"));
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("authorized_keys"), "root's key\n").unwrap();
+    let home = root.join(format!("home/disco-victim-{pid}"));
+    std::fs::create_dir_all(&home).unwrap();
+    nix::unistd::chown(&home, Some(65534.into()), Some(65534.into())).unwrap();
+    let plant = format!("ln -s /srv/disco-precious-{pid} {}/.ssh", home.display());
+    assert!(as_nobody(&plant).wait().unwrap().success());
+    let src = TempDir::new("live-deliver-link-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                &format!("modules/m/files/home/disco-victim-{pid}/.ssh/authorized_keys"),
+                "the victim's key\n",
+            ),
+        ],
+    );
+    let out = live(&tmp.path().join("state"), src.path(), &root, &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(precious.join("authorized_keys")).unwrap(),
+        "root's key\n",
+        "the delivery wrote through the user's link"
+    );
+    let ssh = home.join(".ssh");
+    assert!(
+        std::fs::symlink_metadata(&ssh).unwrap().is_dir(),
+        "the link stays"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ssh.join("authorized_keys")).unwrap(),
+        "the victim's key\n"
+    );
+}
+
+#[test]
+fn a_replayed_staged_journal_never_deletes_what_it_already_put_in_place() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-replay-delete");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    // A folder became a file: the dance was killed after the file was in place.
+    std::fs::write(root.join("x"), "NEW\n").unwrap();
+    let ino = std::fs::metadata(root.join("x")).unwrap().ino();
+    let state = tmp.path().join("state");
+    let file = key_file(&tmp.path().join("source"), "x");
+    journal_for(
+        &root,
+        vec![
+            host::apply::Op::Delete {
+                fs: 0,
+                path: "x".into(),
+            },
+            file,
+        ],
+        Some(".disco-staging-emptied"),
+        host::apply::journal::Phase::Staged {
+            inodes: [(1, ino)].into_iter().collect(),
+        },
+    )
+    .write(&state, "1.000002-1.m0")
+    .unwrap();
+    // The staging folder is there, emptied by the commit.
+    std::fs::create_dir(root.join(".disco-staging-emptied")).unwrap();
+    std::fs::set_permissions(
+        root.join(".disco-staging-emptied"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let out = disco(&state, &["recover"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(root.join("x")).unwrap(), "NEW\n");
+    assert!(host::apply::pending(&state).is_none());
+}
+
+#[test]
+fn a_filesystem_mounted_where_a_merge_deletes_is_never_emptied() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-mounted-later");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("srv")).unwrap();
+    let state = tmp.path().join("state");
+    journal_for(
+        &root,
+        vec![host::apply::Op::Delete {
+            fs: 0,
+            path: "srv/data".into(),
+        }],
+        None,
+        host::apply::journal::Phase::Planned,
+    )
+    .write(&state, "1.000002-1.m0")
+    .unwrap();
+    // Since the plan, a filesystem was mounted there.
+    let data = root.join("srv/data");
+    mount_fs("tmpfs", &data);
+    std::fs::write(data.join("important"), "keep\n").unwrap();
+    let out = disco(&state, &["recover"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is on another filesystem"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("important")).unwrap(),
+        "keep\n"
+    );
+    let _ = nix::mount::umount2(&data, nix::mount::MntFlags::MNT_DETACH);
+}
+
+#[test]
+fn a_journal_that_cannot_finish_stops_no_noop_dance_and_no_other_root() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-stuck-journal");
+    let gone = tmp.path().join("gone");
+    mount_fs("tmpfs", &gone);
+    let state = tmp.path().join("state");
+    let op = key_file(&tmp.path().join("source"), "authorized_keys");
+    let mut j = journal_for(
+        &gone,
+        vec![op],
+        None,
+        host::apply::journal::Phase::Committed,
+    );
+    j.deferred.commands = vec![vec!["service".into(), "web".into(), "restart".into()]];
+    j.write(&state, "1.000002-1.m0").unwrap();
+    nix::mount::umount2(&gone, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let src = TempDir::new("live-stuck-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/files/srv/disco-other-root", "ok\n"),
+        ],
+    );
+    // A noop dance replays nothing (its deferred command would run for real) and says why.
+    let noop = disco(
+        &state,
+        &[
+            "dance",
+            "--noop",
+            "--node",
+            "n1",
+            "--source",
+            src.path().to_str().unwrap(),
+        ],
+    );
+    assert!(noop.status.success(), "{}", text(&noop.stderr));
+    assert!(
+        text(&noop.stdout).contains("an interrupted merge is pending"),
+        "{}",
+        text(&noop.stdout)
+    );
+    assert!(!text(&noop.stdout).contains("ran the deferred command"));
+    // A live dance onto another root goes on, and says what it could not finish.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let out = live(&state, src.path(), &other, &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("is not the folder the journal was written for"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("srv/disco-other-root")).unwrap(),
+        "ok\n"
+    );
+    assert!(
+        host::apply::pending(&state).is_some(),
+        "kept for its own root"
+    );
+}
+
+#[test]
+fn a_file_other_users_may_not_read_is_never_shown_in_a_diff_or_a_report() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-private");
+    let secret = format!("SECRET-{}", std::process::id());
+    let src = TempDir::new("live-private-site");
+    let script = format!(
+        "#!/bin/sh\numask 077\nmkdir -p /srv/disco-private\necho {secret} > /srv/disco-private/key\n"
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            ("modules/m/scripts/00-key", &script),
+        ],
+    );
+    let state = tmp.path().join("state");
+    let out = disco(
+        &state,
+        &[
+            "dance",
+            "--noop",
+            "--node",
+            "n1",
+            "--source",
+            src.path().to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains(&secret), "{stdout}");
+    assert!(
+        stdout.contains("Contents not shown: other users may not read it (mode 600)"),
+        "{stdout}"
+    );
+    let reports = state.join("reports");
+    assert_eq!(std::fs::metadata(&reports).unwrap().mode() & 0o777, 0o700);
+    for r in std::fs::read_dir(&reports).unwrap().flatten() {
+        assert_eq!(r.metadata().unwrap().mode() & 0o777, 0o600);
+        assert!(!std::fs::read_to_string(r.path()).unwrap().contains(&secret));
+    }
+}

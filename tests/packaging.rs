@@ -203,7 +203,10 @@ fn install_as_root_for_another_user() {
     let units = prefix.join("lib/systemd/system");
     let service = std::fs::read_to_string(units.join("disco-dance.service")).unwrap();
     assert!(
-        service.contains(&format!("ExecStart={}/disco ", prefix.join("bin").display())),
+        service.contains(&format!(
+            "ExecStart={}/disco ",
+            prefix.join("bin").display()
+        )),
         "{service}"
     );
     let verify = Command::new("systemd-analyze")

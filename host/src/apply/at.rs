@@ -107,6 +107,12 @@ pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<bool, A
         return Ok(false);
     };
     if is_dir(&st) {
+        // A folder on another device than the one holding it is a mount point: what is mounted
+        // there is never emptied (a filesystem mounted since the plan was made included).
+        let parent = nix::sys::stat::fstat(dir).map_err(err("stat", shown))?;
+        if st.st_dev != parent.st_dev {
+            return Err(ApplyError::OtherFilesystem(shown.to_owned()));
+        }
         let sub = open_dir(dir, name, shown)?;
         empty(sub, st.st_dev, shown)?;
         unlinkat(dir, name, UnlinkatFlags::RemoveDir).map_err(err("remove", shown))?;

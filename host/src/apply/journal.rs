@@ -259,6 +259,14 @@ pub fn pending(state_dir: &Path) -> Option<PathBuf> {
     pending_paths(&dir(state_dir)).into_iter().next()
 }
 
+/// A pending journal that stops live dances onto `root`: one written for that root, or one
+/// that cannot be read (it might be).
+pub fn pending_for_root(state_dir: &Path, root: &Path) -> Option<PathBuf> {
+    pending_paths(&dir(state_dir))
+        .into_iter()
+        .find(|p| Journal::read(p).map_or(true, |j| j.root == root))
+}
+
 /// Every pending journal, oldest first.
 pub fn pending_paths(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {

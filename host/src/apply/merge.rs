@@ -192,13 +192,17 @@ fn commit(
 ) -> Result<(usize, Vec<PathBuf>), ApplyError> {
     let mut paths = 0;
     let mut missing = Vec::new();
-    for op in &j.ops {
+    for (i, op) in j.ops.iter().enumerate() {
         let (fs, rel) = op.target();
         let shown = j.shown(fs, rel);
         let (dir, name) = at::parent(opened.tops[fs].as_fd(), rel, &shown)?;
         match op {
             Op::Delete { .. } => {
-                at::remove(dir.as_fd(), name, &shown)?;
+                // A replay must not delete what a later operation already put in its place.
+                let here = at::stat(dir.as_fd(), name, &shown)?;
+                if !replaced_already(&j.ops[i + 1..], fs, rel, here.as_ref(), inodes) {
+                    at::remove(dir.as_fd(), name, &shown)?;
+                }
             }
             Op::Dir { attrs, .. } => {
                 match at::stat(dir.as_fd(), name, &shown)? {
@@ -216,6 +220,14 @@ fn commit(
                     }
                 }
                 let fd = at::open_dir(dir.as_fd(), name, &shown)?;
+                // A folder mounted over since the plan keeps its own attributes.
+                let here = nix::sys::stat::fstat(fd.as_fd())
+                    .map_err(|e| ApplyError::io("stat", &shown, e.into()))?;
+                let top = nix::sys::stat::fstat(opened.tops[fs].as_fd())
+                    .map_err(|e| ApplyError::io("stat", &shown, e.into()))?;
+                if here.st_dev != top.st_dev {
+                    return Err(ApplyError::OtherFilesystem(shown));
+                }
                 staging::set_dir_attrs(&fd, attrs, &shown)?;
             }
             _ => {
@@ -256,6 +268,28 @@ fn commit(
         }
     }
     Ok((paths, missing))
+}
+
+/// Whether what is at a path now (`here`) is what a later operation on it put there: the
+/// entry it staged, or the folder it made where something else was.
+fn replaced_already(
+    later: &[Op],
+    fs: usize,
+    rel: &Path,
+    here: Option<&nix::sys::stat::FileStat>,
+    inodes: &BTreeMap<u32, u64>,
+) -> bool {
+    let Some(here) = here else {
+        return false;
+    };
+    later
+        .iter()
+        .filter(|op| op.target() == (fs, rel))
+        .any(|op| match op {
+            Op::Dir { .. } => at::is_dir(here),
+            Op::Delete { .. } => false,
+            _ => op.staged().and_then(|n| inodes.get(&n)) == Some(&here.st_ino),
+        })
 }
 
 /// Checks, through descriptors, that every path the plan changed holds what was staged for it
@@ -315,7 +349,7 @@ pub fn apply(
     layers: &[(PathBuf, PathBuf)],
     after: After,
 ) -> Result<Applied, ApplyError> {
-    if let Some(journal) = journal::pending(state_dir) {
+    if let Some(journal) = journal::pending_for_root(state_dir, root) {
         return Err(ApplyError::Pending(journal));
     }
     let root_fd = at::open_root(root)?;

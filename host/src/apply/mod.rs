@@ -13,7 +13,7 @@
 //! - `lock`: one dance per root, whatever the state directory;
 //! - `bytes`: paths as bytes in the journal.
 
-mod at;
+pub(crate) mod at;
 mod bytes;
 pub mod deferred;
 mod error;

@@ -227,16 +227,33 @@ fn same_entry(
         return Ok(false);
     }
     if ut.is_file() {
-        return same_content(upper, live);
+        return same_content(upper, live, lm);
     }
     Ok(true)
 }
 
-/// Whether two files hold the same bytes (read side by side, stopping at the first difference).
-fn same_content(a: &Path, b: &Path) -> Result<bool, ApplyError> {
+/// Whether the layer's file `a` and the live file `b` (which was `b_meta` when the plan looked)
+/// hold the same bytes, read side by side up to the first difference. The live file is opened
+/// without following a link and without blocking, and must still be the file the plan saw: a
+/// local user who swaps in a link or a fifo gets "not the same" (the entry is merged), never a
+/// read elsewhere or a hang.
+fn same_content(a: &Path, b: &Path, b_meta: &std::fs::Metadata) -> Result<bool, ApplyError> {
     use std::io::Read;
-    let open = |p: &Path| std::fs::File::open(p).map_err(|e| ApplyError::io("read", p, e));
-    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut fa = std::fs::File::open(a).map_err(|e| ApplyError::io("read", a, e))?;
+    let Ok(mut fb) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(b)
+    else {
+        return Ok(false);
+    };
+    let still = fb
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.dev() == b_meta.dev() && m.ino() == b_meta.ino());
+    if !still {
+        return Ok(false);
+    }
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
         let na = read_full(&mut fa, &mut ba).map_err(|e| ApplyError::io("read", a, e))?;
@@ -441,4 +458,32 @@ pub fn plan(
     };
     planner.dir(upper, Path::new(""))?;
     Ok(planner.ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_file_swapped_for_a_fifo_is_not_the_same_and_never_blocks() {
+        let dir = std::env::temp_dir().join(format!("disco-samefifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (upper, live) = (dir.join("upper"), dir.join("live"));
+        std::fs::write(&upper, "same\n").unwrap();
+        std::fs::write(&live, "same\n").unwrap();
+        let seen = std::fs::symlink_metadata(&live).unwrap();
+        // Between the plan's look and its read, a local user puts a fifo there.
+        std::fs::remove_file(&live).unwrap();
+        nix::unistd::mkfifo(&live, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (u, l) = (upper.clone(), live.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(same_content(&u, &l, &seen).map_err(|e| e.to_string()));
+        });
+        let same = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the comparison blocked on a fifo");
+        assert_eq!(same, Ok(false));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

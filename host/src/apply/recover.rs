@@ -33,15 +33,46 @@ pub fn recover(
     lock_dir: &Path,
     held: Option<&Path>,
     mode: Mode,
+    only: Option<&str>,
 ) -> Result<Vec<String>, ApplyError> {
     let mut lines = Vec::new();
     for path in journal::pending_paths(&journal::dir(state_dir)) {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if only.is_some_and(|o| o != stem && Path::new(o) != path) {
+            continue;
+        }
+        // One journal that cannot be finished stops nothing else: it is said, and kept.
+        match one(state_dir, lock_dir, held, mode, &path) {
+            Ok(done) => lines.extend(done),
+            Err(e) => lines.push(format!(
+                "cannot finish {}: {e}; kept (`disco recover --discard {stem}` sets it aside)",
+                path.display()
+            )),
+        }
+    }
+    Ok(lines)
+}
+
+/// Replays (or sets aside) the journal at `path`.
+fn one(
+    state_dir: &Path,
+    lock_dir: &Path,
+    held: Option<&Path>,
+    mode: Mode,
+    path: &Path,
+) -> Result<Vec<String>, ApplyError> {
+    let mut lines = Vec::new();
+    {
+        let path = path.to_owned();
         let mut j = match Journal::read(&path) {
             Ok(j) => j,
             Err(e) if mode == Mode::Discard => {
                 let to = journal::set_aside(state_dir, &path)?;
                 lines.push(format!("set aside {} ({e})", to.display()));
-                continue;
+                return Ok(lines);
             }
             Err(e) => return Err(e),
         };
@@ -56,7 +87,7 @@ pub fn recover(
                         path.display(),
                         j.root.display()
                     ));
-                    continue;
+                    return Ok(lines);
                 }
                 // The root is gone or is no folder: the replay below says so, precisely.
                 Err(_) => None,
@@ -79,7 +110,7 @@ pub fn recover(
                 j.run,
                 to.display()
             ));
-            continue;
+            return Ok(lines);
         }
         match merge::replay(state_dir, &path, &mut j)? {
             Replayed::Finished { paths } => {
@@ -99,7 +130,7 @@ pub fn recover(
                     j.run,
                     to.display()
                 ));
-                continue;
+                return Ok(lines);
             }
         }
         lines.extend(run_deferred(&j, lock_dir));

@@ -12,6 +12,8 @@ use crate::error::Result;
 /// Arguments of `disco recover`.
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
+    /// Only this journal (its name in STATE/journal, without `.json`, or its path).
+    pub journal: Option<String>,
     /// Apply nothing more: set every pending journal aside (under STATE/journal/aside), saying
     /// what of its merge was and was not applied. The way out when a merge cannot finish.
     #[arg(long)]
@@ -37,7 +39,7 @@ pub(super) fn exec(args: RecoverArgs, global: &super::GlobalArgs) -> Result<Exit
         RecoverMode::Finish
     };
     let lock_dir = args.lock_dir.unwrap_or_else(|| state.join("locks"));
-    for line in crate::apply::recover(state, &lock_dir, None, mode)? {
+    for line in crate::apply::recover(state, &lock_dir, None, mode, args.journal.as_deref())? {
         crate::output::info(&line);
     }
     Ok(match crate::apply::pending(state) {

@@ -474,14 +474,26 @@ pub fn save(state_dir: &Path, report: &DanceReport) -> Result<PathBuf, ReportErr
             dir,
         });
     }
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    // Reports name every changed path and carry content diffs: root's alone.
+    crate::sys::private_dir(&dir).map_err(io_err(&dir))?;
     let path = dir.join(format!("{}.json", report.id));
     let tmp = dir.join(format!(".{}.json.tmp", report.id));
     let json = serde_json::to_vec_pretty(report).map_err(|source| ReportError::Json {
         path: path.clone(),
         source,
     })?;
-    std::fs::write(&tmp, json).map_err(io_err(&tmp))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&json))
+            .map_err(io_err(&tmp))?;
+    }
     std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
     prune(&dir, &report.id)?;
     Ok(path)

@@ -662,17 +662,28 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     } else {
         Some(crate::apply::lock::lock_root_path(&root, opts.wait).map_err(DanceError::Apply)?)
     };
-    // A merge a killed dance left half done is finished before anything else changes.
+    // A merge a killed dance left half done is finished before anything else changes, by a
+    // live dance only (it holds the root's lock; a noop dance changes nothing live).
     let print_early = Printer::new(opts.progress, 0);
-    for line in crate::apply::recover(
-        &opts.state_dir,
-        &opts.state_dir.join("locks"),
-        Some(&root),
-        crate::apply::RecoverMode::Finish,
-    )
-    .map_err(DanceError::Apply)?
-    {
-        print_early.info(&line);
+    if opts.noop {
+        if let Some(journal) = crate::apply::pending(&opts.state_dir) {
+            print_early.warning(&format!(
+                "an interrupted merge is pending ({}): this noop dance shows the system as it is; `disco recover` finishes it",
+                journal.display()
+            ));
+        }
+    } else {
+        for line in crate::apply::recover(
+            &opts.state_dir,
+            &opts.state_dir.join("locks"),
+            Some(&root),
+            crate::apply::RecoverMode::Finish,
+            None,
+        )
+        .map_err(DanceError::Apply)?
+        {
+            print_early.info(&line);
+        }
     }
 
     // The client's own parameters say where the server is and how to reach it.
@@ -824,7 +835,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         // A merge left unfinished (a commit that failed) stops a live dance: what runs next
         // would run on a half-merged system.
         if let Some(journal) = (!opts.noop)
-            .then(|| crate::apply::pending(&opts.state_dir))
+            .then(|| crate::apply::journal::pending_for_root(&opts.state_dir, &root))
             .flatten()
         {
             let reason = format!("an unfinished merge is pending ({})", journal.display());

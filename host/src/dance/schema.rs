@@ -104,6 +104,11 @@ impl<'a> PathJson<'a> {
                     diff: None,
                     size: Some(*n),
                 },
+                Content::Private(_) => ContentJson {
+                    kind: "private",
+                    diff: None,
+                    size: None,
+                },
             },
         }
     }

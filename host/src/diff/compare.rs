@@ -130,6 +130,15 @@ fn content(old: Option<&Examined>, new: Option<&Examined>, max: u64) -> Content 
     if md5(old) == md5(new) {
         return Content::None;
     }
+    // What only its owner (or group) may read stays out of every diff.
+    if let Some(mode) = [old, new]
+        .into_iter()
+        .flatten()
+        .map(|e| e.meta.mode & 0o7777)
+        .find(|mode| mode & 0o004 == 0)
+    {
+        return Content::Private(mode);
+    }
     let size = |e: Option<&Examined>| e.map_or(0, |e| e.meta.size);
     let largest = size(old).max(size(new));
     if largest > max {

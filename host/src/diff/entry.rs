@@ -200,6 +200,10 @@ pub enum Content {
     Binary,
     /// At least one side is larger than [`DiffOptions::max_content_bytes`]: the larger size.
     TooLarge(u64),
+    /// At least one side is a file other users may not read (a key, a password): its content
+    /// is never copied into a diff, which goes to terminals, logs, mail and reports. The mode
+    /// of the side that hides it.
+    Private(u32),
 }
 
 /// One path that differs between the sandbox and the live system.

@@ -85,6 +85,9 @@ pub fn content_text(change: &Change) -> String {
         (Content::TooLarge(size), _) => {
             format!("Contents not compared: {size} bytes is over the content diff limit\n")
         }
+        (Content::Private(mode), _) => {
+            format!("Contents not shown: other users may not read it (mode {mode:o})\n")
+        }
     }
 }
 
