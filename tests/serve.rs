@@ -699,14 +699,16 @@ fn bad_input_gets_a_clear_4xx_and_runs_nothing() {
             "no log line for {status}:\n{log}"
         );
     }
-    // Every refusal is in the history as a request.
+    // Every refusal of a webhook that carried the token is in the history as a request; what
+    // came without it is not (it is only counted and logged).
     let journal = fs::read_to_string(tmp.path().join("state/history/serve.jsonl")).unwrap();
-    for status in [401, 400, 415, 413] {
+    for status in [400, 415, 413] {
         assert!(
             journal.contains(&format!("\"status\":{status}")),
             "{status}"
         );
     }
+    assert!(!journal.contains("\"status\":401"), "{journal}");
     assert_eq!(serve.terminate(), 0);
 }
 
@@ -1036,4 +1038,337 @@ fn sinks_get_every_result_and_a_broken_plugin_never_stops_a_fix() {
             );
         }
     }
+}
+
+/// Fails (never skips) with a one-line hint when Debian's Alertmanager is not installed.
+fn require_alertmanager() {
+    assert!(
+        Path::new(ALERTMANAGER).is_file(),
+        "this test needs {ALERTMANAGER}: apt-get install prometheus-alertmanager"
+    );
+}
+
+/// A server with one rule (`module = "rec"`, recording its requests in `DIR/requests`) and
+/// the token `t0ken`; `extra` are more arguments.
+fn serve_with_token(tmp: &Path, extra: &[&str]) -> Serve {
+    recording_module(&tmp.join("mod/fix/rec"), &tmp.join("requests"));
+    fs::write(
+        tmp.join("rules.toml"),
+        "[[rule]]\nmodule = \"rec\"\nservice = \"svc\"\n",
+    )
+    .unwrap();
+    fs::write(tmp.join("token"), "t0ken\n").unwrap();
+    let rules = tmp.join("rules.toml").display().to_string();
+    let mods = tmp.join("mod").display().to_string();
+    let token = tmp.join("token").display().to_string();
+    let mut args = vec![
+        "--rules",
+        rules.as_str(),
+        "--module-dir",
+        &mods,
+        "--token-file",
+        &token,
+    ];
+    args.extend(extra);
+    let mut serve = Serve::start(tmp, &args, &[]);
+    serve.token = Some("t0ken".to_owned());
+    serve
+}
+
+/// Sends `bytes` on one connection and reads whatever comes back until the server closes it
+/// or `wait` passes.
+fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let until = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A complete, authenticated webhook request for one alert on `host`, as raw bytes.
+fn webhook_bytes(host: &str, token: &str) -> Vec<u8> {
+    let payload = json!({
+        "version": "4", "status": "firing", "receiver": "disco",
+        "alerts": [alert(&[("alertname", "X"), ("instance", host)], None)],
+    })
+    .to_string();
+    format!(
+        "POST /alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    )
+    .into_bytes()
+}
+
+fn journal_of(tmp: &Path) -> Vec<u8> {
+    fs::read(tmp.join("state/history/serve.jsonl")).unwrap_or_default()
+}
+
+#[test]
+fn three_hundred_slow_connections_do_not_keep_a_real_webhook_waiting() {
+    require_alertmanager();
+    let tmp = TempDir::new("serve-slow");
+    let serve = serve_with_token(tmp.path(), &["--head-timeout", "6"]);
+    let am = Alertmanager::start(&tmp.path().join("am"), serve.addr, "t0ken");
+    // 300 connections from ten loopback addresses (30 each, under the per-address bound),
+    // each sending one byte of a request head a second: more than the old server's slots.
+    let started = Instant::now();
+    let mut slow: Vec<socket2::Socket> = (0..300)
+        .map(|i| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let from: SocketAddr = ([127, 0, 0, 2 + (i % 10) as u8], 0).into();
+            s.bind(&from.into()).unwrap();
+            s.connect(&serve.addr.into()).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let head = b"POST /alertmanager HTTP/1.1\r\nHost: slow\r\n";
+    let dribble = |slow: &mut Vec<socket2::Socket>, k: usize| {
+        for s in slow.iter_mut() {
+            let _ = s.write(&head[k % head.len()..][..1]);
+        }
+    };
+    dribble(&mut slow, 0);
+    // A webhook posted straight away is answered within a second...
+    let t = Instant::now();
+    let (status, body) = post_alerts(
+        serve.addr,
+        &[alert(&[("alertname", "X"), ("instance", "direct")], None)],
+        Some("t0ken"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // ...and so is the real Alertmanager's (its group_wait is a second).
+    let t = Instant::now();
+    am.post(&json!([{"labels": {"alertname": "X", "instance": "am1"}}]));
+    let mut k = 1;
+    loop {
+        let fixes = serve.fixes("");
+        if fixes
+            .iter()
+            .any(|f| f["host"] == "am1" && f["status"] == "ran")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "the Alertmanager's webhook was not served: {fixes:#?}\n{}",
+            serve.log()
+        );
+        dribble(&mut slow, k);
+        k += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // More than the per-address bound from one address: refused at once, not held.
+    let crowd: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(serve.addr).unwrap())
+        .collect();
+    let mut extra = TcpStream::connect(serve.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    drop(crowd);
+    // The slow ones are cut at the head deadline (6 s), whatever they still send.
+    let mut open = slow.len();
+    while open > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{open} slow connections still open after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        dribble(&mut slow, k);
+        k += 1;
+        open = slow
+            .iter()
+            .filter(|s| {
+                let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+                // Open while a read would block; closed once it says EOF or reset (a
+                // 408 answer may come first).
+                loop {
+                    match s.recv(&mut b) {
+                        Ok(0) => return false,
+                        Ok(_) => continue,
+                        Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+                    }
+                }
+            })
+            .count();
+        if started.elapsed() < Duration::from_secs(5) {
+            assert_eq!(open, 300, "slow connections cut before the deadline");
+        }
+    }
+    let (_, metrics) = request(serve.addr, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("reason=\"too many connections from this address\"}"),
+        "{metrics}"
+    );
+    assert_eq!(serve.terminate(), 0);
+}
+
+#[test]
+fn two_thousand_unauthenticated_requests_leave_the_journal_byte_identical() {
+    let tmp = TempDir::new("serve-unauth");
+    let serve = serve_with_token(tmp.path(), &[]);
+    let (status, _) = post_alerts(
+        serve.addr,
+        &[alert(&[("alertname", "X"), ("instance", "ok1")], None)],
+        Some("t0ken"),
+    );
+    assert_eq!(status, 200);
+    serve.settle(1, Duration::from_secs(10));
+    // The scheme is matched in any case.
+    let (status, _) = request(
+        serve.addr,
+        "GET",
+        "/fixes",
+        &[("Authorization", "bEaReR t0ken")],
+        b"",
+    );
+    assert_eq!(status, 200, "Bearer is case-insensitive");
+    let before = journal_of(tmp.path());
+    let log_before = serve.log().lines().count();
+    assert!(!before.is_empty());
+    let big = vec![b'x'; 64 << 10];
+    let addr = serve.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let big = big.clone();
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                for i in 0..250 {
+                    let json = ("Content-Type", "application/json");
+                    let (status, _) = match (t + i) % 5 {
+                        0 => request(addr, "POST", "/alertmanager", &[json], &big),
+                        1 => request(
+                            addr,
+                            "POST",
+                            "/alertmanager",
+                            &[json, ("Authorization", "Bearer wrong")],
+                            b"{\"alerts\":[]}",
+                        ),
+                        2 => request(
+                            addr,
+                            "POST",
+                            "/alertmanager",
+                            &[json, ("Authorization", "Basic t0ken")],
+                            b"{}",
+                        ),
+                        3 => request(addr, "GET", "/fixes?limit=1", &[], b""),
+                        _ => request(addr, "GET", "/nope%0d%0awarning:%1b[2J", &[], b""),
+                    };
+                    statuses.push(status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for t in threads {
+        for s in t.join().unwrap() {
+            *statuses.entry(s).or_default() += 1;
+        }
+    }
+    assert_eq!(statuses.values().sum::<usize>(), 2000);
+    assert_eq!(statuses.get(&401), Some(&1600), "{statuses:?}");
+    assert_eq!(statuses.get(&404), Some(&400), "{statuses:?}");
+    assert!(
+        journal_of(tmp.path()) == before,
+        "the journal changed:\n{}",
+        String::from_utf8_lossy(
+            &journal_of(tmp.path())[before.len().min(journal_of(tmp.path()).len())..]
+        )
+    );
+    let (_, metrics) = request(serve.addr, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("disco_serve_unauthenticated_total 1600"),
+        "{metrics}"
+    );
+    // Logged at a bounded rate, and never a raw control character from the peer.
+    let log = serve.log();
+    let lines = log.lines().count() - log_before;
+    assert!(lines < 200, "{lines} log lines for 2,000 refusals");
+    assert!(log.contains("held back"), "{log}");
+    assert!(!log.contains('\u{1b}') && !log.contains('\r'), "{log:?}");
+    assert_eq!(serve.terminate(), 0);
+    assert!(requests_in(&tmp.path().join("requests")).len() == 1);
+}
+
+#[test]
+fn a_body_after_a_refusal_is_never_taken_for_a_request() {
+    let tmp = TempDir::new("serve-desync");
+    let serve = serve_with_token(tmp.path(), &[]);
+    let before = journal_of(tmp.path());
+    let smuggled = webhook_bytes("smuggled", "t0ken");
+    let wait = Duration::from_secs(2);
+    for (method, path, auth) in [
+        ("POST", "/alertmanager", ""),
+        ("POST", "/nope", "Authorization: Bearer t0ken\r\n"),
+        ("GET", "/healthz", ""),
+    ] {
+        let mut bytes = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            smuggled.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&smuggled);
+        let answer = raw(serve.addr, &bytes, wait);
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "{method} {path}: one answer only:\n{answer}"
+        );
+    }
+    // Two different lengths are refused (hyper); so is a list of them in one header. Two
+    // equal ones frame the body the same way whichever is read (RFC 9112 6.3): one request.
+    for (lengths, expect) in [
+        ("Content-Length: 13\r\nContent-Length: 2", "HTTP/1.1 400"),
+        ("Content-Length: 2\r\nContent-Length: 13", "HTTP/1.1 400"),
+        ("Content-Length: 13, 2", "HTTP/1.1 400"),
+        ("Content-Length: 13\r\nContent-Length: 13", "HTTP/1.1 200"),
+    ] {
+        let mut bytes = format!(
+            "POST /alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken\r\n\
+             Content-Type: application/json\r\n{lengths}\r\n\r\n"
+        )
+        .into_bytes();
+        bytes.extend_from_slice(b"{\"alerts\":[]}");
+        bytes.extend_from_slice(&smuggled);
+        let answer = raw(serve.addr, &bytes, wait);
+        assert!(answer.starts_with(expect), "{lengths:?}: {answer}");
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1 + usize::from(expect.ends_with("200")),
+            "{lengths:?}: {answer}"
+        );
+    }
+    // Nothing smuggled ran or reached the history (the one well-framed request after two
+    // equal lengths is a request of its own, and ran).
+    serve.settle(1, Duration::from_secs(10));
+    let journal = journal_of(tmp.path());
+    let added = String::from_utf8_lossy(&journal[before.len()..]).into_owned();
+    let fixes = added
+        .lines()
+        .filter(|l| l.starts_with("{\"type\":\"fix\""))
+        .count();
+    assert_eq!(fixes, 1, "{added}");
+    assert_eq!(requests_in(&tmp.path().join("requests")).len(), 1);
+    assert_eq!(serve.terminate(), 0);
 }

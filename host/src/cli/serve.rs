@@ -30,9 +30,19 @@ pub struct ServeArgs {
     /// Fixes waiting at most; a webhook whose fixes do not fit gets 503 and is retried.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_queue: usize,
-    /// Connections served at once at most.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    /// Connections open at once at most; beyond, a connection gets 503 and is closed.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections open at once from one IP address at most.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections_per_client: usize,
+    /// Seconds a request head (and a TLS handshake) may take to arrive, counted from the
+    /// moment the connection waits for it: also how long a keep-alive connection may idle.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub head_timeout: f64,
+    /// Seconds a request body may take to arrive.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub body_timeout: f64,
     /// A file holding the bearer token requests must carry (all but /healthz and /metrics).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -59,6 +69,9 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
         max_concurrent: args.max_concurrent.max(1),
         max_queue: args.max_queue,
         max_connections: args.max_connections.max(1),
+        max_connections_per_client: args.max_connections_per_client.max(1),
+        head_timeout: seconds(args.head_timeout),
+        body_timeout: seconds(args.body_timeout),
         token_file: args.token_file,
         textfile: args.textfile,
         sink_plugins: args.sink_plugin,
@@ -73,6 +86,11 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
     })
     .map_err(|e| Error::Other(e.to_string()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A positive, finite number of seconds (at least a millisecond).
+fn seconds(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(if s.is_finite() { s.max(0.001) } else { 10.0 })
 }
 
 /// Arguments of `disco __serve-fix` (none: every fix comes on stdin).

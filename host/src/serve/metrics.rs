@@ -51,6 +51,8 @@ impl Histogram {
 #[derive(Debug)]
 struct Inner {
     requests: BTreeMap<u16, u64>,
+    unauthenticated: u64,
+    refused_connections: BTreeMap<&'static str, u64>,
     decisions: BTreeMap<&'static str, u64>,
     return_codes: BTreeMap<u32, u64>,
     sink_errors: BTreeMap<String, u64>,
@@ -69,6 +71,8 @@ impl Default for Metrics {
         Metrics {
             inner: Mutex::new(Inner {
                 requests: BTreeMap::new(),
+                unauthenticated: 0,
+                refused_connections: BTreeMap::new(),
                 decisions: BTreeMap::new(),
                 return_codes: BTreeMap::new(),
                 sink_errors: BTreeMap::new(),
@@ -106,6 +110,16 @@ impl Metrics {
         self.with(|m| *m.requests.entry(status).or_default() += 1);
     }
 
+    /// Counts a request refused for want of the right token (never journaled).
+    pub fn unauthenticated(&self) {
+        self.with(|m| m.unauthenticated += 1);
+    }
+
+    /// Counts a connection closed before any request: over a bound, or a failed handshake.
+    pub fn connection_refused(&self, why: &'static str) {
+        self.with(|m| *m.refused_connections.entry(why).or_default() += 1);
+    }
+
     /// Counts one alert's decision.
     pub fn decision(&self, decision: &'static str) {
         self.with(|m| *m.decisions.entry(decision).or_default() += 1);
@@ -135,6 +149,23 @@ impl Metrics {
             counter(&mut out, "disco_serve_requests_total", "HTTP requests by status.");
             for (s, n) in &m.requests {
                 let _ = writeln!(out, "disco_serve_requests_total{{code=\"{s}\"}} {n}");
+            }
+            counter(
+                &mut out,
+                "disco_serve_unauthenticated_total",
+                "Requests refused for want of the right bearer token (not journaled).",
+            );
+            let _ = writeln!(out, "disco_serve_unauthenticated_total {}", m.unauthenticated);
+            counter(
+                &mut out,
+                "disco_serve_refused_connections_total",
+                "Connections closed before a request, by reason.",
+            );
+            for (r, n) in &m.refused_connections {
+                let _ = writeln!(
+                    out,
+                    "disco_serve_refused_connections_total{{reason=\"{r}\"}} {n}"
+                );
             }
             counter(
                 &mut out,
