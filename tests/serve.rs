@@ -108,14 +108,33 @@ impl Serve {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// `GET /fixes?QUERY` as JSON.
+    /// `GET /fixes?QUERY` as JSON, every page of it (following the next cursors).
     fn fixes(&self, query: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (page, next) = self.page(&format!("{query}&limit=1000{cursor}"));
+            all.extend(page);
+            match next {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => return all,
+            }
+        }
+    }
+
+    /// One page of `GET /fixes?QUERY`, and its next cursor.
+    fn page(&self, query: &str) -> (Vec<Value>, Option<String>) {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-        let (status, body) = request(self.addr, "GET", &format!("/fixes?{query}"), &headers, b"");
+        let (status, head, body) =
+            exchange(self.addr, "GET", &format!("/fixes?{query}"), &headers, b"");
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        serde_json::from_slice::<Vec<Value>>(&body).unwrap()
+        let next = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-disco-next-cursor: "))
+            .map(str::to_owned);
+        (serde_json::from_slice::<Vec<Value>>(&body).unwrap(), next)
     }
 
     /// Waits until no queued fix is pending; returns every fix.
@@ -153,6 +172,18 @@ fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Vec<u8>) {
+    let (status, _, body) = exchange(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status, the head (lowercase) and the body.
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut head = format!(
@@ -178,7 +209,8 @@ fn request(
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(raw.len(), |i| i + 4);
-    (status, raw[at..].to_vec())
+    let head = String::from_utf8_lossy(&raw[..at]).to_ascii_lowercase();
+    (status, head, raw[at..].to_vec())
 }
 
 /// Posts an Alertmanager payload with these alerts (and the token, when given).
@@ -1370,5 +1402,155 @@ fn a_body_after_a_refusal_is_never_taken_for_a_request() {
         .count();
     assert_eq!(fixes, 1, "{added}");
     assert_eq!(requests_in(&tmp.path().join("requests")).len(), 1);
+    assert_eq!(serve.terminate(), 0);
+}
+
+/// The peak resident memory of process `pid`, in KiB (VmHWM).
+fn peak_rss_kib(pid: Pid) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Bytes of every journal segment (`serve.jsonl*`) in `dir`.
+fn journal_bytes(dir: &Path) -> (u64, usize) {
+    let mut total = 0;
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("serve.jsonl") {
+            total += e.metadata().unwrap().len();
+            n += 1;
+        }
+    }
+    (total, n)
+}
+
+#[test]
+fn a_million_entry_history_starts_fast_pages_fast_and_rotates_within_its_bound() {
+    let tmp = TempDir::new("serve-million");
+    let history = tmp.path().join("state/history");
+    fs::create_dir_all(&history).unwrap();
+    // 500,000 fixes and their 500,000 outcomes over the last 30 days, as the server writes
+    // them (about 200 MB).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let span = 30.0 * 86_400.0;
+    let n = 500_000u32;
+    let time_of = |i: u32| now - span + span * f64::from(i) / f64::from(n);
+    {
+        let mut w = std::io::BufWriter::with_capacity(
+            1 << 20,
+            fs::File::create(history.join("serve.jsonl")).unwrap(),
+        );
+        for i in 0..n {
+            let t = time_of(i);
+            writeln!(
+                w,
+                "{{\"type\":\"fix\",\"time\":{t},\"id\":\"old-{i}\",\"request\":\"old-r{i}\",\
+                 \"fingerprint\":\"{i:016x}\",\"alertname\":\"DiskFull\",\"rule\":\"disk\",\
+                 \"host\":\"h{}\",\"service\":\"disk\",\"module\":\"/usr/lib/disco/mod/fix/cleanup\",\
+                 \"options\":{{\"mount\":[\"/var\"]}},\"decision\":\"queued\"}}",
+                i % 10
+            )
+            .unwrap();
+            writeln!(
+                w,
+                "{{\"type\":\"outcome\",\"time\":{},\"id\":\"old-{i}\",\"started\":{t},\
+                 \"return_code\":0,\"comment\":\"cleaned\",\"outcome\":{{}}}}",
+                t + 0.5
+            )
+            .unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let (written, _) = journal_bytes(&history);
+    assert!(written > 150 << 20, "{written} bytes");
+    // Start-up: under a second and 50 MB, whatever the history's size.
+    let started = Instant::now();
+    let serve = serve_with_token(tmp.path(), &[]);
+    let took = started.elapsed();
+    eprintln!("start-up with {written} bytes of history: {took:?}");
+    assert!(took < Duration::from_secs(1), "start-up took {took:?}");
+    // A page from the start, from a time in the middle, and from that page's cursor.
+    let timed = |query: &str| {
+        let t = Instant::now();
+        let (page, next) = serve.page(query);
+        (page, next, t.elapsed())
+    };
+    let (first, next, first_took) = timed("limit=100");
+    let took = first_took;
+    assert_eq!(first.len(), 100);
+    assert!(
+        took < Duration::from_millis(100),
+        "first page took {took:?}"
+    );
+    assert_eq!(first[0]["id"], "old-0");
+    assert_eq!(first[0]["status"], "ran");
+    assert!(next.is_some());
+    let middle = time_of(n / 2);
+    let (mid, next, mid_took) = timed(&format!("since={middle}&limit=100&host=h0"));
+    let took = mid_took;
+    assert!(
+        took < Duration::from_millis(100),
+        "a page by time took {took:?}"
+    );
+    assert_eq!(mid.len(), 100, "{mid:?}");
+    assert!(mid
+        .iter()
+        .all(|f| f["host"] == "h0" && f["status"] == "ran"));
+    assert!(mid[0]["time"].as_f64().unwrap() >= middle);
+    let (after, _, after_took) = timed(&format!("limit=100&host=h0&cursor={}", next.unwrap()));
+    let took = after_took;
+    assert!(
+        took < Duration::from_millis(100),
+        "a page by cursor took {took:?}"
+    );
+    assert_eq!(after.len(), 100);
+    assert!(after[0]["time"].as_f64() > mid[99]["time"].as_f64());
+    // disco history pages too.
+    let out = Command::new(DISCO)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["history", "--limit", "3", "--format", "json", "--since"])
+        .arg(format!("{middle}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("next cursor"));
+    let rss = peak_rss_kib(serve.guard.pid());
+    eprintln!("pages: {first_took:?}, {mid_took:?}, {after_took:?}; peak RSS {rss} KiB");
+    assert!(rss < 50 << 10, "peak RSS {rss} KiB");
+    assert_eq!(serve.terminate(), 0);
+    // Rotation keeps the bound: with 1 MiB in all, the old 200 MB go at once, and a stream
+    // of webhooks rotates segments of 64 KiB without ever holding more.
+    let serve = serve_with_token(
+        tmp.path(),
+        &["--history-segment-size", "64K", "--history-max-size", "1M"],
+    );
+    let bound = (1 << 20) + (64 << 10);
+    for i in 0..150 {
+        let alerts: Vec<Value> = (0..5)
+            .map(|k| {
+                alert(
+                    &[("alertname", "X"), ("instance", &format!("n{i}-{k}"))],
+                    None,
+                )
+            })
+            .collect();
+        let (status, _) = post_alerts(serve.addr, &alerts, Some("t0ken"));
+        assert_eq!(status, 200);
+        let (bytes, _) = journal_bytes(&history);
+        assert!(bytes <= bound, "{bytes} bytes of journal, bound {bound}");
+    }
+    serve.settle(750, Duration::from_secs(60));
+    let (bytes, segments) = journal_bytes(&history);
+    assert!(bytes <= bound, "{bytes} bytes of journal");
+    assert!(segments > 5, "{segments} segments: it rotated");
     assert_eq!(serve.terminate(), 0);
 }

@@ -43,6 +43,18 @@ pub struct ServeArgs {
     /// Seconds a request body may take to arrive.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub body_timeout: f64,
+    /// Rotate the journal (STATE/history/serve.jsonl) when it reaches this size (K, M, G).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = size)]
+    pub history_segment_size: u64,
+    /// Keep at most this much history in all (K, M, G); the oldest segments go first.
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = size)]
+    pub history_max_size: u64,
+    /// Rotate the journal when its first record is this old (s, m, h, d).
+    #[arg(long, value_name = "AGE", default_value = "1d", value_parser = age)]
+    pub history_segment_age: std::time::Duration,
+    /// Remove history segments last written longer ago than this (s, m, h, d).
+    #[arg(long, value_name = "AGE", default_value = "31d", value_parser = age)]
+    pub history_max_age: std::time::Duration,
     /// A file holding the bearer token requests must carry (all but /healthz and /metrics).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -72,6 +84,12 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
         max_connections_per_client: args.max_connections_per_client.max(1),
         head_timeout: seconds(args.head_timeout),
         body_timeout: seconds(args.body_timeout),
+        retention: serve::Retention {
+            segment_bytes: args.history_segment_size.max(1),
+            segment_age: args.history_segment_age,
+            max_bytes: args.history_max_size,
+            max_age: args.history_max_age,
+        },
         token_file: args.token_file,
         textfile: args.textfile,
         sink_plugins: args.sink_plugin,
@@ -91,6 +109,45 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
 /// A positive, finite number of seconds (at least a millisecond).
 fn seconds(s: f64) -> std::time::Duration {
     std::time::Duration::from_secs_f64(if s.is_finite() { s.max(0.001) } else { 10.0 })
+}
+
+/// A size or age on the command line that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("'{value}' is not {what}")]
+pub struct BadValue {
+    value: String,
+    what: &'static str,
+}
+
+/// A size: bytes, or with a K, M or G suffix (powers of 1024).
+fn size(s: &str) -> std::result::Result<u64, BadValue> {
+    let (n, mult) = match s.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'M') => (&s[..s.len() - 1], 1 << 20),
+        Some(b'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| BadValue {
+            value: s.to_owned(),
+            what: "a size like 512K, 64M or 2G",
+        })
+}
+
+/// An age: seconds, or with an s, m, h or d suffix.
+fn age(s: &str) -> std::result::Result<std::time::Duration, BadValue> {
+    serve::parse_since(s, 0.0)
+        .ok()
+        .map(|t| -t)
+        .filter(|t| t.is_finite() && *t >= 0.0 && !s.contains(['-', 'T', ':']))
+        .map(std::time::Duration::from_secs_f64)
+        .or_else(|| s.parse::<u64>().ok().map(std::time::Duration::from_secs))
+        .ok_or_else(|| BadValue {
+            value: s.to_owned(),
+            what: "an age like 90s, 10m, 12h or 31d",
+        })
 }
 
 /// Arguments of `disco __serve-fix` (none: every fix comes on stdin).

@@ -19,7 +19,9 @@ mod history;
 mod http;
 mod listen;
 mod metrics;
+mod page;
 mod remote;
+mod rotate;
 mod rules;
 mod runner;
 mod server;
@@ -30,13 +32,15 @@ pub use auth::{Refused, Token};
 pub use dispatch::{Busy, Dispatcher, Job, Recorder, Target, Ticket};
 pub use error::ServeError;
 pub use history::{
-    fixes, fixhistory_line, local_time, now, parse_since, read, Decision, FixRecord, FixView,
-    Journal, OutcomeRecord, Query, Record, RequestRecord, JOURNAL,
+    fixhistory_line, local_time, now, parse_since, Decision, FixRecord, FixView, Journal,
+    OutcomeRecord, Query, Record, RequestRecord, JOURNAL,
 };
 pub use http::{escape_control, RefusalLog, Response};
 pub use listen::{Bounds, MAX_HEAD};
 pub use metrics::{Gauges, Metrics};
+pub use page::{page, recent_fixes, BadCursor, Cursor, Page, DEFAULT_LIMIT, MAX_LIMIT};
 pub use remote::Remote;
+pub use rotate::Retention;
 pub use rules::{
     check_target_name, default_module_dir, resolve_module, strip_port, Limits, Planned, Rule,
     Rules, Source,

@@ -29,6 +29,8 @@ use super::history::{self, Journal, Query, Record, RequestRecord};
 use super::http::{escape_control, param, query_pairs, RefusalLog, Response};
 use super::listen::{self, Bounds};
 use super::metrics::Metrics;
+use super::page::{self, Cursor};
+use super::rotate::Retention;
 use super::rules::Rules;
 use super::runner::Runner;
 use super::sinks::{Plugin, Sinks, Textfile};
@@ -65,6 +67,8 @@ pub struct Config {
     pub head_timeout: Duration,
     /// The deadline for a request body.
     pub body_timeout: Duration,
+    /// How much history is kept.
+    pub retention: Retention,
     /// A file holding the bearer token every request but `/healthz` and `/metrics` must carry.
     pub token_file: Option<PathBuf>,
     /// node_exporter's textfile directory.
@@ -209,11 +213,27 @@ impl App {
             service: param(query, "service").map(str::to_owned),
             since,
         };
-        match history::read(&self.history_dir) {
-            Ok((records, _)) => Response::json(
-                200,
-                &serde_json::to_value(history::fixes(&records, &q)).unwrap_or_default(),
-            ),
+        let limit = match param(query, "limit").map(str::parse::<usize>) {
+            None => page::DEFAULT_LIMIT,
+            Some(Ok(n)) if (1..=page::MAX_LIMIT).contains(&n) => n,
+            Some(_) => {
+                return Response::error(400, &format!("limit must be 1 to {}", page::MAX_LIMIT))
+            }
+        };
+        let cursor = match param(query, "cursor").map(str::parse::<Cursor>) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => return Response::error(400, &e.to_string()),
+        };
+        match page::page(&self.history_dir, &q, cursor, limit) {
+            Ok(p) => {
+                let mut resp =
+                    Response::json(200, &serde_json::to_value(&p.fixes).unwrap_or_default());
+                if let Some(next) = p.next {
+                    resp.headers.push(("X-Disco-Next-Cursor", next.to_string()));
+                }
+                resp
+            }
             Err(e) => Response::error(500, &e.to_string()),
         }
     }
@@ -423,14 +443,10 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
     let rules = Rules::load(&config.rules, &config.module_dir)?;
     let token = config.token_file.as_deref().map(read_token).transpose()?;
     let history_dir = config.state_dir.join("history");
-    let journal = Arc::new(Journal::open(&history_dir)?);
-    let (past, torn) = history::read(&history_dir)?;
-    if torn > 0 {
-        output::warning(&format!(
-            "history {}: {torn} unreadable lines skipped (torn by a crash?)",
-            journal.path().display()
-        ));
-    }
+    let journal = Arc::new(Journal::open(&history_dir, config.retention)?);
+    // Only the tail the cool-downs and storm windows look at: start-up costs the same
+    // whatever the history's size.
+    let past = page::recent_fixes(&history_dir, history::now() - rules.horizon.as_secs_f64())?;
     let metrics = Arc::new(Metrics::default());
     let mut sinks = Sinks::new(Arc::clone(&metrics));
     for path in &config.sink_plugins {
@@ -471,6 +487,7 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
         Recorder {
             journal: Arc::clone(&journal),
             history_dir: history_dir.clone(),
+            retention: config.retention,
             metrics: Arc::clone(&metrics),
             sinks,
             runner: Runner::new(&config.exe, &config.lock_dir),
