@@ -290,6 +290,12 @@ struct Alertmanager {
 
 impl Alertmanager {
     fn start(dir: &Path, webhook: SocketAddr, token: &str) -> Alertmanager {
+        Alertmanager::start_with(dir, &format!("http://{webhook}"), token, "")
+    }
+
+    /// Starts one notifying `URL/alertmanager` with `token` and, under `http_config`, the
+    /// YAML lines `extra` (each indented by ten spaces).
+    fn start_with(dir: &Path, url: &str, token: &str, extra: &str) -> Alertmanager {
         fs::create_dir_all(dir).unwrap();
         let conf = dir.join("alertmanager.yml");
         fs::write(
@@ -298,8 +304,8 @@ impl Alertmanager {
                 "route:\n  receiver: disco\n  group_by: ['alertname', 'instance']\n  \
                  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
                  receivers:\n  - name: disco\n    webhook_configs:\n      \
-                 - url: http://{webhook}/alertmanager\n        send_resolved: true\n        \
-                 http_config:\n          authorization:\n            credentials: {token}\n"
+                 - url: {url}/alertmanager\n        send_resolved: true\n        \
+                 http_config:\n          authorization:\n            credentials: {token}\n{extra}"
             ),
         )
         .unwrap();
@@ -1552,5 +1558,179 @@ fn a_million_entry_history_starts_fast_pages_fast_and_rotates_within_its_bound()
     let (bytes, segments) = journal_bytes(&history);
     assert!(bytes <= bound, "{bytes} bytes of journal");
     assert!(segments > 5, "{segments} segments: it rotated");
+    assert_eq!(serve.terminate(), 0);
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`:
+/// `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`.
+fn certificates(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "disco test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    for (name, san, usage) in [
+        ("server", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+        (
+            "client",
+            "alertmanager",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![san.to_owned()]).unwrap();
+        params.extended_key_usages = vec![usage];
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+    fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+}
+
+/// GET /healthz over TLS with rustls, trusting `ca.pem`, presenting the client certificate
+/// when `with_cert`; what came back (empty when the server would not talk).
+fn tls_healthz(addr: SocketAddr, certs: &Path, with_cert: bool) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    #[expect(
+        deprecated,
+        reason = "the server's provider, see host/src/serve/tls.rs"
+    )]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(certs.join("ca.pem")).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if with_cert {
+        builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(certs.join("client.pem")).unwrap()],
+                PrivateKeyDer::from_pem_file(certs.join("client.key")).unwrap(),
+            )
+            .unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap())
+            .unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn tls_and_mutual_tls_with_a_real_alertmanager() {
+    require_alertmanager();
+    let tmp = TempDir::new("serve-tls");
+    let certs = tmp.path().join("certs");
+    certificates(&certs);
+    let path = |f: &str| certs.join(f).display().to_string();
+    let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+    // Mutual TLS: Alertmanager with its client certificate gets its webhook through.
+    let serve = serve_with_token(
+        tmp.path(),
+        &["--tls-cert", &cert, "--tls-key", &key, "--client-ca", &ca],
+    );
+    let tls_config = |client: bool| {
+        let mut y = format!("          tls_config:\n            ca_file: {ca}\n");
+        if client {
+            y.push_str(&format!(
+                "            cert_file: {}\n            key_file: {}\n",
+                path("client.pem"),
+                path("client.key")
+            ));
+        }
+        y
+    };
+    let url = format!("https://{}", serve.addr);
+    let am = Alertmanager::start_with(&tmp.path().join("am1"), &url, "t0ken", &tls_config(true));
+    let reqs = tmp.path().join("requests");
+    let wait_for = |n: usize, what: &str| {
+        let until = Instant::now() + Duration::from_secs(15);
+        while requests_in(&reqs).len() < n {
+            assert!(
+                Instant::now() < until,
+                "{what}: no fix ran\n{}\n{}",
+                serve.log(),
+                fs::read_to_string(tmp.path().join("am1/alertmanager.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    am.post(&json!([{"labels": {"alertname": "X", "instance": "mtls1"}}]));
+    wait_for(1, "mutual TLS");
+    // A client without a certificate is refused in the handshake; plain HTTP gets nothing.
+    let with = tls_healthz(serve.addr, &certs, true).unwrap();
+    assert!(with.starts_with("HTTP/1.1 200"), "{with}");
+    let without = tls_healthz(serve.addr, &certs, false);
+    assert!(
+        without.as_ref().is_err() || without.as_ref().is_ok_and(|t| t.is_empty()),
+        "a client without a certificate was answered: {without:?}"
+    );
+    let plain = raw(
+        serve.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    );
+    assert!(!plain.contains("HTTP/1.1 200"), "{plain}");
+    // An Alertmanager without its certificate gets nothing through.
+    drop(am);
+    let am2 = Alertmanager::start_with(&tmp.path().join("am2"), &url, "t0ken", &tls_config(false));
+    am2.post(&json!([{"labels": {"alertname": "X", "instance": "nocert"}}]));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        requests_in(&reqs).len(),
+        1,
+        "the webhook without a certificate ran"
+    );
+    drop(am2);
+    assert!(
+        serve.log().contains("TLS handshake failed"),
+        "the refused handshakes are logged\n{}",
+        serve.log()
+    );
+    assert_eq!(serve.terminate(), 0);
+    // TLS alone (no client certificates asked): Alertmanager trusting the CA gets through.
+    let serve = serve_with_token(tmp.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("https://{}", serve.addr);
+    let am3 = Alertmanager::start_with(&tmp.path().join("am3"), &url, "t0ken", &tls_config(false));
+    am3.post(&json!([{"labels": {"alertname": "X", "instance": "tls1"}}]));
+    let until = Instant::now() + Duration::from_secs(15);
+    while requests_in(&reqs).len() < 2 {
+        assert!(Instant::now() < until, "TLS: no fix ran\n{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(tls_healthz(serve.addr, &certs, false)
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    let out = Command::new(DISCO)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["history", "--format", "json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\"host\":\"mtls1\"") && text.contains("\"host\":\"tls1\""),
+        "{text}"
+    );
+    assert!(!text.contains("nocert"), "{text}");
     assert_eq!(serve.terminate(), 0);
 }

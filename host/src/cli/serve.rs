@@ -43,6 +43,15 @@ pub struct ServeArgs {
     /// Seconds a request body may take to arrive.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub body_timeout: f64,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate signed by a CA in this file (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
     /// Rotate the journal (STATE/history/serve.jsonl) when it reaches this size (K, M, G).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = size)]
     pub history_segment_size: u64,
@@ -84,6 +93,14 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
         max_connections_per_client: args.max_connections_per_client.max(1),
         head_timeout: seconds(args.head_timeout),
         body_timeout: seconds(args.body_timeout),
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(serve::TlsFiles {
+                cert,
+                key,
+                client_ca: args.client_ca,
+            }),
+            _ => None,
+        },
         retention: serve::Retention {
             segment_bytes: args.history_segment_size.max(1),
             segment_age: args.history_segment_age,
@@ -95,12 +112,17 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
         sink_plugins: args.sink_plugin,
         exe,
     };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     serve::serve(config, |addr| {
         // The one line on stdout: tests and scripts that asked for port 0 read it.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {addr}");
         let _ = out.flush();
-        crate::output::info(&format!("listening on http://{addr}"));
+        crate::output::info(&format!("listening on {scheme}://{addr}"));
     })
     .map_err(|e| Error::Other(e.to_string()))?;
     Ok(ExitCode::SUCCESS)

@@ -26,6 +26,7 @@ mod rules;
 mod runner;
 mod server;
 mod sinks;
+mod tls;
 
 pub use alertmanager::{Alert, Payload};
 pub use auth::{Refused, Token};
@@ -48,3 +49,4 @@ pub use rules::{
 pub use runner::{serve_fixes, Answer, ChildSpec, Ran, Runner};
 pub use server::{serve, App, Config, MAX_BODY};
 pub use sinks::{Plugin, Sink, Sinks, Textfile, ABI_VERSION, TEXTFILE};
+pub use tls::{TlsError, TlsFiles};

@@ -34,6 +34,7 @@ use super::rotate::Retention;
 use super::rules::Rules;
 use super::runner::Runner;
 use super::sinks::{Plugin, Sinks, Textfile};
+use super::tls::{self, TlsFiles};
 use super::ServeError;
 use crate::output;
 
@@ -69,6 +70,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// How much history is kept.
     pub retention: Retention,
+    /// TLS (and mutual TLS), when given.
+    pub tls: Option<TlsFiles>,
     /// A file holding the bearer token every request but `/healthz` and `/metrics` must carry.
     pub token_file: Option<PathBuf>,
     /// node_exporter's textfile directory.
@@ -442,6 +445,7 @@ fn read_token(path: &Path) -> Result<String, ServeError> {
 pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let rules = Rules::load(&config.rules, &config.module_dir)?;
     let token = config.token_file.as_deref().map(read_token).transpose()?;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let history_dir = config.state_dir.join("history");
     let journal = Arc::new(Journal::open(&history_dir, config.retention)?);
     // Only the tail the cool-downs and storm windows look at: start-up costs the same
@@ -566,7 +570,7 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
             output::info("stopping: no new connections; finishing the requests in flight");
             let _ = tell.send(true);
         });
-        listen::accept(listener, app, None, bounds, stopped, DRAIN).await;
+        listen::accept(listener, app, tls, bounds, stopped, DRAIN).await;
     });
     drop(entered);
     runtime.shutdown_timeout(Duration::from_secs(1));
