@@ -11,6 +11,7 @@ pub mod diff;
 pub mod error;
 pub mod output;
 pub mod params;
+pub mod prom;
 pub mod sandbox;
 pub mod serve;
 pub mod supervise;

@@ -165,7 +165,7 @@ impl App {
             ("GET", "/healthz") => self.healthz(),
             ("GET", "/metrics") => Response::text(
                 200,
-                "text/plain; version=0.0.4; charset=utf-8",
+                crate::prom::CONTENT_TYPE,
                 self.metrics.render(self.dispatcher.gauges()),
             ),
             ("GET", "/fixes") => match self.authorised(&req) {
