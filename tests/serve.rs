@@ -1374,12 +1374,14 @@ fn a_body_after_a_refusal_is_never_taken_for_a_request() {
             "{method} {path}: one answer only:\n{answer}"
         );
     }
-    // Two different lengths are refused (hyper); so is a list of them in one header. Two
-    // equal ones frame the body the same way whichever is read (RFC 9112 6.3): one request.
+    // Two different lengths are refused (hyper); so is a list of them in one header, equal
+    // or not. Two equal headers frame the body the same way whichever is read (RFC 9112
+    // 6.3): hyper keeps one, and the bytes after the body are the next request.
     for (lengths, expect) in [
         ("Content-Length: 13\r\nContent-Length: 2", "HTTP/1.1 400"),
         ("Content-Length: 2\r\nContent-Length: 13", "HTTP/1.1 400"),
         ("Content-Length: 13, 2", "HTTP/1.1 400"),
+        ("Content-Length: 13, 13", "HTTP/1.1 400"),
         ("Content-Length: 13\r\nContent-Length: 13", "HTTP/1.1 200"),
     ] {
         let mut bytes = format!(

@@ -181,3 +181,22 @@ pub(super) fn exec_fix(_args: ServeFixArgs) -> Result<ExitCode> {
         .map_err(Error::Write)?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn sizes_and_ages() {
+        assert_eq!(size("64M").unwrap(), 64 << 20);
+        assert_eq!(size("2g").unwrap(), 2 << 30);
+        assert_eq!(size("512").unwrap(), 512);
+        assert!(size("lots").is_err());
+        assert_eq!(age("31d").unwrap(), Duration::from_secs(31 * 86_400));
+        assert_eq!(age("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(age("3600").unwrap(), Duration::from_secs(3600));
+        assert!(age("2024-01-01T00:00:00Z").is_err());
+        assert!(age("-5m").is_err());
+    }
+}

@@ -212,12 +212,13 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(history_err(dir))?;
         let path = dir.join(JOURNAL);
         let born = |path: &Path| {
-            rotate::first_line(path)
+            File::open(path)
+                .and_then(rotate::first_line)
                 .ok()
                 .and_then(|l| super::page::line_time(&l))
         };
         let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-        if retention.due(len, 0, born(&path), now()) || len > retention.segment_bytes {
+        if retention.due(len, 0, born(&path), now()) {
             rotate::rotate(dir, JOURNAL).map_err(history_err(&path))?;
         }
         rotate::prune(dir, JOURNAL, &retention, SystemTime::now()).map_err(history_err(dir))?;
@@ -457,7 +458,7 @@ pub fn append_fixhistory(
     // A fixhistory line is `<local time>/<epoch seconds>/...`: its first line's epoch is the
     // file's age.
     let born = || {
-        let first = rotate::first_line(&path).ok()?;
+        let first = File::open(&path).and_then(rotate::first_line).ok()?;
         let text = String::from_utf8_lossy(&first).into_owned();
         text.split('/').nth(1)?.parse::<f64>().ok()
     };

@@ -119,7 +119,7 @@ struct Lines {
 
 impl Lines {
     fn open(seg: &Segment, offset: u64) -> Result<Lines, ServeError> {
-        let mut file = File::open(&seg.path).map_err(history_err(&seg.path))?;
+        let mut file = seg.open().map_err(history_err(&seg.path))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(history_err(&seg.path))?;
         Ok(Lines {
@@ -148,14 +148,19 @@ fn seek_since(segs: &[Segment], since: f64) -> Result<(usize, u64), ServeError> 
     let target = since - DISORDER;
     let mut index = 0;
     for (i, s) in segs.iter().enumerate() {
-        let first = rotate::first_line(&s.path).map_err(history_err(&s.path))?;
+        let first = s
+            .open()
+            .and_then(rotate::first_line)
+            .map_err(history_err(&s.path))?;
         match line_time(&first) {
             Some(t) if t <= target => index = i,
+            // An emptied segment (kept for its number) says nothing of time.
+            None if first.is_empty() => {}
             _ => break,
         }
     }
     let seg = &segs[index];
-    let mut file = File::open(&seg.path).map_err(history_err(&seg.path))?;
+    let mut file = seg.open().map_err(history_err(&seg.path))?;
     let len = file.metadata().map_err(history_err(&seg.path))?.len();
     // Binary search for the first line whose time is at or after the target.
     let (mut lo, mut hi) = (0u64, len);
@@ -295,7 +300,7 @@ pub fn recent_fixes(dir: &Path, from: f64) -> Result<Vec<FixRecord>, ServeError>
     let segs = rotate::segments(dir, JOURNAL).map_err(history_err(dir))?;
     let mut out = Vec::new();
     for seg in segs.iter().rev() {
-        let done = backwards(&seg.path, |line| {
+        let done = backwards(seg, |line| {
             let Some(t) = line_time(line) else {
                 return true;
             };
@@ -320,10 +325,10 @@ pub fn recent_fixes(dir: &Path, from: f64) -> Result<Vec<FixRecord>, ServeError>
     Ok(out)
 }
 
-/// Calls `f` on each whole line of `path`, last first, until it returns false; whether it
+/// Calls `f` on each whole line of `seg`, last first, until it returns false; whether it
 /// did.
-fn backwards(path: &Path, mut f: impl FnMut(&[u8]) -> bool) -> std::io::Result<bool> {
-    let mut file = File::open(path)?;
+fn backwards(seg: &Segment, mut f: impl FnMut(&[u8]) -> bool) -> std::io::Result<bool> {
+    let mut file = seg.open()?;
     let mut pos = file.metadata()?.len();
     // The start of a line cut by the chunk before: kept until its beginning is read.
     let mut carry: Vec<u8> = Vec::new();

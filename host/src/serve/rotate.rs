@@ -67,6 +67,21 @@ pub struct Segment {
     pub active: bool,
 }
 
+impl Segment {
+    /// Opens it for reading; the active file may have been rotated since it was listed, and
+    /// is then found under its rotated name (same number).
+    pub fn open(&self) -> io::Result<File> {
+        match File::open(&self.path) {
+            Err(e) if self.active && e.kind() == io::ErrorKind::NotFound => {
+                let mut rotated = self.path.clone().into_os_string();
+                rotated.push(format!(".{}", self.number));
+                File::open(rotated)
+            }
+            r => r,
+        }
+    }
+}
+
 /// The segments of `name` in `dir`, oldest first, the active file (when it exists) last.
 pub fn segments(dir: &Path, name: &str) -> io::Result<Vec<Segment>> {
     let mut out = Vec::new();
@@ -116,8 +131,9 @@ pub fn rotate(dir: &Path, name: &str) -> io::Result<()> {
 }
 
 /// Removes rotated segments of `name`, oldest first, while all segments together are over
-/// `r.max_bytes`, and every rotated one last written more than `r.max_age` before `now`.
-/// Returns how many it removed.
+/// `r.max_bytes`, and every rotated one last written more than `r.max_age` before `now`; the
+/// newest rotated one is emptied instead, to keep the numbers counting up. Returns how many
+/// it removed or emptied.
 pub fn prune(dir: &Path, name: &str, r: &Retention, now: SystemTime) -> io::Result<usize> {
     let segs = segments(dir, name)?;
     let mut sizes = Vec::with_capacity(segs.len());
@@ -126,6 +142,7 @@ pub fn prune(dir: &Path, name: &str, r: &Retention, now: SystemTime) -> io::Resu
         sizes.push((meta.len(), meta.modified().ok()));
     }
     let mut total: u64 = sizes.iter().map(|(len, _)| len).sum();
+    let newest_rotated = segs.iter().rev().find(|s| !s.active).map(|s| s.number);
     let mut removed = 0;
     for (s, (len, modified)) in segs.iter().zip(sizes) {
         if s.active {
@@ -137,17 +154,25 @@ pub fn prune(dir: &Path, name: &str, r: &Retention, now: SystemTime) -> io::Resu
         if total <= r.max_bytes && !old {
             break;
         }
-        std::fs::remove_file(&s.path)?;
+        if Some(s.number) == newest_rotated {
+            // Emptied, not removed: its number is the highest, and the next rotation must not
+            // reuse it (a cursor into it would then point into another segment).
+            if len > 0 {
+                File::options().write(true).open(&s.path)?.set_len(0)?;
+            }
+        } else {
+            std::fs::remove_file(&s.path)?;
+        }
         total -= len;
         removed += 1;
     }
     Ok(removed)
 }
 
-/// The first line of `path` (at most 64 KiB of it), for its time.
-pub fn first_line(path: &Path) -> io::Result<Vec<u8>> {
+/// The first line of `file` (at most 64 KiB of it), for its time.
+pub fn first_line(file: File) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    File::open(path)?.take(64 << 10).read_to_end(&mut buf)?;
+    file.take(64 << 10).read_to_end(&mut buf)?;
     let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     buf.truncate(end);
     Ok(buf)
@@ -182,7 +207,14 @@ mod tests {
         // Age: everything rotated goes once it is older than the bound.
         let later = SystemTime::now() + Duration::from_secs(32 * 86_400);
         prune(&dir, "j", &Retention::default(), later).unwrap();
-        assert_eq!(segments(&dir, "j").unwrap().len(), 1);
+        let segs = segments(&dir, "j").unwrap();
+        let numbers: Vec<_> = segs.iter().map(|s| s.number).collect();
+        assert_eq!(
+            numbers,
+            [6, 7],
+            "the newest rotated one is kept, empty, for its number"
+        );
+        assert_eq!(std::fs::metadata(&segs[0].path).unwrap().len(), 0);
         assert!(r.due(100, 1, None, 0.0) && !r.due(0, 1000, None, 0.0));
         assert!(Retention::default().due(1, 1, Some(0.0), 86_400.0));
         let _ = std::fs::remove_dir_all(&dir);

@@ -296,10 +296,13 @@ impl App {
                 &format!("content type '{ctype}' is not application/json"),
             ));
         }
-        // hyper refuses two different lengths; two equal ones it lets through (RFC 9112
-        // allows either). A sender that repeats the header is broken or probing: refuse.
+        // hyper refuses two different lengths and keeps one of two equal ones (RFC 9112
+        // 6.3); a list in one header ("13, 13") it takes as one too, and it is refused here.
         let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-        if let (Some(_), Some(_)) = (lengths.next(), lengths.next()) {
+        let first = lengths.next();
+        if lengths.next().is_some()
+            || first.is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_digit))
+        {
             return Err(Response::closing(400, "more than one Content-Length"));
         }
         let len = hyper::body::Body::size_hint(req.body()).exact();
