@@ -40,6 +40,9 @@ pub enum Error {
     /// A fix could not be run at all (`disco fix`): the module or its request is at fault.
     #[error(transparent)]
     Supervise(#[from] crate::supervise::SuperviseError),
+    /// `disco serve`, `disco remote` or `disco history` could not start or go on.
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     /// Anything else, already worded for the user.
     #[error("{0}")]
     Other(String),

@@ -59,8 +59,7 @@ pub(super) fn exec(args: HistoryArgs, global: &GlobalArgs) -> Result<ExitCode> {
     let mut left = args.limit.unwrap_or(usize::MAX);
     let mut cursor = args.cursor;
     while left > 0 {
-        let page = serve::page(&dir, &q, cursor, left.min(serve::MAX_LIMIT))
-            .map_err(|e| Error::Other(e.to_string()))?;
+        let page = serve::page(&dir, &q, cursor, left.min(serve::MAX_LIMIT))?;
         left -= page.fixes.len();
         for v in &page.fixes {
             writeln!(out, "{}", line(v, args.format)).map_err(Error::Write)?;

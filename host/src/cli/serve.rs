@@ -123,8 +123,7 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
         let _ = writeln!(out, "listening on {addr}");
         let _ = out.flush();
         crate::output::info(&format!("listening on {scheme}://{addr}"));
-    })
-    .map_err(|e| Error::Other(e.to_string()))?;
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -454,15 +454,17 @@ pub fn append_fixhistory(
     let folder = dir.join("host").join(host).join(service);
     std::fs::create_dir_all(&folder).map_err(history_err(&folder))?;
     let path = folder.join(NAME);
-    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-    // A fixhistory line is `<local time>/<epoch seconds>/...`: its first line's epoch is the
-    // file's age.
-    let born = || {
-        let first = File::open(&path).and_then(rotate::first_line).ok()?;
-        let text = String::from_utf8_lossy(&first).into_owned();
-        text.split('/').nth(1)?.parse::<f64>().ok()
-    };
-    if len > 0 && retention.due(len, line.len() as u64, born(), now()) {
+    // The file's birth time is its first line's (statx; where the filesystem keeps none, the
+    // file rotates by size only): no read of the file on every fix.
+    let (len, born) = std::fs::metadata(&path).map_or((0, None), |m| {
+        let born = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64());
+        (m.len(), born)
+    });
+    if retention.due(len, line.len() as u64, born, now()) {
         rotate::rotate(&folder, NAME)
             .and_then(|()| rotate::prune(&folder, NAME, retention, SystemTime::now()))
             .map_err(history_err(&path))?;
