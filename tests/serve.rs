@@ -1,10 +1,16 @@
 //! `disco serve` end to end: a real Prometheus Alertmanager (an HA pair) posting to it, a storm
 //! of 1,000 webhook alerts, a restart after `kill -9`, bad input, a full queue, the pool of fix
 //! workers (reused while clean, retired when a fix leaves a process), and the sinks (textfile
-//! and the example native plugin from `contrib/sink-plugin`).
+//! and the example native plugin from `contrib/sink-plugin`). The front door: 300 slow
+//! connections while a real webhook is served, 2,000 unauthenticated requests that leave the
+//! journal as it was, bodies after a refusal never read as requests, repeated Content-Lengths,
+//! TLS and mutual TLS with a real Alertmanager; and a history of a million entries (start-up,
+//! pages, rotation within its bound).
 //!
-//! Every process a test starts is owned by a guard that kills it on drop. The Alertmanager test
-//! needs Debian's `prometheus-alertmanager`; without it, it says why and passes, except under CI.
+//! Every process a test starts is owned by a guard that kills it on drop; load goes to the
+//! server on 127.0.0.1 only (slow clients come from other loopback addresses), bounded in count
+//! and time. The HA-pair test needs Debian's `prometheus-alertmanager`; without it, it says why
+//! and passes, except under CI; the newer Alertmanager tests fail with a one-line hint instead.
 
 mod servers;
 mod util;
