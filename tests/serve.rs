@@ -1742,3 +1742,26 @@ fn tls_and_mutual_tls_with_a_real_alertmanager() {
     assert!(!text.contains("nocert"), "{text}");
     assert_eq!(serve.terminate(), 0);
 }
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
+    let tmp = TempDir::new("serve-idle");
+    let serve = serve_with_token(tmp.path(), &["--idle-timeout", "1", "--head-timeout", "10"]);
+    // After an answer on a kept-alive connection, and on one that never sends a byte: closed
+    // after a second of silence, well before the head deadline.
+    for bytes in [&b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"[..], b""] {
+        let t = Instant::now();
+        let answer = raw(serve.addr, bytes, Duration::from_secs(8));
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+            "closed after {took:?}: {answer:?}"
+        );
+        assert_eq!(
+            answer.starts_with("HTTP/1.1 200"),
+            !bytes.is_empty(),
+            "{answer}"
+        );
+    }
+    assert_eq!(serve.terminate(), 0);
+}

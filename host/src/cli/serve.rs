@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// moment the connection waits for it: also how long a keep-alive connection may idle.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub head_timeout: f64,
+    /// Seconds a connection with no request in flight may send nothing before it is closed
+    /// (keep-alive idle; the head timeout bounds it too).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub idle_timeout: f64,
     /// Seconds a request body may take to arrive.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub body_timeout: f64,
@@ -92,6 +96,7 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
         max_connections: args.max_connections.max(1),
         max_connections_per_client: args.max_connections_per_client.max(1),
         head_timeout: seconds(args.head_timeout),
+        idle_timeout: seconds(args.idle_timeout),
         body_timeout: seconds(args.body_timeout),
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(serve::TlsFiles {

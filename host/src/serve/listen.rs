@@ -6,8 +6,10 @@
 //!   closed at once, so a crowd of slow peers costs a socket each, never a slot the next
 //!   webhook needs;
 //! - time: the TLS handshake and each request head must be complete within `head_timeout`
-//!   (hyper's header read timeout, which starts when the connection waits for a request: it
-//!   is also the keep-alive idle timeout); the body has its own deadline (`server.rs`);
+//!   (hyper's header read timeout, which starts when the connection waits for a request, so
+//!   it bounds an idle keep-alive connection too); a connection with no request in flight
+//!   that reads nothing for `idle_timeout` is closed (a watchdog here, for an idle bound
+//!   shorter than the head's); the body has its own deadline (`server.rs`);
 //! - size: a head is at most [`MAX_HEAD`] bytes (hyper answers 431), a body at most
 //!   [`super::MAX_BODY`] (`server.rs`).
 //!
@@ -17,12 +19,15 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -42,6 +47,8 @@ pub struct Bounds {
     /// The deadline for the TLS handshake and for each request head (and so for an idle
     /// keep-alive connection).
     pub head_timeout: Duration,
+    /// How long a connection with no request in flight may read nothing.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -136,7 +143,7 @@ pub async fn accept(
         };
         let (app, tls, stop) = (Arc::clone(&app), tls.clone(), stop.clone());
         tokio::spawn(async move {
-            connection(stream, peer, &app, tls, bounds.head_timeout, stop).await;
+            connection(stream, peer, &app, tls, bounds, stop).await;
             drop(slot);
         });
     }
@@ -168,15 +175,16 @@ async fn connection(
     peer: SocketAddr,
     app: &Arc<App>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    head_timeout: Duration,
+    bounds: Bounds,
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let head_timeout = bounds.head_timeout;
     let Some(tls) = tls else {
-        return http(stream, peer, app, head_timeout, stop).await;
+        return http(stream, peer, app, bounds, stop).await;
     };
     match tokio::time::timeout(head_timeout, tls.accept(stream)).await {
-        Ok(Ok(s)) => http(s, peer, app, head_timeout, stop).await,
+        Ok(Ok(s)) => http(s, peer, app, bounds, stop).await,
         Ok(Err(e)) => {
             app.metrics.connection_refused("tls handshake failed");
             app.refusals.warn(&format!(
@@ -193,33 +201,139 @@ async fn connection(
     }
 }
 
+/// What a connection is doing, for the idle watchdog.
+#[derive(Debug)]
+struct Activity {
+    since: tokio::time::Instant,
+    /// Milliseconds from `since` to the last read that brought bytes, or the last answer.
+    last: AtomicU64,
+    /// Requests being answered.
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
+}
+
+/// Counts a request in flight until dropped, then marks the connection active.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: &Arc<Activity>) -> InFlight {
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(a))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's I/O, noting when a read brings bytes.
+struct Watched<I> {
+    io: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 async fn http<I>(
     io: I,
     peer: SocketAddr,
     app: &Arc<App>,
-    head_timeout: Duration,
+    bounds: Bounds,
     mut stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity {
+        since: tokio::time::Instant::now(),
+        last: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+    });
     let service = {
-        let app = Arc::clone(app);
+        let (app, activity) = (Arc::clone(app), Arc::clone(&activity));
         service_fn(move |req| {
             let app = Arc::clone(&app);
-            async move { Ok::<_, std::convert::Infallible>(app.handle(req, peer).await) }
+            let busy = InFlight::new(&activity);
+            async move {
+                let resp = app.handle(req, peer).await;
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         })
+    };
+    let io = Watched {
+        io,
+        activity: Arc::clone(&activity),
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
+        .header_read_timeout(bounds.head_timeout)
         .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    // The watchdog looks a few times per idle period; a connection closes within about a
+    // quarter of it past the bound.
+    let mut tick = tokio::time::interval((bounds.idle_timeout / 4).max(Duration::from_millis(10)));
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = tick.tick() => {
+                if activity.in_flight.load(Ordering::Relaxed) == 0
+                    && activity.idle_for() >= bounds.idle_timeout
+                {
+                    // Idle: hyper closes at once; half a head keeps its own deadline.
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -66,6 +66,8 @@ pub struct Config {
     pub max_connections_per_client: usize,
     /// The deadline for a request head (and a TLS handshake, and an idle keep-alive).
     pub head_timeout: Duration,
+    /// How long a connection with no request in flight may read nothing.
+    pub idle_timeout: Duration,
     /// The deadline for a request body.
     pub body_timeout: Duration,
     /// How much history is kept.
@@ -560,6 +562,7 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
         max_connections: config.max_connections,
         max_per_client: config.max_connections_per_client,
         head_timeout: config.head_timeout,
+        idle_timeout: config.idle_timeout,
     };
     ready(addr);
     runtime.block_on(async {
