@@ -57,8 +57,16 @@ def post(conn, tag):
     return r.status
 
 def history():
-    c = http.client.HTTPConnection(host, int(port)); c.request("GET", "/fixes")
-    return json.loads(c.getresponse().read())
+    # Every page of the history (GET /fixes is paged: limit, and the next page's cursor).
+    out, cursor = [], ""
+    while True:
+        c = http.client.HTTPConnection(host, int(port))
+        c.request("GET", "/fixes?limit=1000" + cursor)
+        r = c.getresponse(); out += json.loads(r.read())
+        nxt = r.getheader("X-Disco-Next-Cursor")
+        if not nxt:
+            return out
+        cursor = "&cursor=" + nxt
 
 def health():
     c = http.client.HTTPConnection(host, int(port)); c.request("GET", "/healthz")

@@ -52,6 +52,9 @@ pub enum Error {
     /// The fleet's reports could not be read.
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+    /// `disco serve`, `disco remote` or `disco history` could not start or go on.
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     /// Anything else, already worded for the user.
     #[error("{0}")]
     Other(String),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fleet;
 pub mod output;
 pub mod params;
+pub mod prom;
 pub mod sandbox;
 pub mod serve;
 pub mod supervise;

@@ -78,13 +78,11 @@ pub struct DanceArgs {
 /// The textfile's name in `--textfile DIR`.
 pub const TEXTFILE: &str = "disco_dance.prom";
 
-/// The last dance in the Prometheus text format, for node_exporter's textfile collector.
+/// The last dance in the Prometheus text format, for node_exporter's textfile collector
+/// (the encoder `disco serve` uses too: `crate::prom`).
 pub fn textfile(report: &dance::report::DanceReport) -> String {
-    let labels = format!(
-        "node=\"{}\",noop=\"{}\"",
-        report.node.replace(['\\', '"', '\n'], "_"),
-        report.noop
-    );
+    use crate::prom::{Labels, Value};
+    use prometheus_client::metrics::{family::Family, gauge::Gauge};
     let (ok, failed, skipped) = report.counts();
     let (mut created, mut modified, mut deleted) = (0, 0, 0);
     for m in &report.modules {
@@ -92,48 +90,62 @@ pub fn textfile(report: &dance::report::DanceReport) -> String {
         modified += m.changes.1;
         deleted += m.changes.2;
     }
-    let mut out = String::new();
-    let mut metric = |name: &str, help: &str, samples: &[(&str, String)]| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let labels = |extra: Option<(&'static str, &str)>| -> Labels {
+        let mut l = vec![
+            ("node", Value(report.node.clone())),
+            ("noop", Value(report.noop.to_string())),
+        ];
+        l.extend(extra.map(|(k, v)| (k, Value::from(v))));
+        l
+    };
+    let mut metric = |name: &str, help: &str, samples: &[(Option<(&'static str, &str)>, u64)]| {
+        let family = Family::<Labels, Gauge>::default();
         for (extra, value) in samples {
-            let sep = if extra.is_empty() { "" } else { "," };
-            out.push_str(&format!("{name}{{{labels}{sep}{extra}}} {value}\n"));
+            family
+                .get_or_create(&labels(*extra))
+                .set(i64::try_from(*value).unwrap_or(i64::MAX));
         }
+        registry.register(name, help, family);
     };
     metric(
         "disco_dance_last_success",
         "Whether the last dance succeeded.",
-        &[("", u8::from(report.ok).to_string())],
+        &[(None, u64::from(report.ok))],
     );
     metric(
         "disco_dance_last_timestamp_seconds",
         "When the last dance started.",
-        &[("", report.started_unix.to_string())],
-    );
-    metric(
-        "disco_dance_last_duration_seconds",
-        "How long the last dance took.",
-        &[("", format!("{:.3}", report.duration.as_secs_f64()))],
+        &[(None, report.started_unix)],
     );
     metric(
         "disco_dance_last_modules",
         "Modules of the last dance by outcome.",
         &[
-            ("status=\"ok\"", ok.to_string()),
-            ("status=\"failed\"", failed.to_string()),
-            ("status=\"skipped\"", skipped.to_string()),
+            (Some(("status", "ok")), ok as u64),
+            (Some(("status", "failed")), failed as u64),
+            (Some(("status", "skipped")), skipped as u64),
         ],
     );
     metric(
         "disco_dance_last_changes",
         "Paths the last dance changed (or, in noop, would change).",
         &[
-            ("kind=\"created\"", created.to_string()),
-            ("kind=\"modified\"", modified.to_string()),
-            ("kind=\"deleted\"", deleted.to_string()),
+            (Some(("kind", "created")), created as u64),
+            (Some(("kind", "modified")), modified as u64),
+            (Some(("kind", "deleted")), deleted as u64),
         ],
     );
-    out
+    let duration = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    duration
+        .get_or_create(&labels(None))
+        .set(report.duration.as_secs_f64());
+    registry.register(
+        "disco_dance_last_duration_seconds",
+        "How long the last dance took.",
+        duration,
+    );
+    crate::prom::encode(&registry)
 }
 
 /// A value of the client's own parameter tree (`STATE/parameters`).

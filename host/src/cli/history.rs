@@ -33,6 +33,12 @@ pub struct HistoryArgs {
     /// How to print.
     #[arg(long, value_enum, default_value_t = HistoryFormat::Text)]
     pub format: HistoryFormat,
+    /// Print at most N fixes; when more follow, their cursor is said on stderr.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Start where an earlier --limit stopped (its "next cursor").
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<serve::Cursor>,
 }
 
 pub(super) fn exec(args: HistoryArgs, global: &GlobalArgs) -> Result<ExitCode> {
@@ -43,50 +49,60 @@ pub(super) fn exec(args: HistoryArgs, global: &GlobalArgs) -> Result<ExitCode> {
         .transpose()
         .map_err(Error::Other)?;
     let dir = global.state_dir.join("history");
-    let (records, torn) = serve::read(&dir).map_err(|e| Error::Other(e.to_string()))?;
-    if torn > 0 {
-        crate::output::warning(&format!(
-            "{}: {torn} unreadable lines skipped",
-            dir.join(serve::JOURNAL).display()
-        ));
-    }
     let q = Query {
         host: args.host,
         service: args.service,
         since,
     };
     let mut out = std::io::stdout().lock();
-    for v in serve::fixes(&records, &q) {
-        let line = match args.format {
-            HistoryFormat::Json => serde_json::to_string(&v).unwrap_or_default(),
-            HistoryFormat::Text => {
-                let f = &v.fix;
-                let target = match (&f.service, &f.host) {
-                    (Some(s), Some(h)) => format!("{s}@{h}"),
-                    _ => "-".to_owned(),
-                };
-                let module = f.module.as_ref().map_or("-".to_owned(), |m| {
-                    m.file_name().map_or(m.display().to_string(), |n| {
-                        n.to_string_lossy().into_owned()
-                    })
-                });
-                let result = match &v.outcome {
-                    Some(o) => format!("rc {}: {}", o.return_code, o.comment.replace('\n', " ")),
-                    None => f.reason.clone().unwrap_or_default(),
-                };
-                format!(
-                    "{}  {:<12} {} {} {} {}",
-                    serve::local_time(f.time),
-                    v.status,
-                    f.id,
-                    target,
-                    module,
-                    result
-                )
-            }
-        };
-        writeln!(out, "{line}").map_err(Error::Write)?;
+    // Page by page: memory stays that of one page, whatever the history's size.
+    let mut left = args.limit.unwrap_or(usize::MAX);
+    let mut cursor = args.cursor;
+    while left > 0 {
+        let page = serve::page(&dir, &q, cursor, left.min(serve::MAX_LIMIT))?;
+        left -= page.fixes.len();
+        for v in &page.fixes {
+            writeln!(out, "{}", line(v, args.format)).map_err(Error::Write)?;
+        }
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if let (Some(c), Some(_)) = (cursor, args.limit) {
+        crate::output::info(&format!("more follow: next cursor {c} (--cursor {c})"));
     }
     out.flush().map_err(Error::Write)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn line(v: &serve::FixView, format: HistoryFormat) -> String {
+    match format {
+        HistoryFormat::Json => serde_json::to_string(v).unwrap_or_default(),
+        HistoryFormat::Text => {
+            let f = &v.fix;
+            let target = match (&f.service, &f.host) {
+                (Some(s), Some(h)) => format!("{s}@{h}"),
+                _ => "-".to_owned(),
+            };
+            let module = f.module.as_ref().map_or("-".to_owned(), |m| {
+                m.file_name().map_or(m.display().to_string(), |n| {
+                    n.to_string_lossy().into_owned()
+                })
+            });
+            let result = match &v.outcome {
+                Some(o) => format!("rc {}: {}", o.return_code, o.comment.replace('\n', " ")),
+                None => f.reason.clone().unwrap_or_default(),
+            };
+            format!(
+                "{}  {:<12} {} {} {} {}",
+                serve::local_time(f.time),
+                v.status,
+                f.id,
+                target,
+                module,
+                result
+            )
+        }
+    }
 }

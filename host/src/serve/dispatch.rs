@@ -30,6 +30,7 @@ use std::thread::JoinHandle;
 use super::alertmanager::Payload;
 use super::history::{self, Decision, FixRecord, Journal, OutcomeRecord, Record};
 use super::metrics::{Gauges, Metrics};
+use super::rotate::Retention;
 use super::rules::{Planned, Rules};
 use super::runner::{Ran, Runner};
 use super::sinks::Sinks;
@@ -109,6 +110,8 @@ pub struct Recorder {
     pub journal: Arc<Journal>,
     /// The history folder (for the fixhistory files).
     pub history_dir: PathBuf,
+    /// How long fixhistory lines are kept.
+    pub retention: Retention,
     /// The counters.
     pub metrics: Arc<Metrics>,
     /// The sinks beyond the history.
@@ -159,11 +162,10 @@ impl Dispatcher {
 
     /// Rebuilds cool-down and storm state from the history, so a restart does not re-run
     /// what ran a minute ago.
-    pub fn seed(&self, records: &[Record], rules: &Rules, now: f64) {
+    pub fn seed(&self, records: &[FixRecord], rules: &Rules, now: f64) {
         let from = now - rules.horizon.as_secs_f64();
         let mut st = self.lock();
-        for r in records {
-            let Record::Fix(f) = r else { continue };
+        for f in records {
             if f.decision != Decision::Queued || f.time < from {
                 continue;
             }
@@ -484,9 +486,13 @@ impl Dispatcher {
                 &e.ran.comment,
             );
             let plan = &e.job.plan;
-            if let Err(err) =
-                history::append_fixhistory(&r.history_dir, &plan.host, &plan.service, &line)
-            {
+            if let Err(err) = history::append_fixhistory(
+                &r.history_dir,
+                &plan.host,
+                &plan.service,
+                &line,
+                &r.retention.for_fixhistory(),
+            ) {
                 output::error(&format!("fix {}: {err}", e.job.id));
             }
             r.metrics.fix(

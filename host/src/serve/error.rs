@@ -48,6 +48,9 @@ pub enum ServeError {
         /// The token file.
         path: PathBuf,
     },
+    /// TLS cannot be set up from the files given.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
     /// A system call the server needs failed.
     #[error("cannot {what}: {source}")]
     Io {

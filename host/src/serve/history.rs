@@ -4,12 +4,15 @@
 //! with `fdatasync` before the HTTP answer goes out. Appends from many threads are group
 //! committed: whoever finds no flush running writes everything queued so far with one write and
 //! one sync while the others wait, so a storm costs one sync per batch, not per line. A line
-//! torn by a crash is skipped when reading (and the next append starts on a fresh line).
+//! torn by a crash is skipped when reading (and the next append starts on a fresh line). The
+//! journal is rotated by size and age into `serve.jsonl.N` and old segments removed
+//! (`rotate.rs`); it is read a page at a time (`page.rs`).
 //!
 //! Plus, per fix that ran, the Survivor `fixhistory` line (protocol.md §7) in
-//! `STATE/history/host/HOST/SERVICE/fixhistory`, for tools that read the original's files.
+//! `STATE/history/host/HOST/SERVICE/fixhistory`, for tools that read the original's files,
+//! rotated the same way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::rotate::{self, Retention};
 use super::ServeError;
 
 /// The journal's file name under the history folder.
@@ -172,11 +176,22 @@ struct Commit {
     broken: Option<String>,
 }
 
-/// The append-only journal, group committed.
+/// The active segment, written only by the flusher of the moment.
+#[derive(Debug)]
+struct Active {
+    file: File,
+    len: u64,
+    /// When its first record was written (for rotation by age).
+    born: Option<f64>,
+}
+
+/// The append-only journal, group committed, rotated.
 #[derive(Debug)]
 pub struct Journal {
+    dir: PathBuf,
     path: PathBuf,
-    file: File,
+    retention: Retention,
+    active: Mutex<Active>,
     commit: Mutex<Commit>,
     flushed: Condvar,
 }
@@ -189,18 +204,31 @@ fn history_err(path: &Path) -> impl Fn(std::io::Error) -> ServeError + '_ {
 }
 
 impl Journal {
-    /// Opens (creating) `DIR/serve.jsonl` for appending; a torn last line from a crash is
-    /// ended so the next record starts on its own line.
-    pub fn open(dir: &Path) -> Result<Journal, ServeError> {
+    /// Opens (creating) `DIR/serve.jsonl` for appending, kept within `retention`; a torn last
+    /// line from a crash is ended so the next record starts on its own line. An active file
+    /// already over its size or age (a journal from before rotation, or a long stop) is
+    /// rotated first, and old segments removed.
+    pub fn open(dir: &Path, retention: Retention) -> Result<Journal, ServeError> {
         std::fs::create_dir_all(dir).map_err(history_err(dir))?;
         let path = dir.join(JOURNAL);
+        let born = |path: &Path| {
+            File::open(path)
+                .and_then(rotate::first_line)
+                .ok()
+                .and_then(|l| super::page::line_time(&l))
+        };
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if retention.due(len, 0, born(&path), now()) {
+            rotate::rotate(dir, JOURNAL).map_err(history_err(&path))?;
+        }
+        rotate::prune(dir, JOURNAL, &retention, SystemTime::now()).map_err(history_err(dir))?;
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(&path)
             .map_err(history_err(&path))?;
-        let len = file.metadata().map_err(history_err(&path))?.len();
+        let mut len = file.metadata().map_err(history_err(&path))?.len();
         if len > 0 {
             let mut last = [0u8];
             file.seek(SeekFrom::Start(len - 1))
@@ -208,6 +236,7 @@ impl Journal {
                 .map_err(history_err(&path))?;
             if last[0] != b'\n' {
                 file.write_all(b"\n").map_err(history_err(&path))?;
+                len += 1;
             }
         }
         // The new file's name must survive a crash too.
@@ -215,11 +244,60 @@ impl Journal {
             .and_then(|d| d.sync_all())
             .map_err(history_err(dir))?;
         Ok(Journal {
-            path,
-            file,
+            dir: dir.to_owned(),
+            path: path.clone(),
+            retention,
+            active: Mutex::new(Active {
+                file,
+                len,
+                born: born(&path),
+            }),
             commit: Mutex::new(Commit::default()),
             flushed: Condvar::new(),
         })
+    }
+
+    /// Writes and syncs `batch` to the active segment, rotating it first when it is due.
+    /// A rotation that fails is said and the active file kept: losing rotation must not lose
+    /// records.
+    fn write(&self, batch: &[u8]) -> std::io::Result<()> {
+        let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let t = now();
+        if self.retention.due(a.len, batch.len() as u64, a.born, t) {
+            let rotated = rotate::rotate(&self.dir, JOURNAL).and_then(|()| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .read(true)
+                    .open(&self.path)
+            });
+            match rotated {
+                Ok(file) => {
+                    *a = Active {
+                        file,
+                        len: 0,
+                        born: None,
+                    };
+                    if let Err(e) =
+                        rotate::prune(&self.dir, JOURNAL, &self.retention, SystemTime::now())
+                    {
+                        crate::output::warning(&format!(
+                            "history {}: cannot remove old segments: {e}",
+                            self.dir.display()
+                        ));
+                    }
+                }
+                Err(e) => crate::output::warning(&format!(
+                    "history {}: cannot rotate: {e}",
+                    self.path.display()
+                )),
+            }
+        }
+        (&a.file).write_all(batch)?;
+        a.file.sync_data()?;
+        a.len += batch.len() as u64;
+        a.born.get_or_insert(t);
+        Ok(())
     }
 
     /// The journal's path.
@@ -264,9 +342,7 @@ impl Journal {
             let batch = std::mem::take(&mut c.buf);
             let upto = c.appended;
             drop(c);
-            let written = (&self.file)
-                .write_all(&batch)
-                .and_then(|_| self.file.sync_data());
+            let written = self.write(&batch);
             c = self.commit.lock().unwrap_or_else(|e| e.into_inner());
             c.flushing = false;
             match written {
@@ -277,28 +353,6 @@ impl Journal {
             self.flushed.notify_all();
         }
     }
-}
-
-/// Reads every record of the journal in `dir`; torn or foreign lines are counted, not fatal.
-pub fn read(dir: &Path) -> Result<(Vec<Record>, usize), ServeError> {
-    let path = dir.join(JOURNAL);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(history_err(&path)(e)),
-    };
-    let mut records = Vec::new();
-    let mut bad = 0;
-    for line in text.split(|&b| b == b'\n') {
-        if line.is_empty() {
-            continue;
-        }
-        match serde_json::from_slice(line) {
-            Ok(r) => records.push(r),
-            Err(_) => bad += 1,
-        }
-    }
-    Ok((records, bad))
 }
 
 /// One fix as queries show it: its decision, and for a queued one how it ended.
@@ -326,54 +380,18 @@ pub struct Query {
     pub since: Option<f64>,
 }
 
-/// Folds `records` into one view per fix, oldest first, filtered by `q`.
-pub fn fixes(records: &[Record], q: &Query) -> Vec<FixView> {
-    let mut views: Vec<FixView> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for r in records {
-        match r {
-            Record::Start { .. } => {
-                // Whatever was pending when this server started was cut short.
-                for v in views.iter_mut().filter(|v| v.status == "pending") {
-                    v.status = "interrupted".to_owned();
-                }
-            }
-            Record::Fix(f) => {
-                let status = match f.decision {
-                    Decision::Queued => "pending".to_owned(),
-                    d => d.as_str().to_owned(),
-                };
-                index.insert(f.id.clone(), views.len());
-                views.push(FixView {
-                    fix: f.clone(),
-                    status,
-                    outcome: None,
-                });
-            }
-            Record::Outcome(o) => {
-                if let Some(&i) = index.get(&o.id) {
-                    views[i].status = "ran".to_owned();
-                    views[i].outcome = Some(o.clone());
-                }
-            }
-            Record::Cancelled { id, .. } => {
-                if let Some(&i) = index.get(id) {
-                    views[i].status = "cancelled".to_owned();
-                }
-            }
-            Record::Request(_) => {}
-        }
-    }
-    views.retain(|v| {
-        q.host
+impl Query {
+    /// Whether fix `f` is one the query wants.
+    pub fn matches(&self, f: &FixRecord) -> bool {
+        self.host
             .as_ref()
-            .is_none_or(|h| v.fix.host.as_ref() == Some(h))
-            && q.service
+            .is_none_or(|h| f.host.as_ref() == Some(h))
+            && self
+                .service
                 .as_ref()
-                .is_none_or(|s| v.fix.service.as_ref() == Some(s))
-            && q.since.is_none_or(|t| v.fix.time >= t)
-    });
-    views
+                .is_none_or(|s| f.service.as_ref() == Some(s))
+            && self.since.is_none_or(|t| f.time >= t)
+    }
 }
 
 /// Parses a `since`: epoch seconds (`1700000000`), an RFC 3339 time
@@ -422,17 +440,35 @@ pub fn fixhistory_line(time: f64, duration_ms: u64, rc: u32, who: &str, comment:
     )
 }
 
-/// Appends `line` to `DIR/host/HOST/SERVICE/fixhistory` and syncs it. Host and service were
-/// checked as target names before the fix was queued, so they cannot leave `DIR`.
+/// Appends `line` to `DIR/host/HOST/SERVICE/fixhistory` and syncs it, rotating the file
+/// within `retention` (see [`Retention::for_fixhistory`]). Host and service were checked as
+/// target names before the fix was queued, so they cannot leave `DIR`.
 pub fn append_fixhistory(
     dir: &Path,
     host: &str,
     service: &str,
     line: &str,
+    retention: &Retention,
 ) -> Result<(), ServeError> {
+    const NAME: &str = "fixhistory";
     let folder = dir.join("host").join(host).join(service);
     std::fs::create_dir_all(&folder).map_err(history_err(&folder))?;
-    let path = folder.join("fixhistory");
+    let path = folder.join(NAME);
+    // The file's birth time is its first line's (statx; where the filesystem keeps none, the
+    // file rotates by size only): no read of the file on every fix.
+    let (len, born) = std::fs::metadata(&path).map_or((0, None), |m| {
+        let born = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64());
+        (m.len(), born)
+    });
+    if retention.due(len, line.len() as u64, born, now()) {
+        rotate::rotate(&folder, NAME)
+            .and_then(|()| rotate::prune(&folder, NAME, retention, SystemTime::now()))
+            .map_err(history_err(&path))?;
+    }
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
@@ -447,56 +483,37 @@ pub fn append_fixhistory(
 mod tests {
     use super::*;
 
-    fn fix(id: &str, host: &str, decision: Decision, time: f64) -> Record {
-        Record::Fix(FixRecord {
-            time,
-            id: id.into(),
-            request: "r".into(),
-            fingerprint: "f".into(),
-            alertname: "A".into(),
-            rule: None,
-            host: Some(host.into()),
-            service: Some("s".into()),
-            module: None,
-            options: BTreeMap::new(),
-            decision,
-            reason: None,
-        })
-    }
-
-    #[test]
-    fn fold_marks_interrupted_and_filters() {
-        let recs = vec![
-            Record::Start { time: 0.0, pid: 1 },
-            fix("a", "h1", Decision::Queued, 1.0),
-            fix("b", "h2", Decision::Queued, 2.0),
-            fix("c", "h2", Decision::Deduplicated, 3.0),
-            Record::Outcome(OutcomeRecord {
-                time: 2.5,
-                id: "b".into(),
-                started: 2.1,
-                return_code: 0,
-                comment: "ok".into(),
-                outcome: serde_json::Value::Null,
-            }),
-            Record::Start { time: 4.0, pid: 2 },
-        ];
-        let all = fixes(&recs, &Query::default());
-        let status: Vec<_> = all.iter().map(|v| v.status.as_str()).collect();
-        assert_eq!(status, ["interrupted", "ran", "deduplicated"]);
-        let q = Query {
-            host: Some("h2".into()),
-            since: Some(2.5),
-            ..Query::default()
-        };
-        assert_eq!(fixes(&recs, &q).len(), 1);
-    }
-
     #[test]
     fn fixhistory_line_is_one_line() {
         let l = fixhistory_line(1_700_000_000.5, 12, 0, "disco:serve", "a\nb");
         assert!(l.ends_with("/1700000000/12:0:0:disco serve:a b\n"), "{l}");
         assert_eq!(l.lines().count(), 1);
+    }
+
+    #[test]
+    fn fixhistory_rotates_within_its_bound() {
+        let dir =
+            std::env::temp_dir().join(format!("disco-fixhistory-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let r = Retention {
+            segment_bytes: 1000,
+            max_bytes: 3000,
+            ..Retention::default()
+        };
+        for i in 0..200 {
+            let line = fixhistory_line(now(), 1, 0, "disco-serve", &format!("fix {i}"));
+            append_fixhistory(&dir, "h", "s", &line, &r).unwrap();
+        }
+        let folder = dir.join("host/h/s");
+        let (total, files) = std::fs::read_dir(&folder)
+            .unwrap()
+            .flatten()
+            .fold((0, 0), |(t, n), e| (t + e.metadata().unwrap().len(), n + 1));
+        assert!(total <= 4000, "{total} bytes in {files} files");
+        assert!(files >= 3, "{files} files");
+        let last = std::fs::read_to_string(folder.join("fixhistory")).unwrap();
+        assert!(last.ends_with(":fix 199\n"), "{last}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -512,15 +529,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("disco-journal-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // Written now, so that it is not old enough to be rotated.
         std::fs::write(
             dir.join(JOURNAL),
-            "{\"type\":\"start\",\"time\":1,\"pid\":1}\n{\"ty",
+            format!(
+                "{{\"type\":\"start\",\"time\":{},\"pid\":1}}\n{{\"ty",
+                now()
+            ),
         )
         .unwrap();
-        let j = Journal::open(&dir).unwrap();
+        let j = Journal::open(&dir, Retention::default()).unwrap();
         j.append(&[Record::Start { time: 2.0, pid: 2 }]).unwrap();
-        let (recs, bad) = read(&dir).unwrap();
-        assert_eq!((recs.len(), bad), (2, 1));
+        let text = std::fs::read_to_string(dir.join(JOURNAL)).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[2].starts_with("{\"type\":\"start\",\"time\":2"),
+            "{text}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,49 +1,16 @@
-//! Just enough HTTP/1.1 for a webhook receiver, on std's `TcpStream`: a request head bounded in
-//! size, a body only with `Content-Length` and bounded before a byte of it is read,
-//! `Expect: 100-continue`, keep-alive, and responses with a length. No TLS (put a proxy in
-//! front, or keep the default loopback address).
+//! What `disco serve` says over HTTP, and how it talks about what it heard: responses, query
+//! parameters, and log lines about refusals (control characters escaped, at a bounded rate).
+//!
+//! Parsing, framing, keep-alive and timeouts are hyper's (`serve/listen.rs`); nothing here
+//! reads from a socket.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Instant;
 
-/// The largest request head (request line and headers) read.
-pub const MAX_HEAD: usize = 16 * 1024;
+use bytes::Bytes;
+use http_body_util::Full;
 
-/// A request's head.
-#[derive(Debug, Clone)]
-pub struct Head {
-    /// `GET`, `POST`...
-    pub method: String,
-    /// The path, without the query.
-    pub path: String,
-    /// The query's pairs, percent-decoded.
-    pub query: Vec<(String, String)>,
-    /// Headers, names lowercased.
-    pub headers: Vec<(String, String)>,
-    /// `HTTP/1.1` keeps the connection unless told otherwise; `HTTP/1.0` does not.
-    pub keep_alive: bool,
-}
-
-impl Head {
-    /// The first header named `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The first query value named `name`.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A response.
+/// A response, before it becomes hyper's.
 #[derive(Debug, Clone)]
 pub struct Response {
     /// The status code.
@@ -54,7 +21,8 @@ pub struct Response {
     pub headers: Vec<(&'static str, String)>,
     /// The body.
     pub body: Vec<u8>,
-    /// Close the connection after it (set for errors that leave the body unread).
+    /// Close the connection after it (set when the request's body is left unread, so that
+    /// nothing of it can be taken for the next request even by a lenient peer).
     pub close: bool,
 }
 
@@ -77,6 +45,14 @@ impl Response {
         Response::json(status, &serde_json::json!({ "error": why }))
     }
 
+    /// An error after which the connection closes.
+    pub fn closing(status: u16, why: &str) -> Response {
+        Response {
+            close: true,
+            ..Response::error(status, why)
+        }
+    }
+
     /// A plain text response.
     pub fn text(status: u16, content_type: &'static str, body: String) -> Response {
         Response {
@@ -87,47 +63,34 @@ impl Response {
             close: false,
         }
     }
-}
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        415 => "Unsupported Media Type",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
+    /// The `error` of a JSON error body, for the log.
+    pub fn why(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default()
     }
-}
 
-/// Writes `r`.
-pub fn write_response(w: &mut impl Write, r: &Response) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-        r.status,
-        reason(r.status),
-        r.content_type,
-        r.body.len()
-    );
-    for (n, v) in &r.headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
+    /// hyper's response.
+    pub fn into_hyper(self) -> hyper::Response<Full<Bytes>> {
+        let mut b = hyper::Response::builder()
+            .status(self.status)
+            .header(hyper::header::CONTENT_TYPE, self.content_type);
+        for (n, v) in &self.headers {
+            b = b.header(*n, v.as_str());
+        }
+        if self.close {
+            b = b.header(hyper::header::CONNECTION, "close");
+        }
+        b.body(Full::new(Bytes::from(self.body)))
+            .unwrap_or_else(|_| {
+                // Only a header value we made could be invalid; answer without it.
+                let mut r = hyper::Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            })
     }
-    if r.close {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    let mut all = head.into_bytes();
-    all.extend_from_slice(&r.body);
-    w.write_all(&all)?;
-    w.flush()
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -156,139 +119,103 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Why a head could not be read.
-#[derive(Debug)]
-pub enum HeadError {
-    /// The peer closed or went quiet between requests: just close.
-    Closed,
-    /// A malformed or oversized head: answer this and close.
-    Bad(Response),
-}
-
-/// Reads one request head. `idle` bounds the wait for its first byte (keep-alive), and
-/// `stop` is polled meanwhile so that a stopping server closes idle connections.
-pub fn read_head(
-    r: &mut BufReader<TcpStream>,
-    idle: Duration,
-    stop: &dyn Fn() -> bool,
-) -> Result<Head, HeadError> {
-    // Wait for the first byte in short slices, so a stop is seen within one slice.
-    let slice = Duration::from_millis(200);
-    let waited = Instant::now();
-    loop {
-        let _ = r.get_ref().set_read_timeout(Some(slice));
-        match r.fill_buf() {
-            Ok([]) => return Err(HeadError::Closed),
-            Ok(_) => break,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if stop() || waited.elapsed() >= idle {
-                    return Err(HeadError::Closed);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(HeadError::Closed),
-        }
-    }
-    // The rest of the head must come promptly.
-    let _ = r.get_ref().set_read_timeout(Some(Duration::from_secs(10)));
-    let mut raw = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        let n = r
-            .by_ref()
-            .take((MAX_HEAD - raw.len()) as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|_| HeadError::Closed)?;
-        if n == 0 {
-            return Err(HeadError::Closed);
-        }
-        raw.extend_from_slice(&line);
-        if raw.len() > MAX_HEAD {
-            let mut resp = Response::error(431, "the request head is over 16 KiB");
-            resp.close = true;
-            return Err(HeadError::Bad(resp));
-        }
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-    }
-    let bad = |why: &str| {
-        let mut resp = Response::error(400, why);
-        resp.close = true;
-        HeadError::Bad(resp)
-    };
-    let text = std::str::from_utf8(&raw).map_err(|_| bad("the request head is not UTF-8"))?;
-    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
-    let request_line = lines.next().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("malformed request line"));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(bad("only HTTP/1.x is spoken here"));
-    }
-    let mut headers = Vec::new();
-    for l in lines.filter(|l| !l.is_empty()) {
-        let Some((n, v)) = l.split_once(':') else {
-            return Err(bad("malformed header line"));
-        };
-        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query = query
+/// A query string's pairs, percent-decoded.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             (percent_decode(k), percent_decode(v))
         })
-        .collect();
-    let mut head = Head {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query,
-        headers,
-        keep_alive: version == "HTTP/1.1",
-    };
-    if head
-        .header("connection")
-        .is_some_and(|c| c.eq_ignore_ascii_case("close"))
-    {
-        head.keep_alive = false;
+        .collect()
+}
+
+/// The first value named `name` in `pairs`, when not empty.
+pub fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// `s` with every control character (and backslash) written as an escape, cut at 200
+/// characters: what a peer sends must not forge log lines or move a terminal's cursor.
+pub fn escape_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(256));
+    for (i, c) in s.chars().enumerate() {
+        if i == 200 {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+            c => out.push(c),
+        }
     }
-    Ok(head)
+    out
 }
 
-/// Reads a body of exactly `len` bytes (already checked against the bound).
-pub fn read_body(r: &mut BufReader<TcpStream>, len: usize) -> std::io::Result<Vec<u8>> {
-    let _ = r.get_ref().set_read_timeout(Some(Duration::from_secs(30)));
-    let mut body = vec![0; len];
-    r.read_exact(&mut body)?;
-    Ok(body)
+/// Log lines about refusals, at most [`RefusalLog::BURST`] at once and
+/// [`RefusalLog::PER_SECOND`] a second after that; what is held back is counted and said in
+/// the next line that goes out. A flood of bad requests costs the log a few lines a second.
+#[derive(Debug)]
+pub struct RefusalLog {
+    bucket: Mutex<Bucket>,
 }
 
-/// After refusing a body without reading it: read and drop what the client still sends (for a
-/// moment, within a bound), so that closing does not reset the connection before the client
-/// has read the answer.
-pub fn drain(r: &mut BufReader<TcpStream>) {
-    let _ = r.get_ref().shutdown(std::net::Shutdown::Write);
-    let _ = r
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(200)));
-    let until = Instant::now() + Duration::from_secs(2);
-    let mut left: usize = 64 << 20;
-    let mut buf = [0u8; 64 * 1024];
-    while Instant::now() < until && left > 0 {
-        match r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => left = left.saturating_sub(n),
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    held: u64,
+}
+
+impl Default for RefusalLog {
+    fn default() -> RefusalLog {
+        RefusalLog {
+            bucket: Mutex::new(Bucket {
+                tokens: RefusalLog::BURST,
+                at: Instant::now(),
+                held: 0,
+            }),
+        }
+    }
+}
+
+impl RefusalLog {
+    /// Lines that may go out at once.
+    pub const BURST: f64 = 20.0;
+    /// Lines a second after the burst.
+    pub const PER_SECOND: f64 = 5.0;
+
+    /// The line to write for `line` now (with the count held back since the last one), or
+    /// `None` when it is held back. `line` is escaped by the caller.
+    pub fn admit(&self, line: &str) -> Option<String> {
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(b.at).as_secs_f64() * Self::PER_SECOND;
+        b.tokens = (b.tokens + refill).min(Self::BURST);
+        b.at = now;
+        if b.tokens < 1.0 {
+            b.held += 1;
+            return None;
+        }
+        b.tokens -= 1.0;
+        let held = std::mem::take(&mut b.held);
+        Some(if held > 0 {
+            format!("{line} ({held} similar lines held back)")
+        } else {
+            line.to_owned()
+        })
+    }
+
+    /// Writes `line` as a warning, when admitted.
+    pub fn warn(&self, line: &str) {
+        if let Some(l) = self.admit(line) {
+            crate::output::warning(&l);
         }
     }
 }
@@ -306,5 +233,28 @@ mod tests {
         );
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+        let q = query_pairs("host=a&limit=&x");
+        assert_eq!(param(&q, "host"), Some("a"));
+        assert_eq!(param(&q, "limit"), None);
+    }
+
+    #[test]
+    fn escapes_control_characters() {
+        assert_eq!(
+            escape_control("/a\nwarning: b\x1b[2J"),
+            "/a\\nwarning: b\\u{1b}[2J"
+        );
+        assert_eq!(escape_control("a\\b"), "a\\\\b");
+        assert_eq!(escape_control(&"x".repeat(300)).chars().count(), 201);
+    }
+
+    #[test]
+    fn refusal_log_is_bounded() {
+        let log = RefusalLog::default();
+        let admitted = (0..1000).filter(|_| log.admit("x").is_some()).count();
+        assert_eq!(admitted, RefusalLog::BURST as usize);
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let line = log.admit("y").expect("a token came back");
+        assert!(line.contains("980 similar lines held back"), "{line}");
     }
 }

@@ -3,7 +3,8 @@
 //! metrics, the sinks results go to, and `disco remote` (the Survivor scheduler's line
 //! protocol).
 //!
-//! The path of one alert: `server` (HTTP, token, bounds) → `alertmanager` (the payload) →
+//! The path of one alert: `listen` (connections bounded, TLS, hyper) → `server` (routes,
+//! `auth`, body bounds) → `alertmanager` (the payload) →
 //! `rules` (which fix, for which target, with which options) → `dispatch` (deduplicated,
 //! suppressed or queued; journaled by `history` before anything runs) → `runner` (a pool of
 //! `disco __serve-fix` workers, one fix at a time each, which call [`crate::supervise::run`])
@@ -11,31 +12,41 @@
 //! `sinks`.
 
 mod alertmanager;
+mod auth;
 mod dispatch;
 mod error;
 mod history;
 mod http;
+mod listen;
 mod metrics;
+mod page;
 mod remote;
+mod rotate;
 mod rules;
 mod runner;
 mod server;
 mod sinks;
+mod tls;
 
 pub use alertmanager::{Alert, Payload};
+pub use auth::{Refused, Token};
 pub use dispatch::{Busy, Dispatcher, Job, Recorder, Target, Ticket};
 pub use error::ServeError;
 pub use history::{
-    fixes, fixhistory_line, local_time, now, parse_since, read, Decision, FixRecord, FixView,
-    Journal, OutcomeRecord, Query, Record, RequestRecord, JOURNAL,
+    fixhistory_line, local_time, now, parse_since, Decision, FixRecord, FixView, Journal,
+    OutcomeRecord, Query, Record, RequestRecord, JOURNAL,
 };
-pub use http::{Head, Response};
+pub use http::{escape_control, RefusalLog, Response};
+pub use listen::{Bounds, MAX_HEAD};
 pub use metrics::{Gauges, Metrics};
+pub use page::{page, recent_fixes, BadCursor, Cursor, Page, DEFAULT_LIMIT, MAX_LIMIT};
 pub use remote::Remote;
+pub use rotate::Retention;
 pub use rules::{
     check_target_name, default_module_dir, resolve_module, strip_port, Limits, Planned, Rule,
     Rules, Source,
 };
 pub use runner::{serve_fixes, Answer, ChildSpec, Ran, Runner};
-pub use server::{serve, Config, MAX_BODY};
+pub use server::{serve, App, Config, MAX_BODY};
 pub use sinks::{Plugin, Sink, Sinks, Textfile, ABI_VERSION, TEXTFILE};
+pub use tls::{TlsError, TlsFiles};

@@ -1,35 +1,45 @@
-//! `disco serve`: the listener, the routes, and an orderly stop.
+//! `disco serve`: the routes, who may use them, and an orderly stop.
 //!
-//! One thread accepts (polling, so a SIGTERM is seen within a fifth of a second), one thread
-//! per connection (bounded; beyond the bound a connection gets 503 at once), and
-//! `max_concurrent` fix workers and one recorder in the [`Dispatcher`]. On SIGTERM or SIGINT
-//! the server stops accepting, lets the requests in flight finish, cancels fixes that have not
-//! started, waits for running fixes (their host bounds their time) and their records, and
-//! returns.
+//! HTTP runs on a small tokio runtime (`listen.rs`: hyper, bounded connections); the fixes run
+//! on threads of their own, `max_concurrent` workers and one recorder in the [`Dispatcher`].
+//! What blocks (the journal's `fdatasync`, reading the history) runs on tokio's blocking
+//! threads, so a slow disk never stalls the accept loop. On SIGTERM or SIGINT the server stops
+//! accepting, lets the requests in flight finish, cancels fixes that have not started, waits
+//! for running fixes (their host bounds their time) and their records, and returns.
+//!
+//! Nothing a peer sends without the token (when `--token-file` is set) reaches the journal:
+//! only webhooks that passed the token are journaled, refused or not. The rest is counted in
+//! `/metrics` and logged at a bounded rate ([`RefusalLog`]).
 
-use std::io::BufReader;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header;
 
 use super::alertmanager::Payload;
+use super::auth::Token;
 use super::dispatch::{Dispatcher, Recorder};
 use super::history::{self, Journal, Query, Record, RequestRecord};
-use super::http::{self, Head, HeadError, Response};
+use super::http::{escape_control, param, query_pairs, RefusalLog, Response};
+use super::listen::{self, Bounds};
 use super::metrics::Metrics;
+use super::page::{self, Cursor};
+use super::rotate::Retention;
 use super::rules::Rules;
 use super::runner::Runner;
 use super::sinks::{Plugin, Sinks, Textfile};
+use super::tls::{self, TlsFiles};
 use super::ServeError;
 use crate::output;
 
 /// The largest request body accepted (Alertmanager's payloads are a few KiB).
 pub const MAX_BODY: usize = 1 << 20;
-/// How long a keep-alive connection may sit idle.
-const IDLE: Duration = Duration::from_secs(30);
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -52,6 +62,18 @@ pub struct Config {
     pub max_queue: usize,
     /// Connections served at once at most.
     pub max_connections: usize,
+    /// Connections from one IP address at once at most.
+    pub max_connections_per_client: usize,
+    /// The deadline for a request head (and a TLS handshake, and an idle keep-alive).
+    pub head_timeout: Duration,
+    /// How long a connection with no request in flight may read nothing.
+    pub idle_timeout: Duration,
+    /// The deadline for a request body.
+    pub body_timeout: Duration,
+    /// How much history is kept.
+    pub retention: Retention,
+    /// TLS (and mutual TLS), when given.
+    pub tls: Option<TlsFiles>,
     /// A file holding the bearer token every request but `/healthz` and `/metrics` must carry.
     pub token_file: Option<PathBuf>,
     /// node_exporter's textfile directory.
@@ -62,78 +84,108 @@ pub struct Config {
     pub exe: PathBuf,
 }
 
-struct App {
+/// The routes' shared state.
+pub struct App {
     rules: Rules,
-    token: Option<String>,
+    token: Option<Token>,
     journal: Arc<Journal>,
     history_dir: PathBuf,
-    metrics: Arc<Metrics>,
+    /// The counters.
+    pub(super) metrics: Arc<Metrics>,
     dispatcher: Arc<Dispatcher>,
     prefix: String,
     requests: AtomicU64,
     stop: Arc<AtomicBool>,
     sinks: usize,
+    body_timeout: Duration,
+    /// Refusals said in the log, at a bounded rate.
+    pub(super) refusals: RefusalLog,
 }
 
-/// Compares without stopping at the first difference, so timing does not leak the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// What the handlers need of a request's head, owned (so it can go to a blocking thread).
+struct Head {
+    method: String,
+    path: String,
+    query: Vec<(String, String)>,
 }
 
 impl App {
-    fn authorised(&self, head: &Head) -> Result<(), Response> {
+    fn authorised(&self, req: &hyper::Request<Incoming>) -> Result<(), Response> {
         let Some(token) = &self.token else {
             return Ok(());
         };
-        let given = head
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match given {
-            Some(g) if same(g.as_bytes(), token.as_bytes()) => Ok(()),
-            Some(_) => Err(unauthorised("wrong bearer token")),
-            None => Err(unauthorised(
-                "missing bearer token (Authorization: Bearer ...)",
-            )),
-        }
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        token.check(given).map_err(|why| {
+            self.metrics.unauthenticated();
+            let mut resp = Response::closing(401, &why.to_string());
+            resp.headers
+                .push(("WWW-Authenticate", "Bearer realm=\"disco\"".to_owned()));
+            resp
+        })
     }
 
-    /// Answers one request; `body` reads the body once the head has passed every check.
-    fn handle(
-        &self,
+    /// Answers one request; counts it, and logs it (at a bounded rate) when refused.
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<Incoming>,
+        remote: SocketAddr,
+    ) -> hyper::Response<Full<Bytes>> {
+        let head = Head {
+            method: req.method().as_str().to_owned(),
+            path: req.uri().path().to_owned(),
+            query: query_pairs(req.uri().query().unwrap_or("")),
+        };
+        let resp = self.route(&head, req, remote).await;
+        self.metrics.request(resp.status);
+        if resp.status >= 400 {
+            self.refusals.warn(&format!(
+                "{remote} {} {}: {} {}",
+                escape_control(&head.method),
+                escape_control(&head.path),
+                resp.status,
+                escape_control(&resp.why())
+            ));
+        }
+        resp.into_hyper()
+    }
+
+    async fn route(
+        self: &Arc<Self>,
         head: &Head,
-        r: &mut BufReader<TcpStream>,
-        remote: &SocketAddr,
-    ) -> (Response, usize) {
+        req: hyper::Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response {
         let allow = |methods: &str| {
-            let mut resp = Response::error(405, &format!("use {methods}"));
+            let mut resp = Response::closing(405, &format!("use {methods}"));
             resp.headers.push(("Allow", methods.to_owned()));
             resp
         };
         match (head.method.as_str(), head.path.as_str()) {
-            ("GET", "/healthz") => (self.healthz(), 0),
-            ("GET", "/metrics") => (
-                Response::text(
-                    200,
-                    "text/plain; version=0.0.4",
-                    self.metrics.render(self.dispatcher.gauges()),
-                ),
-                0,
+            ("GET", "/healthz") => self.healthz(),
+            ("GET", "/metrics") => Response::text(
+                200,
+                crate::prom::CONTENT_TYPE,
+                self.metrics.render(self.dispatcher.gauges()),
             ),
-            ("GET", "/fixes") => match self.authorised(head) {
-                Err(resp) => (resp, 0),
-                Ok(()) => (self.fixes(head), 0),
+            ("GET", "/fixes") => match self.authorised(&req) {
+                Err(resp) => resp,
+                Ok(()) => {
+                    let (app, query) = (Arc::clone(self), head.query.clone());
+                    tokio::task::spawn_blocking(move || app.fixes(&query))
+                        .await
+                        .unwrap_or_else(|e| Response::error(500, &e.to_string()))
+                }
             },
-            ("POST", "/alertmanager") => match self.authorised(head) {
-                Err(resp) => (resp, 0),
-                Ok(()) => self.alerts(head, r, remote),
+            ("POST", "/alertmanager") => match self.authorised(&req) {
+                Err(resp) => resp,
+                Ok(()) => self.alerts(head, req, remote).await,
             },
-            (_, "/healthz" | "/metrics" | "/fixes") => (allow("GET"), 0),
-            (_, "/alertmanager") => (allow("POST"), 0),
-            _ => (
-                Response::error(404, &format!("no such path {}", head.path)),
-                0,
-            ),
+            (_, "/healthz" | "/metrics" | "/fixes") => allow("GET"),
+            (_, "/alertmanager") => allow("POST"),
+            _ => Response::closing(404, &format!("no such path {}", head.path)),
         }
     }
 
@@ -153,8 +205,8 @@ impl App {
         )
     }
 
-    fn fixes(&self, head: &Head) -> Response {
-        let since = match head.param("since").filter(|s| !s.is_empty()) {
+    fn fixes(&self, query: &[(String, String)]) -> Response {
+        let since = match param(query, "since") {
             None => None,
             Some(s) => match history::parse_since(s, history::now()) {
                 Ok(t) => Some(t),
@@ -162,82 +214,119 @@ impl App {
             },
         };
         let q = Query {
-            host: head
-                .param("host")
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-            service: head
-                .param("service")
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
+            host: param(query, "host").map(str::to_owned),
+            service: param(query, "service").map(str::to_owned),
             since,
         };
-        match history::read(&self.history_dir) {
-            Ok((records, _)) => Response::json(
-                200,
-                &serde_json::to_value(history::fixes(&records, &q)).unwrap_or_default(),
-            ),
+        let limit = match param(query, "limit").map(str::parse::<usize>) {
+            None => page::DEFAULT_LIMIT,
+            Some(Ok(n)) if (1..=page::MAX_LIMIT).contains(&n) => n,
+            Some(_) => {
+                return Response::error(400, &format!("limit must be 1 to {}", page::MAX_LIMIT))
+            }
+        };
+        let cursor = match param(query, "cursor").map(str::parse::<Cursor>) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => return Response::error(400, &e.to_string()),
+        };
+        match page::page(&self.history_dir, &q, cursor, limit) {
+            Ok(p) => {
+                let mut resp =
+                    Response::json(200, &serde_json::to_value(&p.fixes).unwrap_or_default());
+                if let Some(next) = p.next {
+                    resp.headers.push(("X-Disco-Next-Cursor", next.to_string()));
+                }
+                resp
+            }
             Err(e) => Response::error(500, &e.to_string()),
         }
     }
 
-    fn alerts(
-        &self,
+    /// A webhook that passed the token: its head checked before a byte of the body is read,
+    /// the body read within its deadline and bound, then decided and journaled. A refusal is
+    /// journaled too (the peer is known).
+    async fn alerts(
+        self: &Arc<Self>,
         head: &Head,
-        r: &mut BufReader<TcpStream>,
-        remote: &SocketAddr,
-    ) -> (Response, usize) {
-        let closing = |status, why: &str| {
-            let mut resp = Response::error(status, why);
-            resp.close = true;
-            (resp, 0)
-        };
-        let ctype = head.header("content-type").unwrap_or("");
-        let media = ctype.split(';').next().unwrap_or("").trim();
-        if !media.eq_ignore_ascii_case("application/json") {
-            return closing(
-                415,
-                &format!("content type '{ctype}' is not application/json"),
-            );
-        }
-        if head.header("transfer-encoding").is_some() {
-            return closing(411, "send the body with a Content-Length");
-        }
-        let len = match head.header("content-length").map(str::parse::<u64>) {
-            None => 0,
-            Some(Ok(n)) => n,
-            Some(Err(_)) => return closing(400, "malformed Content-Length"),
-        };
-        if len > MAX_BODY as u64 {
-            return closing(
-                413,
-                &format!("the body is {len} bytes, over the bound of {MAX_BODY}"),
-            );
-        }
-        if head
-            .header("expect")
-            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-        {
-            let _ = std::io::Write::write_all(r.get_mut(), b"HTTP/1.1 100 Continue\r\n\r\n");
-        }
-        let body = match http::read_body(r, len as usize) {
-            Ok(b) => b,
-            Err(e) => return closing(400, &format!("cannot read the body: {e}")),
-        };
-        let payload: Payload = match serde_json::from_slice(&body) {
-            Ok(p) => p,
-            Err(e) => {
-                return (
-                    Response::error(400, &format!("malformed Alertmanager payload: {e}")),
-                    0,
-                )
+        req: hyper::Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response {
+        let resp = match self.check_webhook(&req) {
+            Err(resp) => resp,
+            Ok(()) => {
+                let body = Limited::new(req.into_body(), MAX_BODY);
+                match tokio::time::timeout(self.body_timeout, body.collect()).await {
+                    Err(_) => Response::closing(
+                        408,
+                        &format!("the body did not come within {:?}", self.body_timeout),
+                    ),
+                    Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                        Response::closing(413, &format!("the body is over {MAX_BODY} bytes"))
+                    }
+                    Ok(Err(e)) => Response::closing(400, &format!("cannot read the body: {e}")),
+                    Ok(Ok(body)) => {
+                        let (app, body) = (Arc::clone(self), body.to_bytes());
+                        let method = head.method.clone();
+                        return tokio::task::spawn_blocking(move || {
+                            app.webhook(&method, &body, remote)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Response::error(500, &e.to_string()));
+                    }
+                }
             }
         };
-        let request = format!(
-            "{}-r{}",
-            self.prefix,
-            self.requests.fetch_add(1, Ordering::Relaxed) + 1
-        );
+        let app = Arc::clone(self);
+        let (method, path) = (head.method.clone(), head.path.clone());
+        tokio::task::spawn_blocking(move || app.journal_refusal(&method, &path, &resp, remote))
+            .await
+            .unwrap_or_else(|e| Response::error(500, &e.to_string()))
+    }
+
+    /// What a webhook's head must be: JSON, one length no larger than the bound.
+    fn check_webhook(&self, req: &hyper::Request<Incoming>) -> Result<(), Response> {
+        let headers = req.headers();
+        let ctype = headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let media = ctype.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/json") {
+            return Err(Response::closing(
+                415,
+                &format!("content type '{ctype}' is not application/json"),
+            ));
+        }
+        // hyper refuses two different lengths and keeps one of two equal ones (RFC 9112
+        // 6.3); a list in one header ("13, 13") it takes as one too, and it is refused here.
+        let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+        let first = lengths.next();
+        if lengths.next().is_some()
+            || first.is_some_and(|v| !v.as_bytes().iter().all(u8::is_ascii_digit))
+        {
+            return Err(Response::closing(400, "more than one Content-Length"));
+        }
+        let len = hyper::body::Body::size_hint(req.body()).exact();
+        if let Some(len) = len.filter(|&n| n > MAX_BODY as u64) {
+            return Err(Response::closing(
+                413,
+                &format!("the body is {len} bytes, over the bound of {MAX_BODY}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decides a webhook's alerts and journals them with the request, before answering.
+    fn webhook(&self, method: &str, body: &[u8], remote: SocketAddr) -> Response {
+        let payload: Payload = match serde_json::from_slice(body) {
+            Ok(p) => p,
+            Err(e) => {
+                let resp = Response::error(400, &format!("malformed Alertmanager payload: {e}"));
+                return self.journal_refusal(method, "/alertmanager", &resp, remote);
+            }
+        };
+        let request = self.next_request();
         let now = history::now();
         let n = payload.alerts.len();
         let ticket = match self.dispatcher.decide(&request, &payload, &self.rules, now) {
@@ -245,7 +334,7 @@ impl App {
             Err(busy) => {
                 let mut resp = Response::error(503, &busy.0);
                 resp.headers.push(("Retry-After", "5".to_owned()));
-                return (resp, n);
+                return self.journal_request(&request, method, "/alertmanager", resp, remote, n);
             }
         };
         let mut records: Vec<Record> = ticket.records.iter().cloned().map(Record::Fix).collect();
@@ -253,15 +342,16 @@ impl App {
             time: now,
             request: request.clone(),
             remote: remote.to_string(),
-            method: head.method.clone(),
-            path: head.path.clone(),
+            method: method.to_owned(),
+            path: "/alertmanager".to_owned(),
             status: 200,
             alerts: n,
             reason: None,
         }));
         if let Err(e) = self.journal.append(&records) {
             self.dispatcher.abandon(ticket);
-            return (Response::error(500, &e.to_string()), n);
+            output::error(&e.to_string());
+            return Response::error(500, &e.to_string());
         }
         let fixes: Vec<_> = ticket
             .records
@@ -274,85 +364,70 @@ impl App {
             })
             .collect();
         self.dispatcher.enqueue(ticket);
-        let resp = Response::json(
+        let mut resp = Response::json(
             200,
             &serde_json::json!({ "request": request, "fixes": fixes }),
         );
-        // Already journaled with its fixes: mark so the caller does not record it again.
-        let mut resp = resp;
         resp.headers.push(("X-Disco-Request", request));
-        (resp, n)
+        resp
     }
 
-    /// Logs and journals what deserves it: every refusal, and every webhook.
-    fn record(&self, head: Option<&Head>, resp: &Response, remote: &SocketAddr, alerts: usize) {
-        self.metrics.request(resp.status);
-        let (method, path) = head.map_or(("?", "?"), |h| (h.method.as_str(), h.path.as_str()));
-        let journaled = resp.headers.iter().any(|(n, _)| *n == "X-Disco-Request");
-        if resp.status < 400 {
-            return;
-        }
-        let why = serde_json::from_slice::<serde_json::Value>(&resp.body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        output::warning(&format!("{remote} {method} {path}: {} {why}", resp.status));
-        if journaled {
-            return;
-        }
+    fn next_request(&self) -> String {
+        format!(
+            "{}-r{}",
+            self.prefix,
+            self.requests.fetch_add(1, Ordering::Relaxed) + 1
+        )
+    }
+
+    /// Journals an authenticated webhook that was refused; returns `resp`.
+    fn journal_refusal(
+        &self,
+        method: &str,
+        path: &str,
+        resp: &Response,
+        remote: SocketAddr,
+    ) -> Response {
+        let request = self.next_request();
+        self.journal_request(&request, method, path, resp.clone(), remote, 0)
+    }
+
+    fn journal_request(
+        &self,
+        request: &str,
+        method: &str,
+        path: &str,
+        resp: Response,
+        remote: SocketAddr,
+        alerts: usize,
+    ) -> Response {
         let rec = Record::Request(RequestRecord {
             time: history::now(),
-            request: format!(
-                "{}-r{}",
-                self.prefix,
-                self.requests.fetch_add(1, Ordering::Relaxed) + 1
-            ),
+            request: request.to_owned(),
             remote: remote.to_string(),
             method: method.to_owned(),
             path: path.to_owned(),
             status: resp.status,
             alerts,
-            reason: Some(why),
+            reason: Some(resp.why()),
         });
         if let Err(e) = self.journal.append(&[rec]) {
             output::error(&e.to_string());
         }
+        resp
     }
 }
 
-fn unauthorised(why: &str) -> Response {
-    let mut resp = Response::error(401, why);
-    resp.headers
-        .push(("WWW-Authenticate", "Bearer realm=\"disco\"".to_owned()));
-    resp
-}
-
-fn connection(app: &App, stream: TcpStream, remote: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let mut r = BufReader::new(stream);
-    let stop = || app.stop.load(Ordering::Relaxed);
-    loop {
-        let head = match http::read_head(&mut r, IDLE, &stop) {
-            Ok(h) => h,
-            Err(HeadError::Closed) => return,
-            Err(HeadError::Bad(resp)) => {
-                app.record(None, &resp, &remote, 0);
-                let _ = http::write_response(r.get_mut(), &resp);
-                http::drain(&mut r);
-                return;
-            }
-        };
-        let (resp, alerts) = app.handle(&head, &mut r, &remote);
-        app.record(Some(&head), &resp, &remote, alerts);
-        if http::write_response(r.get_mut(), &resp).is_err() {
-            return;
-        }
-        if resp.close {
-            http::drain(&mut r);
-            return;
-        }
-        if !head.keep_alive || stop() {
-            return;
+/// Lets the process hold a descriptor per connection (the soft limit is often 1024): up to
+/// the hard limit, as much as the connection bound and the fixes' pipes need.
+fn raise_descriptor_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(1024);
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
         }
     }
 }
@@ -375,15 +450,12 @@ fn read_token(path: &Path) -> Result<String, ServeError> {
 pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let rules = Rules::load(&config.rules, &config.module_dir)?;
     let token = config.token_file.as_deref().map(read_token).transpose()?;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let history_dir = config.state_dir.join("history");
-    let journal = Arc::new(Journal::open(&history_dir)?);
-    let (past, torn) = history::read(&history_dir)?;
-    if torn > 0 {
-        output::warning(&format!(
-            "history {}: {torn} unreadable lines skipped (torn by a crash?)",
-            journal.path().display()
-        ));
-    }
+    let journal = Arc::new(Journal::open(&history_dir, config.retention)?);
+    // Only the tail the cool-downs and storm windows look at: start-up costs the same
+    // whatever the history's size.
+    let past = page::recent_fixes(&history_dir, history::now() - rules.horizon.as_secs_f64())?;
     let metrics = Arc::new(Metrics::default());
     let mut sinks = Sinks::new(Arc::clone(&metrics));
     for path in &config.sink_plugins {
@@ -424,6 +496,7 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
         Recorder {
             journal: Arc::clone(&journal),
             history_dir: history_dir.clone(),
+            retention: config.retention,
             metrics: Arc::clone(&metrics),
             sinks,
             runner: Runner::new(&config.exe, &config.lock_dir),
@@ -437,10 +510,27 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
         pid: std::process::id(),
     }])?;
 
-    let listener = TcpListener::bind(&config.listen).map_err(|source| ServeError::Listen {
-        addr: config.listen.clone(),
-        source,
-    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Two threads carry every connection (they only parse and wait); blocking work goes
+        // to tokio's blocking pool.
+        .worker_threads(2)
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .map_err(|source| ServeError::Io {
+            what: "start the HTTP runtime",
+            source,
+        })?;
+    let entered = runtime.enter();
+    let listener = std::net::TcpListener::bind(&config.listen)
+        .and_then(|l| {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)
+        })
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen {
         addr: config.listen.clone(),
         source,
@@ -452,10 +542,11 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
             source,
         })?;
     }
+    raise_descriptor_limit(config.max_connections);
     let workers = dispatcher.start();
     let app = Arc::new(App {
         rules,
-        token,
+        token: token.as_deref().map(Token::new),
         journal,
         history_dir,
         metrics,
@@ -464,60 +555,31 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
         requests: AtomicU64::new(0),
         stop: Arc::clone(&stop),
         sinks: n_sinks,
+        body_timeout: config.body_timeout,
+        refusals: RefusalLog::default(),
     });
+    let bounds = Bounds {
+        max_connections: config.max_connections,
+        max_per_client: config.max_connections_per_client,
+        head_timeout: config.head_timeout,
+        idle_timeout: config.idle_timeout,
+    };
     ready(addr);
-    let active = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::Relaxed) {
-        // Poll, so that a signal (which sets `stop`) is seen within one tick.
-        let mut fds = [nix::poll::PollFd::new(
-            listener.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                return Err(ServeError::Io {
-                    what: "poll the listener",
-                    source: e.into(),
-                })
+    runtime.block_on(async {
+        let (tell, stopped) = tokio::sync::watch::channel(false);
+        // The signal handler only sets a flag; look at it five times a second.
+        let flag = Arc::clone(&stop);
+        tokio::spawn(async move {
+            while !flag.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-        }
-        let (stream, remote) = match listener.accept() {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors or a connection reset before accept: keep serving.
-                tracing::warn!("accept: {e}");
-                continue;
-            }
-        };
-        if active.load(Ordering::Relaxed) >= config.max_connections {
-            let mut s = stream;
-            let mut resp = Response::error(503, "too many connections");
-            resp.close = true;
-            app.record(None, &resp, &remote, 0);
-            let _ = http::write_response(&mut s, &resp);
-            continue;
-        }
-        active.fetch_add(1, Ordering::SeqCst);
-        let (app, active) = (Arc::clone(&app), Arc::clone(&active));
-        let spawned = std::thread::Builder::new()
-            .name("http".to_owned())
-            .spawn(move || {
-                connection(&app, stream, remote);
-                active.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            output::warning(&format!("cannot start a connection thread: {e}"));
-        }
-    }
-    drop(listener);
-    output::info("stopping: no new connections; finishing the requests in flight");
-    let until = Instant::now() + DRAIN;
-    while active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+            output::info("stopping: no new connections; finishing the requests in flight");
+            let _ = tell.send(true);
+        });
+        listen::accept(listener, app, tls, bounds, stopped, DRAIN).await;
+    });
+    drop(entered);
+    runtime.shutdown_timeout(Duration::from_secs(1));
     let g = dispatcher.gauges();
     if g.running > 0 {
         output::info(&format!("waiting for {} running fixes", g.running));
