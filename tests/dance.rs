@@ -1100,7 +1100,7 @@ fn a_diff_that_cannot_finish_in_time_fails_its_module_naming_the_file() {
         ],
     );
     let started = std::time::Instant::now();
-    let out = dance(state.path(), src.path(), "n1", &["--timeout", "2"]);
+    let out = dance(state.path(), src.path(), "n1", &["--timeout", "4"]);
     let took = started.elapsed();
     let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(!out.status.success(), "{all}");
