@@ -22,6 +22,7 @@ use libseccomp::{
 };
 use nix::libc;
 
+use super::seccomp::failed;
 use super::SandboxError;
 
 /// The connections a module's pieces attempted, as they come.
@@ -30,13 +31,6 @@ pub struct Watcher {
     seen: Arc<Mutex<Vec<String>>>,
     /// The filter; kept for the life of the process (libseccomp holds the listener with it).
     _filter: ScmpFilterContext,
-}
-
-fn failed(what: &'static str) -> impl FnOnce(libseccomp::error::SeccompError) -> SandboxError {
-    move |e| SandboxError::Seccomp {
-        what,
-        source: std::io::Error::other(e),
-    }
 }
 
 impl Watcher {
