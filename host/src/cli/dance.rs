@@ -110,17 +110,17 @@ pub fn textfile(report: &dance::report::DanceReport) -> String {
     };
     metric(
         "disco_dance_last_success",
-        "Whether the last dance succeeded.",
+        "Whether the last dance succeeded",
         &[(None, u64::from(report.ok))],
     );
     metric(
         "disco_dance_last_timestamp_seconds",
-        "When the last dance started.",
+        "When the last dance started",
         &[(None, report.started_unix)],
     );
     metric(
         "disco_dance_last_modules",
-        "Modules of the last dance by outcome.",
+        "Modules of the last dance by outcome",
         &[
             (Some(("status", "ok")), ok as u64),
             (Some(("status", "failed")), failed as u64),
@@ -129,7 +129,7 @@ pub fn textfile(report: &dance::report::DanceReport) -> String {
     );
     metric(
         "disco_dance_last_changes",
-        "Paths the last dance changed (or, in noop, would change).",
+        "Paths the last dance changed (or, in noop, would change)",
         &[
             (Some(("kind", "created")), created as u64),
             (Some(("kind", "modified")), modified as u64),
@@ -142,7 +142,7 @@ pub fn textfile(report: &dance::report::DanceReport) -> String {
         .set(report.duration.as_secs_f64());
     registry.register(
         "disco_dance_last_duration_seconds",
-        "How long the last dance took.",
+        "How long the last dance took",
         duration,
     );
     crate::prom::encode(&registry)
