@@ -586,3 +586,31 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
         .create(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
+
+/// Makes the child that `cmd` spawns move itself into the cgroups whose `cgroup.procs` files
+/// `procs` are open for writing, after the fork and before the exec, so that the module is a
+/// member from its first instruction and everything it forks is one too. Writing `0` to
+/// `cgroup.procs` moves the writer (cgroups(7), cgroup-v2.rst "Processes"). A failed move fails
+/// the spawn with that error: a module must never run outside the cgroup it was given.
+pub fn enter_cgroups_before_exec(cmd: &mut std::process::Command, procs: Vec<OwnedFd>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child, where only async-signal-safe calls are
+    // allowed: it does nothing but write(2) on descriptors it already owns, and builds its
+    // error from errno without allocating.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &procs {
+                if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Whether `path` is on a cgroup2 filesystem (statfs(2), `CGROUP2_SUPER_MAGIC`).
+pub fn is_cgroup2(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|st| st.filesystem_type().0 as i64 == libc::CGROUP2_SUPER_MAGIC as i64)
+}

@@ -7,6 +7,7 @@
 //! ReturnCode), with `track` finding the module's processes through `/proc` and the host's
 //! child-subreaper role. All syscalls are in [`crate::sys`].
 
+mod cgroup;
 mod error;
 mod inspect;
 mod leak;
@@ -19,8 +20,12 @@ mod spec;
 mod timeout;
 mod track;
 
+pub use cgroup::{
+    parse_bytes, parse_percent, parse_pids, CgroupError, CgroupUsage, Limits,
+    ROOT_ENV as CGROUP_ROOT_ENV,
+};
 pub use error::SuperviseError;
-pub use inspect::{header_lock, Inspection};
+pub use inspect::{header_limits, header_lock, Inspection};
 pub use lock::{acquire, Acquired, LockGuard, LockLevel, LockPlan};
 pub use outcome::{Exit, FixOutcome, Proc, Rusage, Violation, ViolationKind};
 pub use run::run;

@@ -8,16 +8,53 @@ use protocol::ReturnCode;
 
 use std::path::Path;
 
+use super::cgroup::{self, CgroupError, FixCgroup, Limits};
 use super::inspect::inspect;
 use super::lock::{self, Acquired, LockPlan};
 use super::outcome::judge;
 use super::pump::{Pump, Wake};
-use super::track::{self, Tracker};
+use super::track::{self, Members, Tracker};
 use super::{leak, spawn, timeout};
 use super::{Exit, FixOutcome, FixSpec, Proc, Rusage, SuperviseError, Violation, ViolationKind};
 use crate::sys;
 
 static SUBREAPER: Once = Once::new();
+
+/// How long processes killed at a limit get to vanish.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+fn members_of<'a>(cg: &'a FixCgroup, tracker: &'a Tracker) -> Members<'a> {
+    Members {
+        tracker,
+        cgroup: Some(cg),
+    }
+}
+
+/// The fix's cgroup with `limits`: `None` (the `/proc` tracking alone) when this host has no
+/// writable cgroup v2 and no limit is asked for; an error when a limit cannot be enforced.
+fn fix_cgroup(spec: &FixSpec, limits: Limits) -> Result<Option<FixCgroup>, SuperviseError> {
+    let hierarchy = cgroup::hierarchy();
+    let refused = |source| SuperviseError::Cgroup {
+        module: spec.module.clone(),
+        source,
+    };
+    match FixCgroup::create(hierarchy, limits) {
+        Ok(cg) => Ok(Some(cg)),
+        Err(e @ (CgroupError::NoController { .. } | CgroupError::BadLimit { .. })) => {
+            Err(refused(e))
+        }
+        Err(e) if !limits.is_empty() => Err(refused(e)),
+        Err(e) => {
+            // Found once at the start; a cgroup that cannot be made later is said each time.
+            if hierarchy.v2().is_ok() {
+                crate::output::warning(&format!(
+                    "{e}; the fix is tracked through /proc only (see ARCHITECTURE.md, known limits)"
+                ));
+            }
+            Ok(None)
+        }
+    }
+}
 
 /// Runs one fix under the Survivor rules and says what it amounted to.
 ///
@@ -40,6 +77,8 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         violations: Vec::new(),
         background: Vec::new(),
         rusage: Rusage::default(),
+        killed: 0,
+        cgroup: None,
         stderr_tail: String::new(),
         stdout: Vec::new(),
     };
@@ -101,11 +140,27 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         source,
     })?;
     track::reap_left();
-    let child = spawn::spawn(spec)?;
+    // Its cgroup, made before it starts; without a writable cgroup v2, the `/proc` tracking
+    // alone (the warning was said once, when the hierarchy was found).
+    let limits = spec.limits.stricter(inspection.header_limits);
+    let cgroup = fix_cgroup(spec, limits)?;
+    let child = match spawn::spawn(spec, cgroup.as_ref()) {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(cg) = cgroup {
+                cg.finish();
+            }
+            return Err(e);
+        }
+    };
     let tracker = Tracker {
         module: child.pid,
         pgid: child.pid,
         start_time: child.start_time,
+    };
+    let members = Members {
+        tracker: &tracker,
+        cgroup: cgroup.as_ref(),
     };
     let mut pump = Pump::new(
         child.stdin,
@@ -130,13 +185,17 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         Err(source) => {
             // Never leave a module running because the host's poll failed.
             let _ = sys::killpg(tracker.pgid, nix::libc::SIGKILL);
+            if let Some(cg) = &cgroup {
+                cg.kill();
+            }
             return Err(io("poll")(source));
         }
     };
     let (ended, raw_rusage) = if wake == Wake::Deadline {
         // Stage 5a: the deadline. End everything the module started, wherever it went.
         outcome.timed_out = true;
-        let t = timeout::terminate(&spec.module, &mut pump, &tracker, spec.grace)?;
+        let t = timeout::terminate(&spec.module, &mut pump, members, spec.grace)?;
+        outcome.killed += t.signalled;
         outcome
             .violations
             .push(timeout::violation(spec.timeout, spec.grace, &t));
@@ -173,7 +232,7 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         let settled = leak::settle(
             &spec.module,
             &mut pump,
-            &tracker,
+            members,
             &child.inodes,
             spec.leak_timeout,
             spec.grace,
@@ -182,8 +241,49 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
             .violations
             .extend(settled.violations(spec.leak_timeout));
         outcome.background = settled.background.iter().map(|p| Proc::of(p.pid)).collect();
+        outcome.killed += settled.killed;
         (Some(ended), ru)
     };
+    // The limits: a fix that ran into one is contained, and nothing of it stays.
+    let mut limit_hit = None;
+    if let Some(cg) = cgroup {
+        let hits = cg.hits();
+        if hits.oom_kills > 0 {
+            let detail = format!(
+                "the fix reached its memory limit of {} bytes; the kernel killed {} of its processes",
+                limits.memory_max.unwrap_or_default(),
+                hits.oom_kills
+            );
+            limit_hit = Some(detail.clone());
+            outcome
+                .violations
+                .push(Violation::new(ViolationKind::MemoryLimit, detail));
+        }
+        if hits.pids_refused > 0 {
+            let detail = format!(
+                "the fix reached its limit of {} processes; {} forks were refused",
+                limits.pids_max.unwrap_or_default(),
+                hits.pids_refused
+            );
+            limit_hit.get_or_insert(detail.clone());
+            outcome
+                .violations
+                .push(Violation::new(ViolationKind::PidsLimit, detail));
+        }
+        if limit_hit.is_some() && cg.populated() {
+            let ended = members_of(&cg, &tracker).frozen(|| {
+                let alive = members_of(&cg, &tracker).alive();
+                cg.kill();
+                alive
+            });
+            cg.wait_empty(Instant::now() + KILL_WAIT);
+            track::reap_orphans(&ended);
+            outcome.killed += ended.len();
+            outcome.background.clear();
+        }
+        outcome.cgroup = Some(cg.usage());
+        cg.finish();
+    }
     drop(_guard);
 
     // Stage 7: decide.
@@ -197,6 +297,11 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         outcome.return_code = code;
         outcome.comment = comment;
         outcome.violations.extend(violations);
+        if let Some(detail) = limit_hit {
+            // Whatever the module answered, a fix cut short by its limit did not do its job.
+            outcome.return_code = ReturnCode::PROBLEM;
+            outcome.comment = detail;
+        }
     }
     for (name, total) in [("stdout", pump.out_total), ("stderr", pump.err_total)] {
         if total > spec.max_output as u64 {

@@ -6,6 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::cgroup::FixCgroup;
 use super::{FixSpec, SuperviseError};
 use crate::sys;
 
@@ -41,8 +42,8 @@ fn io_error(spec: &FixSpec, what: &'static str) -> impl Fn(std::io::Error) -> Su
     }
 }
 
-/// Starts `spec.module`.
-pub fn spawn(spec: &FixSpec) -> Result<Spawned, SuperviseError> {
+/// Starts `spec.module`, a member of `cgroup` from before its exec when there is one.
+pub fn spawn(spec: &FixSpec, cgroup: Option<&FixCgroup>) -> Result<Spawned, SuperviseError> {
     // Absolute, because the module starts in `/` and a relative path would be taken from there.
     let program = std::path::absolute(&spec.module).map_err(|source| SuperviseError::Spawn {
         module: spec.module.clone(),
@@ -71,6 +72,12 @@ pub fn spawn(spec: &FixSpec) -> Result<Spawned, SuperviseError> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(cg) = cgroup {
+        let procs = cg
+            .procs_files()
+            .map_err(io_error(spec, "open cgroup.procs"))?;
+        sys::enter_cgroups_before_exec(&mut cmd, procs);
+    }
     // ETXTBSY: another thread of this process may have forked while a module file was open for
     // writing (a test that just copied it); the fork's copy of the fd closes at its exec.
     let mut tries = 0;

@@ -1,12 +1,13 @@
-//! Ending a module that ran too long: SIGTERM to its process group and to every descendant found
-//! (in the group or not), a grace period, then SIGKILL until nothing of it is left.
+//! Ending a module that ran too long: SIGTERM to its process group and to every member of its
+//! fix (its cgroup's members, and every descendant the `/proc` tracking finds), a grace period,
+//! then SIGKILL (`cgroup.kill`) until nothing of it is left.
 
 use std::time::{Duration, Instant};
 
 use nix::libc::{SIGKILL, SIGTERM};
 
 use super::pump::{Pump, Wake};
-use super::track::{self, Tracker};
+use super::track::{self, Members, Tracker};
 use super::{Proc, SuperviseError, Violation, ViolationKind};
 use crate::sys::{self, Ended, ProcStat, RawRusage};
 
@@ -25,6 +26,8 @@ pub struct Terminated {
     pub escaped: Vec<Proc>,
     /// Whether SIGKILL was needed.
     pub killed: bool,
+    /// How many processes were signalled to end them (the module included).
+    pub signalled: usize,
 }
 
 /// Signals every process of `tracker` (and the group) with `signal`; returns what was signalled.
@@ -49,12 +52,14 @@ pub fn reap_module(
     Ok(reaped.expect("a blocking wait4 returns the process"))
 }
 
-/// Ends the module and its descendants: TERM, `grace`, KILL. Never returns before they are gone,
-/// except for processes that do not die even to SIGKILL within [`KILL_WAIT`].
+/// Ends the module and everything of its fix: TERM, `grace`, KILL. With a cgroup, the first look
+/// and every KILL happen with the cgroup frozen, and the KILL is `cgroup.kill`, so a process
+/// that forks and exits faster than `/proc` can be read is still caught. Never returns before
+/// they are gone, except for processes that do not die even to SIGKILL within [`KILL_WAIT`].
 pub fn terminate(
     module: &std::path::Path,
     pump: &mut Pump,
-    tracker: &Tracker,
+    members: Members<'_>,
     grace: Duration,
 ) -> Result<Terminated, SuperviseError> {
     let io = |what| {
@@ -65,22 +70,28 @@ pub fn terminate(
             source,
         }
     };
+    let tracker = members.tracker;
     let mut ended = None;
-    let mut seen: Vec<ProcStat> = Vec::new();
-    let mut escaped: Vec<Proc> = Vec::new();
-    let mut note = |procs: &[ProcStat], seen: &mut Vec<ProcStat>| {
+    let mut signalled: Vec<ProcStat> = Vec::new();
+    let note = |procs: &[ProcStat], signalled: &mut Vec<ProcStat>| {
         for p in procs {
-            if !seen.iter().any(|s| s.pid == p.pid) {
-                seen.push(p.clone());
-                if p.pgrp != tracker.pgid && !p.is_zombie() {
-                    escaped.push(Proc::of(p.pid));
-                }
+            if !signalled.iter().any(|s| s.pid == p.pid) {
+                signalled.push(p.clone());
             }
         }
     };
-    let first = tracker.alive();
-    note(&first, &mut seen);
-    signal_all(tracker, &first, SIGTERM);
+    // The fix as it is at the timeout, seen (and named) in one frozen moment.
+    let (first, escaped) = members.frozen(|| {
+        let first = members.alive();
+        signal_all(tracker, &first, SIGTERM);
+        let escaped: Vec<Proc> = first
+            .iter()
+            .filter(|p| p.pgrp != tracker.pgid)
+            .map(|p| Proc::of(p.pid))
+            .collect();
+        (first, escaped)
+    });
+    note(&first, &mut signalled);
     let grace_end = Instant::now() + grace;
     let mut killed = false;
     loop {
@@ -89,22 +100,28 @@ pub fn terminate(
             .map_err(io("poll"))?;
         match wake {
             Wake::Exited if ended.is_none() => ended = Some(reap_module(module, tracker.module)?),
-            // Nothing left to poll: the wait for processes to die is a look at /proc per tick.
+            // Nothing left to poll: the wait for processes to die is a look per tick.
             Wake::Closed => std::thread::sleep(TICK.min(grace_end - Instant::now().min(grace_end))),
             _ => {}
         }
-        let alive = tracker.alive();
-        note(&alive, &mut seen);
-        if alive.is_empty() {
+        if !members.any_alive() {
             break;
         }
         if Instant::now() >= grace_end {
             killed = true;
-            // Repeat: a process may fork between the table read and the signal.
+            // Repeat: without a cgroup a process may fork between the table read and the
+            // signal; with one, a member may have left it.
             let kill_end = Instant::now() + KILL_WAIT;
-            let mut alive = alive;
-            while !alive.is_empty() && Instant::now() < kill_end {
-                signal_all(tracker, &alive, SIGKILL);
+            loop {
+                let alive = members.frozen(|| {
+                    let alive = members.alive();
+                    if let Some(cg) = members.cgroup {
+                        cg.kill();
+                    }
+                    signal_all(tracker, &alive, SIGKILL);
+                    alive
+                });
+                note(&alive, &mut signalled);
                 let wake = pump
                     .run((Instant::now() + Duration::from_millis(2)).min(kill_end))
                     .map_err(io("poll"))?;
@@ -115,8 +132,9 @@ pub fn terminate(
                     Wake::Closed => std::thread::sleep(Duration::from_millis(2)),
                     _ => {}
                 }
-                alive = tracker.alive();
-                note(&alive, &mut seen);
+                if !members.any_alive() || Instant::now() >= kill_end {
+                    break;
+                }
             }
             break;
         }
@@ -129,11 +147,12 @@ pub fn terminate(
     } else if ended.is_none() {
         ended = Some(reap_module(module, tracker.module)?);
     }
-    track::reap_orphans(&seen);
+    track::reap_orphans(&signalled);
     Ok(Terminated {
         ended,
         escaped,
         killed,
+        signalled: signalled.len(),
     })
 }
 

@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use super::cgroup::FixCgroup;
 use crate::sys::{self, ProcStat};
 
 /// Modules this process is supervising now: they are host children, but not anyone's orphans.
@@ -126,5 +127,53 @@ pub fn reap_orphans(procs: &[ProcStat]) {
                 let _ = sys::wait4(p.pid, true);
             }
         }
+    }
+}
+
+/// Everything of one fix: its cgroup's members when it has a cgroup (the truth), and what the
+/// `/proc` tracking finds (the second line: a process that left the cgroup, or a host without
+/// cgroups).
+#[derive(Clone, Copy, Debug)]
+pub struct Members<'a> {
+    /// The `/proc` tracking of the module's tree.
+    pub tracker: &'a Tracker,
+    /// The fix's cgroup.
+    pub cgroup: Option<&'a FixCgroup>,
+}
+
+impl Members<'_> {
+    /// Every live process of the fix now.
+    pub fn alive(&self) -> Vec<ProcStat> {
+        let mut alive = self.tracker.alive();
+        if let Some(cg) = self.cgroup {
+            for pid in cg.members() {
+                if alive.iter().any(|p| p.pid == pid) {
+                    continue;
+                }
+                if let Some(p) = sys::proc_stat(pid).filter(|p| !p.is_zombie()) {
+                    alive.push(p);
+                }
+            }
+        }
+        alive
+    }
+
+    /// Whether anything of the fix is alive: one read of `cgroup.events` when the cgroup says
+    /// so, else the `/proc` tracking.
+    pub fn any_alive(&self) -> bool {
+        self.cgroup.is_some_and(|cg| cg.populated()) || !self.tracker.alive().is_empty()
+    }
+
+    /// Runs `f` with the cgroup frozen (when there is one), so that the processes `f` looks at
+    /// neither fork nor exit meanwhile; a fatal signal still ends a frozen process.
+    pub fn frozen<R>(&self, f: impl FnOnce() -> R) -> R {
+        if let Some(cg) = self.cgroup {
+            cg.freeze(true);
+        }
+        let r = f();
+        if let Some(cg) = self.cgroup {
+            cg.freeze(false);
+        }
+        r
     }
 }
