@@ -191,3 +191,27 @@ pub fn site(dir: &Path, files: &[(&str, &str)]) {
         }
     }
 }
+
+/// Pids of live processes whose command line holds `marker`.
+pub fn processes_with_arg(marker: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .windows(marker.len())
+            .any(|w| w == marker.as_bytes())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
