@@ -612,5 +612,5 @@ pub fn enter_cgroups_before_exec(cmd: &mut std::process::Command, procs: Vec<Own
 /// Whether `path` is on a cgroup2 filesystem (statfs(2), `CGROUP2_SUPER_MAGIC`).
 pub fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .is_ok_and(|st| st.filesystem_type().0 as i64 == libc::CGROUP2_SUPER_MAGIC as i64)
+        .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
