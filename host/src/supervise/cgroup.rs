@@ -548,10 +548,22 @@ impl FixCgroup {
         Ok(())
     }
 
-    /// The `cgroup.procs` files of every cgroup of the fix, open for writing, for the module
-    /// to move itself in ([`sys::enter_cgroups_before_exec`]).
-    pub fn procs_files(&self) -> io::Result<Vec<OwnedFd>> {
+    /// The cgroup2 folder, open, for clone3's `CLONE_INTO_CGROUP`.
+    pub fn dir(&self) -> io::Result<OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY)
+            .open(&self.v2)
+            .map(OwnedFd::from)
+    }
+
+    /// The `cgroup.procs` files of the fix's cgroups, open for writing, for the module to move
+    /// itself in before its exec: the v1 ones, and the v2 one first when `v2` (a kernel
+    /// without `CLONE_INTO_CGROUP`).
+    pub fn procs_files(&self, v2: bool) -> io::Result<Vec<OwnedFd>> {
         std::iter::once(&self.v2)
+            .filter(|_| v2)
             .chain(self.v1.iter().map(|(_, d)| d))
             .map(|d| {
                 fs::OpenOptions::new()
