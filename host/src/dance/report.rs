@@ -183,6 +183,25 @@ pub struct Step {
     pub violations: Vec<String>,
     /// Whether the step succeeded.
     pub ok: bool,
+    /// What the fix's cgroup measured, for a step run by the fix-module host with a cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<StepCgroup>,
+}
+
+/// What a fix's cgroup measured (see [`crate::supervise::CgroupUsage`]), in whole units so that
+/// a step stays comparable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCgroup {
+    /// User CPU time of every member, µs.
+    pub cpu_user_us: u64,
+    /// System CPU time of every member, µs.
+    pub cpu_system_us: u64,
+    /// Peak memory of the members together, bytes, where a memory controller measured it.
+    pub memory_peak_bytes: Option<u64>,
+    /// Peak number of processes, where a pids controller measured it.
+    pub pids_peak: Option<u64>,
+    /// Processes the host killed (timeout, leaked handles, a limit).
+    pub killed: u64,
 }
 
 impl Step {
@@ -204,6 +223,7 @@ impl Step {
             return_code_name: None,
             violations: Vec::new(),
             ok,
+            cgroup: None,
         }
     }
 
@@ -235,6 +255,13 @@ impl Step {
                 .map(|v| format!("{}: {}", v.kind, v.detail))
                 .collect(),
             ok: outcome.return_code == ReturnCode::OK && outcome.violations.is_empty(),
+            cgroup: outcome.cgroup.map(|c| StepCgroup {
+                cpu_user_us: (c.cpu_user_ms * 1000.0) as u64,
+                cpu_system_us: (c.cpu_system_ms * 1000.0) as u64,
+                memory_peak_bytes: c.memory_peak_bytes,
+                pids_peak: c.pids_peak,
+                killed: outcome.killed as u64,
+            }),
         }
     }
 }

@@ -206,20 +206,41 @@ pub struct Hierarchy {
     v2_controllers: Vec<Controller>,
     /// For each controller with a v1 hierarchy: disco's subtree there (made when first used).
     v1: Vec<(Controller, PathBuf)>,
+    /// The subtrees held open by [`pin`]; the paths above then go through `/proc/self/fd`.
+    pins: Vec<OwnedFd>,
 }
 
-/// This process's [`Hierarchy`]. Found at the first fix and never changed after (a `OnceLock`,
-/// not mutable state): two fixes at once share it read-only.
+/// This process's [`Hierarchy`]: found at the first fix (or by [`pin`]) and never changed
+/// after (a `OnceLock`, not mutable state), so fixes at once share it read-only.
+static HIERARCHY: OnceLock<Hierarchy> = OnceLock::new();
+
+/// This process's [`Hierarchy`].
 pub fn hierarchy() -> &'static Hierarchy {
-    static HIERARCHY: OnceLock<Hierarchy> = OnceLock::new();
-    HIERARCHY.get_or_init(|| {
+    HIERARCHY.get_or_init(|| found(false))
+}
+
+/// Finds the hierarchy now and holds its subtrees open, so that fixes run later by this
+/// process or its forks reach them through `/proc/self/fd` even from mount namespaces where
+/// `/sys/fs/cgroup` is read-only or absent (the dance's sandbox). Call it before entering
+/// such a namespace, in a process that forks but does not exec (the descriptors are
+/// close-on-exec, so no module inherits them).
+pub fn pin() {
+    HIERARCHY.get_or_init(|| found(true));
+}
+
+/// Finds this process's hierarchy, pinned or not, and says the one warning when it has none.
+fn found(pin: bool) -> Hierarchy {
+    {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let h = Hierarchy::discover(
+        let mut h = Hierarchy::discover(
             &mountinfo,
             &own,
             std::env::var_os(ROOT_ENV).map(PathBuf::from),
         );
+        if pin {
+            h.pin();
+        }
         if let Err(e) = &h.v2 {
             // The one warning line: fixes still run, tracked through /proc as before.
             crate::output::warning(&format!(
@@ -227,7 +248,7 @@ pub fn hierarchy() -> &'static Hierarchy {
             ));
         }
         h
-    })
+    }
 }
 
 /// One line of `/proc/self/mountinfo`: (root within the filesystem, mount point, filesystem
@@ -314,7 +335,46 @@ impl Hierarchy {
             v2,
             v2_controllers,
             v1,
+            pins: Vec::new(),
         }
+    }
+
+    /// Opens each subtree (making the v1 ones) and names it by its descriptor from now on.
+    fn pin(&mut self) {
+        fn open(dir: &Path) -> io::Result<OwnedFd> {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_DIRECTORY)
+                .open(dir)
+                .map(OwnedFd::from)
+        }
+        let through = |fd: &OwnedFd| {
+            use std::os::fd::AsRawFd;
+            PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        };
+        if let Ok(dir) = &self.v2 {
+            match open(dir) {
+                Ok(fd) => {
+                    self.v2 = Ok(through(&fd));
+                    self.pins.push(fd);
+                }
+                Err(source) => {
+                    self.v2 = Err(CgroupError::Unavailable {
+                        path: dir.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        let mut pinned = Vec::new();
+        for (c, dir) in std::mem::take(&mut self.v1) {
+            if let Ok(fd) = fs::create_dir_all(&dir).and_then(|()| open(&dir)) {
+                pinned.push((c, through(&fd)));
+                self.pins.push(fd);
+            }
+        }
+        self.v1 = pinned;
     }
 
     /// Makes `dir` if need be and checks it is a cgroup2 folder.
@@ -409,20 +469,25 @@ fn number(path: &Path) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// How old an empty `fix-*` cgroup must be to be taken for the leftover of a disco that died:
+/// a live fix's cgroup is empty only between its `mkdir` and its module's start.
+const STALE: Duration = Duration::from_secs(60);
+
 /// Removes the empty leftovers of earlier fixes in `base`: `left-*` (cgroups that kept a
-/// daemon) and `fix-PID-*` of a disco that is gone. `rmdir` refuses a cgroup with members, so
-/// nothing in use is ever removed.
+/// daemon) and old `fix-*` (of a disco that died; not judged by the pid in the name, which
+/// may be from another PID namespace). `rmdir` refuses a cgroup with members, so nothing in
+/// use is ever removed.
 fn prune(base: &Path) {
     let Ok(dir) = fs::read_dir(base) else { return };
     for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let stale = name.starts_with("left-")
-            || name
-                .strip_prefix("fix-")
-                .and_then(|r| r.split('-').next())
-                .and_then(|pid| pid.parse::<i32>().ok())
-                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            || (name.starts_with("fix-")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE)));
         if stale {
             let _ = fs::remove_dir(entry.path());
         }

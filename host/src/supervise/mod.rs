@@ -21,7 +21,7 @@ mod timeout;
 mod track;
 
 pub use cgroup::{
-    parse_bytes, parse_percent, parse_pids, CgroupError, CgroupUsage, Limits,
+    parse_bytes, parse_percent, parse_pids, pin as pin_cgroups, CgroupError, CgroupUsage, Limits,
     ROOT_ENV as CGROUP_ROOT_ENV,
 };
 pub use error::SuperviseError;
