@@ -444,6 +444,8 @@ pub struct Hits {
 /// The cgroup of one fix (v2, plus the v1 cgroups its limits need).
 #[derive(Debug)]
 pub struct FixCgroup {
+    /// `fix-PID-RANDOM`, unique.
+    name: String,
     v2: PathBuf,
     /// v1 cgroups, by controller.
     v1: Vec<(Controller, PathBuf)>,
@@ -520,6 +522,7 @@ impl FixCgroup {
             source,
         })?;
         let mut cg = FixCgroup {
+            name: name.clone(),
             v2,
             v1: Vec::new(),
             memory: None,
@@ -637,6 +640,22 @@ impl FixCgroup {
                     .map(OwnedFd::from)
             })
             .collect()
+    }
+
+    /// Whether `pid` is a member of another fix's cgroup (made by any disco), by
+    /// `/proc/PID/cgroup`, whose path names the cgroup whatever namespace we see it from.
+    pub fn foreign(&self, pid: i32) -> bool {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return false;
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .and_then(|path| path.trim_end().rsplit('/').next())
+            .is_some_and(|last| {
+                (last.starts_with("fix-") || last.starts_with("left-"))
+                    && last.get(last.find('-').unwrap_or(0)..)
+                        != self.name.get(self.name.find('-').unwrap_or(0)..)
+            })
     }
 
     /// The members now.

@@ -124,16 +124,9 @@ pub fn settle(
         });
         let past = Instant::now() >= deadline;
         if found.is_empty() && (wake == Wake::Closed || past) {
-            let mut background = tracker.descendants(&table);
+            let mut background = members.descendants(&table);
             background.retain(|p| !p.is_zombie());
-            if let Some(cg) = members.cgroup {
-                for pid in cg.members() {
-                    if !background.iter().any(|p| p.pid == pid) {
-                        background.extend(table.iter().find(|p| p.pid == pid).cloned());
-                    }
-                }
-            }
-            track::remember_left(&background);
+            tracker.registry.remember_left(&background);
             return Ok(Settled {
                 background,
                 ..Settled::default()
@@ -206,7 +199,7 @@ pub fn settle(
     track::reap_orphans(&signalled);
     let mut background = members.alive();
     background.retain(|p| !signalled.iter().any(|d| d.pid == p.pid));
-    track::remember_left(&background);
+    tracker.registry.remember_left(&background);
     settled.background = background;
     settled.killed = signalled.len();
     Ok(settled)

@@ -28,7 +28,7 @@ pub use error::SuperviseError;
 pub use inspect::{header_limits, header_lock, Inspection};
 pub use lock::{acquire, Acquired, LockGuard, LockLevel, LockPlan};
 pub use outcome::{Exit, FixOutcome, Proc, Rusage, Violation, ViolationKind};
-pub use run::run;
+pub use run::{run, Supervisor};
 pub use spec::{
     FixSpec, DEFAULT_GRACE, DEFAULT_LEAK_TIMEOUT, DEFAULT_LOCK_DIR, DEFAULT_MAX_OUTPUT,
     DEFAULT_TIMEOUT,

@@ -1,7 +1,6 @@
 //! The recipe of one fix, stage by stage: inspect the module, take its lock, spawn it, pump its
 //! pipes until it exits or its time is up, end it if need be, wait for its handles, decide.
 
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use protocol::ReturnCode;
@@ -13,17 +12,15 @@ use super::inspect::inspect;
 use super::lock::{self, Acquired, LockPlan};
 use super::outcome::judge;
 use super::pump::{Pump, Wake};
-use super::track::{self, Members, Tracker};
+use super::track::{self, Members, Registry, Tracker};
 use super::{leak, spawn, timeout};
 use super::{Exit, FixOutcome, FixSpec, Proc, Rusage, SuperviseError, Violation, ViolationKind};
 use crate::sys;
 
-static SUBREAPER: Once = Once::new();
-
 /// How long processes killed at a limit get to vanish.
 const KILL_WAIT: Duration = Duration::from_secs(2);
 
-fn members_of<'a>(cg: &'a FixCgroup, tracker: &'a Tracker) -> Members<'a> {
+fn members_of<'a>(cg: &'a FixCgroup, tracker: &'a Tracker<'a>) -> Members<'a> {
     Members {
         tracker,
         cgroup: Some(cg),
@@ -56,13 +53,42 @@ fn fix_cgroup(spec: &FixSpec, limits: Limits) -> Result<Option<FixCgroup>, Super
     }
 }
 
-/// Runs one fix under the Survivor rules and says what it amounted to.
-///
-/// Returns an error only when the fix could not be attempted at all (the module is missing or
-/// not executable, a bad lock name, a failing syscall); everything a module can do wrong is an
-/// outcome with violations. Never waits longer than the timeout, plus the grace after SIGTERM,
-/// plus the leak timeout (plus the time SIGKILLed processes take to vanish).
+/// Runs one fix with a supervisor of its own: for a process that runs one fix, or fixes one at
+/// a time that leave nothing behind. A process that runs fixes at once, or many over a long
+/// life, keeps one [`Supervisor`] (which remembers what earlier fixes left, to reap it).
 pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
+    Supervisor::new().run(spec)
+}
+
+/// The fix-module host. Holds what its fixes share (the modules running now, what earlier fixes
+/// left in the background) and nothing global, so several supervisors, and several fixes of
+/// one supervisor on several threads, can run in one process. Fixes of one supervisor never
+/// claim each other's processes when the host has cgroups; without cgroups, orphans carry no
+/// mark of their fix and concurrent fixes should run in processes of their own.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    registry: Registry,
+}
+
+impl Supervisor {
+    /// A supervisor with no fix run yet.
+    pub fn new() -> Supervisor {
+        Supervisor::default()
+    }
+
+    /// Runs one fix under the Survivor rules and says what it amounted to.
+    ///
+    /// Returns an error only when the fix could not be attempted at all (the module is missing
+    /// or not executable, a bad lock name, a limit that cannot be enforced, a failing syscall);
+    /// everything a module can do wrong is an outcome with violations. Never waits longer than
+    /// the timeout, plus the grace after SIGTERM, plus the leak timeout (plus the time
+    /// SIGKILLed processes take to vanish).
+    pub fn run(&self, spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
+        run_fix(&self.registry, spec)
+    }
+}
+
+fn run_fix(registry: &Registry, spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
     let started = Instant::now();
     let deadline = started + spec.timeout;
     let mut outcome = FixOutcome {
@@ -131,20 +157,19 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         }
     };
 
-    // Stage 3: spawn. Orphans of the module must come to us, not to init, to stay trackable.
-    let mut subreaper = Ok(());
-    SUBREAPER.call_once(|| subreaper = sys::set_child_subreaper());
-    subreaper.map_err(|source| SuperviseError::Io {
+    // Stage 3: spawn. Orphans of the module must come to us, not to init, to stay trackable
+    // (a process-wide flag; setting it again is one cheap syscall).
+    sys::set_child_subreaper().map_err(|source| SuperviseError::Io {
         module: spec.module.clone(),
         what: "prctl(PR_SET_CHILD_SUBREAPER)",
         source,
     })?;
-    track::reap_left();
+    registry.reap_left();
     // Its cgroup, made before it starts; without a writable cgroup v2, the `/proc` tracking
     // alone (the warning was said once, when the hierarchy was found).
     let limits = spec.limits.stricter(inspection.header_limits);
     let cgroup = fix_cgroup(spec, limits)?;
-    let child = match spawn::spawn(spec, cgroup.as_ref()) {
+    let child = match spawn::spawn(spec, cgroup.as_ref(), registry) {
         Ok(child) => child,
         Err(e) => {
             if let Some(cg) = cgroup {
@@ -157,6 +182,7 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         module: child.pid,
         pgid: child.pid,
         start_time: child.start_time,
+        registry,
     };
     let members = Members {
         tracker: &tracker,
@@ -226,7 +252,7 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
                 ));
             }
         }
-        let (ended, ru) = timeout::reap_module(&spec.module, tracker.module)?;
+        let (ended, ru) = timeout::reap_module(&spec.module, &tracker)?;
         pump.close_stdin();
         // Stage 6: its handles must be released (rule 7).
         let settled = leak::settle(

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::cgroup::FixCgroup;
+use super::track::Registry;
 use super::{FixSpec, SuperviseError};
 use crate::sys;
 
@@ -112,7 +113,11 @@ fn plan(
 /// Starts `spec.module`, a member of `cgroup` from its start when there is one: clone3 with
 /// `CLONE_INTO_CGROUP` (no migration, so no wait for the kernel's cgroup lock), or on a kernel
 /// without it, a move into the cgroup between fork and exec.
-pub fn spawn(spec: &FixSpec, cgroup: Option<&FixCgroup>) -> Result<Spawned, SuperviseError> {
+pub fn spawn(
+    spec: &FixSpec,
+    cgroup: Option<&FixCgroup>,
+    registry: &Registry,
+) -> Result<Spawned, SuperviseError> {
     let failed = |source| SuperviseError::Spawn {
         module: spec.module.clone(),
         source,
@@ -138,6 +143,7 @@ pub fn spawn(spec: &FixSpec, cgroup: Option<&FixCgroup>) -> Result<Spawned, Supe
                 Ok(child) => {
                     return finish(
                         spec,
+                        registry,
                         child.pid,
                         child.pidfd,
                         child.stdin,
@@ -185,19 +191,20 @@ pub fn spawn(spec: &FixSpec, cgroup: Option<&FixCgroup>) -> Result<Spawned, Supe
     let stdout = take(child.stdout.take().map(OwnedFd::from));
     let stderr = take(child.stderr.take().map(OwnedFd::from));
     // `child` is dropped without waiting: the supervisor reaps it with wait4 for its rusage.
-    finish(spec, pid, pidfd, stdin, stdout, stderr)
+    finish(spec, registry, pid, pidfd, stdin, stdout, stderr)
 }
 
 /// The started module, its pipes non-blocking and their inodes noted.
 fn finish(
     spec: &FixSpec,
+    registry: &Registry,
     pid: i32,
     pidfd: OwnedFd,
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<Spawned, SuperviseError> {
-    super::track::register_module(pid);
+    registry.register_module(pid);
     let mut inodes = [0; 3];
     for (i, fd) in [&stdin, &stdout, &stderr].into_iter().enumerate() {
         sys::set_nonblocking(fd.as_fd()).map_err(io_error(spec, "set O_NONBLOCK"))?;

@@ -31,7 +31,7 @@ pub struct Terminated {
 }
 
 /// Signals every process of `tracker` (and the group) with `signal`; returns what was signalled.
-pub fn signal_all(tracker: &Tracker, procs: &[ProcStat], signal: i32) {
+pub fn signal_all(tracker: &Tracker<'_>, procs: &[ProcStat], signal: i32) {
     let _ = sys::killpg(tracker.pgid, signal);
     for p in procs {
         let _ = sys::kill(p.pid, signal);
@@ -41,14 +41,14 @@ pub fn signal_all(tracker: &Tracker, procs: &[ProcStat], signal: i32) {
 /// Reaps the module once its pidfd said it exited.
 pub fn reap_module(
     module: &std::path::Path,
-    pid: i32,
+    tracker: &Tracker<'_>,
 ) -> Result<(Ended, RawRusage), SuperviseError> {
-    let reaped = sys::wait4(pid, false).map_err(|source| SuperviseError::Io {
+    let reaped = sys::wait4(tracker.module, false).map_err(|source| SuperviseError::Io {
         module: module.to_owned(),
         what: "wait4",
         source,
     })?;
-    track::unregister_module(pid);
+    tracker.registry.unregister_module(tracker.module);
     Ok(reaped.expect("a blocking wait4 returns the process"))
 }
 
@@ -99,7 +99,7 @@ pub fn terminate(
             .run((Instant::now() + TICK).min(grace_end))
             .map_err(io("poll"))?;
         match wake {
-            Wake::Exited if ended.is_none() => ended = Some(reap_module(module, tracker.module)?),
+            Wake::Exited if ended.is_none() => ended = Some(reap_module(module, tracker)?),
             // Nothing left to poll: the wait for processes to die is a look per tick.
             Wake::Closed => std::thread::sleep(TICK.min(grace_end - Instant::now().min(grace_end))),
             _ => {}
@@ -126,9 +126,7 @@ pub fn terminate(
                     .run((Instant::now() + Duration::from_millis(2)).min(kill_end))
                     .map_err(io("poll"))?;
                 match wake {
-                    Wake::Exited if ended.is_none() => {
-                        ended = Some(reap_module(module, tracker.module)?)
-                    }
+                    Wake::Exited if ended.is_none() => ended = Some(reap_module(module, tracker)?),
                     Wake::Closed => std::thread::sleep(Duration::from_millis(2)),
                     _ => {}
                 }
@@ -142,10 +140,10 @@ pub fn terminate(
     if ended.is_none() && !pump.exited() {
         // The module itself was SIGKILLed above; its exit is on its way.
         if pump.run(Instant::now() + KILL_WAIT).map_err(io("poll"))? == Wake::Exited {
-            ended = Some(reap_module(module, tracker.module)?);
+            ended = Some(reap_module(module, tracker)?);
         }
     } else if ended.is_none() {
-        ended = Some(reap_module(module, tracker.module)?);
+        ended = Some(reap_module(module, tracker)?);
     }
     track::reap_orphans(&signalled);
     Ok(Terminated {
