@@ -491,9 +491,25 @@ fn prune(base: &Path) {
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE)));
         if stale {
-            let _ = fs::remove_dir(entry.path());
+            remove_tree(&entry.path(), 0);
         }
     }
+}
+
+/// Removes the cgroup `dir` and the cgroups under it (a `disco fix` run by the module makes
+/// its own subtree there), deepest first; a cgroup's files go with it. Bounded in depth.
+fn remove_tree(dir: &Path, depth: usize) {
+    if fs::remove_dir(dir).is_ok() || depth > 8 {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path(), depth + 1);
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 impl FixCgroup {
@@ -534,10 +550,8 @@ impl FixCgroup {
         if hierarchy.v2_controllers.contains(&Controller::Pids) {
             cg.pids = Some(cg.v2.clone());
         }
-        if let Err(e) = cg.limit(hierarchy, &name, limits) {
-            cg.remove();
-            return Err(e);
-        }
+        // On an error the cgroups made so far go with `cg` (dropped).
+        cg.limit(hierarchy, &name, limits)?;
         Ok(cg)
     }
 
@@ -743,19 +757,9 @@ impl FixCgroup {
     }
 
     /// Removes the cgroups if no member is left, else renames them `left-...` for a later
-    /// fix to remove. Says whether they were removed.
-    pub fn finish(self) -> bool {
-        if !self.populated() {
-            self.remove();
-            return true;
-        }
-        for d in std::iter::once(&self.v2).chain(self.v1.iter().map(|(_, d)| d)) {
-            if let Some(name) = d.file_name().and_then(|n| n.to_str()) {
-                let left = d.with_file_name(name.replacen("fix-", "left-", 1));
-                let _ = fs::rename(d, left);
-            }
-        }
-        false
+    /// fix to remove (the same happens when a fix's cgroup is dropped on an error path).
+    pub fn finish(self) {
+        drop(self);
     }
 
     fn remove(&self) {
@@ -765,7 +769,22 @@ impl FixCgroup {
             .map(|(_, d)| d)
             .chain(std::iter::once(&self.v2))
         {
-            let _ = fs::remove_dir(d);
+            remove_tree(d, 0);
+        }
+    }
+}
+
+impl Drop for FixCgroup {
+    fn drop(&mut self) {
+        if !self.populated() {
+            self.remove();
+            return;
+        }
+        for d in std::iter::once(&self.v2).chain(self.v1.iter().map(|(_, d)| d)) {
+            if let Some(name) = d.file_name().and_then(|n| n.to_str()) {
+                let left = d.with_file_name(name.replacen("fix-", "left-", 1));
+                let _ = fs::rename(d, left);
+            }
         }
     }
 }

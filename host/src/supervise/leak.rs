@@ -102,13 +102,14 @@ pub fn settle(
             what: "poll",
             source,
         })?;
-        // The common case costs three syscalls: an empty cgroup, nothing left in the group,
-        // and no orphans.
-        if wake == Wake::Closed
-            && !members.cgroup.is_some_and(|cg| cg.populated())
-            && !sys::group_alive(tracker.pgid)
-            && !sys::has_children()
-        {
+        // The common case costs two syscalls: an empty cgroup (else no orphans at all: without
+        // a cgroup, or while other fixes of this process run, the host may have children that
+        // are not this fix's) and nothing left in the group.
+        let empty = match members.cgroup {
+            Some(cg) => !cg.populated(),
+            None => !sys::has_children(),
+        };
+        if wake == Wake::Closed && empty && !sys::group_alive(tracker.pgid) {
             return Ok(Settled::default());
         }
         let (table, found) = members.frozen(|| {
