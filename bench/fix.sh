@@ -1,7 +1,8 @@
 #!/bin/bash
 # Benchmark of `disco fix` (a benchmark, not a test): the host's overhead per fix against running
-# the same module directly with the same stdin, in the same hyperfine run; then 1,000 fixes in a
-# row, to show the time per fix stays flat (no growth).
+# the same module directly with the same stdin, in the same hyperfine run; what the cgroup per
+# fix adds, against the same host without one (goal: at most 0.5 ms), the three interleaved;
+# then 1,000 fixes in a row, to show the time per fix stays flat (no growth).
 #
 # Usage: bench/fix.sh [DISCO_BINARY]   (default: builds and uses target/release/disco)
 # Needs hyperfine (apt-get install -y hyperfine).

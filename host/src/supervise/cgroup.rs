@@ -399,14 +399,22 @@ impl Hierarchy {
         let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
         let available = read("cgroup.controllers");
         let on = |text: &str, c: Controller| text.split_whitespace().any(|x| x == c.name());
+        let before = read("cgroup.subtree_control");
         for c in Controller::ALL {
-            if on(&available, c) && !on(&read("cgroup.subtree_control"), c) {
+            if on(&available, c) && !on(&before, c) {
                 // Refused when the folder has processes of its own (an override root): then
                 // the v1 hierarchies, or no limits.
                 let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{}", c.name()));
             }
         }
-        let enabled = read("cgroup.subtree_control");
+        let enabled = if Controller::ALL
+            .iter()
+            .any(|&c| on(&available, c) && !on(&before, c))
+        {
+            read("cgroup.subtree_control")
+        } else {
+            before
+        };
         Controller::ALL
             .into_iter()
             .filter(|&c| on(&enabled, c))
@@ -723,8 +731,19 @@ impl FixCgroup {
 
     /// What the cgroup measured so far.
     pub fn usage(&self) -> CgroupUsage {
-        let stat = self.v2.join("cpu.stat");
-        let ms = |key| keyed(&stat, key).map_or(0.0, |us| us as f64 / 1000.0);
+        // One read of cpu.stat for both figures: this is on every fix's path.
+        let stat = fs::read_to_string(self.v2.join("cpu.stat")).unwrap_or_default();
+        let ms = |key: &str| {
+            stat.lines()
+                .find_map(|l| {
+                    l.strip_prefix(key)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map_or(0.0, |us| us as f64 / 1000.0)
+        };
         let memory_peak_bytes = self.memory.as_ref().and_then(|d| {
             number(&d.join("memory.peak")).or_else(|| number(&d.join("memory.max_usage_in_bytes")))
         });
