@@ -569,6 +569,27 @@ fn memory_hog_is_contained_by_memory_max() {
 }
 
 #[test]
+fn cpu_max_slows_a_spinning_module_down() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    let (r, s) = fix("spin", &["--timeout", "10", "--cpu-max", "10"]);
+    assert_cgroup(&r);
+    assert_outcome(&r, 0, &[]);
+    // 10% of one CPU over the wall time (plus a period of slack); a loaded machine only gives
+    // it less.
+    let cpu = r.json["cgroup"]["cpu_user_ms"].as_f64().unwrap()
+        + r.json["cgroup"]["cpu_system_ms"].as_f64().unwrap();
+    let wall = r.json["duration_ms"].as_f64().unwrap();
+    assert!(
+        cpu <= wall * 0.1 + 100.0,
+        "{cpu} ms of CPU in {wall} ms: {}",
+        r.json
+    );
+    assert_gone(&s);
+}
+
+#[test]
 fn limits_in_the_module_header_apply() {
     if !util::have_root("cgroup") {
         return;
