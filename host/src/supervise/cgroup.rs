@@ -665,10 +665,11 @@ impl FixCgroup {
     }
 
     /// Whether `pid` is a member of another fix's cgroup (made by any disco), by
-    /// `/proc/PID/cgroup`, whose path names the cgroup whatever namespace we see it from.
+    /// `/proc/PID/cgroup`, whose path names the cgroup whatever namespace we see it from. A
+    /// process that is gone is nobody's to claim, so it counts as foreign too.
     pub fn foreign(&self, pid: i32) -> bool {
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            return false;
+            return true;
         };
         text.lines()
             .find_map(|l| l.strip_prefix("0::"))
