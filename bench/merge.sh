@@ -12,8 +12,9 @@ mkdir -p "$work/small/etc/app" "$work/big/srv/data"
 for i in $(seq 1 10000); do echo "small file $i" > "$work/small/etc/app/f$i"; done
 for i in $(seq 1 1000); do head -c 1048576 /dev/urandom > "$work/big/srv/data/f$i"; done
 for layer in small big; do
+    # -N runs the prepare command without a shell too: it gets one of its own.
     hyperfine -N --warmup 1 --runs "${RUNS:-5}" --export-json "$work/$layer.json" \
-        --prepare "rm -rf $work/live && mkdir $work/live" \
+        --prepare "sh -c 'rm -rf $work/live && mkdir $work/live'" \
         -n "cp -a" "cp -a $work/$layer/. $work/live/" \
         -n "cp -a + sync -f" "sh -c 'cp -a $work/$layer/. $work/live/ && sync -f $work/live'" \
         -n "disco merge" "$disco --state-dir $work/state __apply --upper $work/$layer --live $work/live"

@@ -105,6 +105,64 @@ fn the_seeds_complete_example_in_noop_against_the_real_root() {
 }
 
 #[test]
+fn dance_scripts_run_in_cgroups_and_a_limit_header_contains_them() {
+    if !have_root("dance") {
+        return;
+    }
+    let state = TempDir::new("dance-state");
+    let src = TempDir::new("site-cgroup");
+    // A script that forks up to 100 sleepers (bounded) under its header's limit of 16.
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/m", ""),
+            (
+                "modules/m/scripts/00-forks.sh",
+                "#!/usr/bin/perl\n# survivor-pids-max: 16\nopen STDIN, '<', '/dev/null';\n\
+                 open STDOUT, '>', '/dev/null';\nopen STDERR, '>', '/dev/null';\n\
+                 for (1 .. 100) { my $p = fork // last; if (!$p) { sleep 5; exit } }\n",
+            ),
+            ("modules/m/scripts/10-ok.sh", "#!/bin/bash\necho fine\n"),
+        ],
+    );
+    let out = dance(state.path(), src.path(), "n1", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning: no writable cgroup"),
+        "{}",
+        text(&out.stderr)
+    );
+    let report = Command::new(env!("CARGO_BIN_EXE_disco"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["report", "--format", "json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let steps = json["steps"].as_array().expect("steps");
+    let exec: Vec<&serde_json::Value> = steps.iter().filter(|s| s["step"] == "exec").collect();
+    assert!(!exec.is_empty(), "{json}");
+    let forks = exec
+        .iter()
+        .find(|s| s["item"] == "00-forks.sh")
+        .expect("00-forks.sh");
+    assert!(forks["cgroup"].is_object(), "{forks}");
+    assert_eq!(forks["ok"], false, "{forks}");
+    let violations: Vec<&str> = forks["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(violations.len(), 1, "{forks}");
+    assert!(violations[0].starts_with("pids_limit:"), "{forks}");
+    assert!(
+        forks["cgroup"]["pids_peak"].as_u64().unwrap() <= 16,
+        "{forks}"
+    );
+}
+
+#[test]
 fn a_cycle_stops_the_dance_before_anything_runs_and_prints_it() {
     let state = TempDir::new("dance-state");
     let src = TempDir::new("site-cycle");

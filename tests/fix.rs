@@ -521,3 +521,227 @@ fn the_callers_descriptors_and_terminal_do_not_reach_the_module() {
     drop(f);
     assert_eq!(r.comment(), "fd7=none notty", "{}", r.stderr());
 }
+
+// A cgroup per fix (issue 14). These need root (a cgroup v2 to make cgroups in), and perl.
+
+/// The fix ran in a cgroup of its own: the record has the cgroup's figures.
+fn assert_cgroup(r: &Run) {
+    assert!(
+        r.json["cgroup"].is_object(),
+        "no cgroup (is a writable cgroup v2 mounted?): {}\nstderr: {}",
+        r.json,
+        r.stderr()
+    );
+}
+
+/// Nothing with `hopper-SERVICE` in its command line is left, nor anything of the service.
+fn assert_no_hopper(service: &str) {
+    // A SIGKILLed process may take a moment to vanish from /proc.
+    let marker = format!("hopper-{service}");
+    let start = std::time::Instant::now();
+    while !util::processes_with_arg(&marker).is_empty() && start.elapsed() < MARGIN {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = util::processes_with_arg(&marker);
+    assert!(left.is_empty(), "the hopper is still running: {left:?}");
+    assert_gone(service);
+}
+
+#[test]
+fn fork_hopper_at_the_timeout_is_killed() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    let (r, s) = fix("hopper_hang", &["--timeout", "2"]);
+    assert_cgroup(&r);
+    let kinds = r.kinds();
+    assert_eq!(kinds[0], "timeout", "json: {}", r.json);
+    assert!(
+        kinds.len() > 1 && kinds[1..].iter().all(|k| k == "process_group_changed"),
+        "json: {}",
+        r.json
+    );
+    assert!(r.json["violations"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("SIGKILL"));
+    // The module, its sleep and at least one hopper.
+    assert!(r.json["killed"].as_u64().unwrap() >= 3, "json: {}", r.json);
+    assert_no_hopper(&s);
+}
+
+#[test]
+fn fork_hopper_holding_stdout_is_a_leak_and_killed() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    let (r, s) = fix("hopper_leak", &[]);
+    assert_cgroup(&r);
+    // One process_group_changed per holder outside the group: the frozen look may catch a
+    // hopper and the child it just forked.
+    assert_eq!(r.return_code(), 0, "json: {}", r.json);
+    let kinds = r.kinds();
+    assert_eq!(kinds[0], "leaked_file_handle", "json: {}", r.json);
+    assert!(
+        kinds.len() > 1 && kinds[1..].iter().all(|k| k == "process_group_changed"),
+        "json: {}",
+        r.json
+    );
+    let detail = r.json["violations"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("hopper-{s}")) && detail.contains("stdout"),
+        "{detail}"
+    );
+    assert!(r.json["background"].as_array().unwrap().is_empty());
+    assert!(r.json["killed"].as_u64().unwrap() >= 1, "json: {}", r.json);
+    assert_no_hopper(&s);
+}
+
+#[test]
+fn fork_bomb_is_contained_by_pids_max() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    let (r, s) = fix("fork_bomb", &["--timeout", "10", "--pids-max", "64"]);
+    assert_cgroup(&r);
+    assert_outcome(&r, 1, &["pids_limit"]);
+    assert!(
+        r.comment().contains("limit of 64 processes"),
+        "{}",
+        r.comment()
+    );
+    if let Some(peak) = r.json["cgroup"]["pids_peak"].as_u64() {
+        assert!(peak <= 64, "json: {}", r.json);
+    }
+    assert!(r.json["killed"].as_u64().unwrap() > 1, "json: {}", r.json);
+    assert_gone(&s);
+}
+
+#[test]
+fn memory_hog_is_contained_by_memory_max() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    let (r, s) = fix("memory_hog", &["--timeout", "10", "--memory-max", "64M"]);
+    assert_cgroup(&r);
+    assert_outcome(&r, 1, &["memory_limit", "invalid_result"]);
+    assert_eq!(r.json["exit"]["signal"], 9);
+    let peak = r.json["cgroup"]["memory_peak_bytes"].as_u64().unwrap();
+    assert!(peak <= 64 << 20, "json: {}", r.json);
+    assert_gone(&s);
+}
+
+#[test]
+fn cpu_max_slows_a_spinning_module_down() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    let (r, s) = fix("spin", &["--timeout", "10", "--cpu-max", "10"]);
+    assert_cgroup(&r);
+    assert_outcome(&r, 0, &[]);
+    // 10% of one CPU over the wall time (plus a period of slack); a loaded machine only gives
+    // it less.
+    let cpu = r.json["cgroup"]["cpu_user_ms"].as_f64().unwrap()
+        + r.json["cgroup"]["cpu_system_ms"].as_f64().unwrap();
+    let wall = r.json["duration_ms"].as_f64().unwrap();
+    assert!(
+        cpu <= wall * 0.1 + 100.0,
+        "{cpu} ms of CPU in {wall} ms: {}",
+        r.json
+    );
+    assert_gone(&s);
+}
+
+#[test]
+fn limits_in_the_module_header_apply() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    let tmp = TempDir::new("header-limit");
+    let script = tmp.path().join("bomb");
+    let text = std::fs::read_to_string(module("fork_bomb"))
+        .unwrap()
+        .replacen("use strict;", "# survivor-pids-max: 32\nuse strict;", 1);
+    std::fs::write(&script, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let service = marker("header-limit");
+    let r = run(fix_cmd(&script, &service, tmp.path(), &["--timeout", "10"]));
+    assert_outcome(&r, 1, &["pids_limit"]);
+    assert!(
+        r.comment().contains("limit of 32 processes"),
+        "{}",
+        r.comment()
+    );
+    assert_gone(&service);
+}
+
+#[test]
+fn cgroup_accounting_counts_every_member() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    // The cgroup's own CPU time: every member's, whether the module waited for it or not.
+    let (r, s) = fix("ok", &[]);
+    assert_cgroup(&r);
+    assert_eq!(r.json["killed"], 0);
+    let cpu = r.json["cgroup"]["cpu_user_ms"].as_f64().unwrap()
+        + r.json["cgroup"]["cpu_system_ms"].as_f64().unwrap();
+    assert!(cpu > 0.0, "json: {}", r.json);
+    assert_gone(&s);
+}
+
+/// The cgroup2 mount point, from /proc/self/mountinfo.
+fn cgroup2_mount() -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        })
+        .expect("no cgroup2 mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)");
+    line.split(' ').nth(4).unwrap().into()
+}
+
+#[test]
+fn without_a_writable_cgroup_the_tracking_still_works() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    // A cgroup that may have no children: unwritable for disco, even as root.
+    let root = cgroup2_mount().join(format!("disco-test-{}", std::process::id()));
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("cgroup.max.descendants"), "0").unwrap();
+    // And a folder that is no cgroup at all.
+    let plain = TempDir::new("not-a-cgroup");
+    for dir in [root.as_path(), plain.path()] {
+        let (service, tmp) = (marker("fallback"), TempDir::new("fallback"));
+        let mut cmd = fix_cmd(
+            &module("setsid_hang"),
+            &service,
+            tmp.path(),
+            &["--timeout", "1", "--grace", "300"],
+        );
+        cmd.env("DISCO_CGROUP_ROOT", dir);
+        let r = run(cmd);
+        assert_outcome(&r, 5, &["timeout", "process_group_changed"]);
+        assert!(r.json["cgroup"].is_null(), "json: {}", r.json);
+        let stderr = r.stderr();
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning:")).collect();
+        assert_eq!(warnings.len(), 1, "{stderr}");
+        assert!(
+            warnings[0].contains("tracked through /proc only"),
+            "{stderr}"
+        );
+        assert_gone(&service);
+        // A limit that cannot be enforced is refused, not ignored.
+        let mut cmd = fix_cmd(&module("ok"), &service, tmp.path(), &["--pids-max", "64"]);
+        cmd.env("DISCO_CGROUP_ROOT", dir);
+        let r = run(cmd);
+        assert_ne!(r.output.status.code(), Some(0), "{}", r.stderr());
+        assert!(r.stderr().contains("cgroup"), "{}", r.stderr());
+    }
+    std::fs::remove_dir(&root).unwrap();
+}

@@ -71,7 +71,13 @@ fn copy_tree(from: &Path, to: &Path) {
 fn configure(tmp: &Path, configure_args: &[String]) -> PathBuf {
     let src = tmp.join("src");
     std::fs::create_dir_all(&src).unwrap();
-    for part in ["configure.ac", "Makefile.in", "mod", "doc", "contrib/systemd"] {
+    for part in [
+        "configure.ac",
+        "Makefile.in",
+        "mod",
+        "doc",
+        "contrib/systemd",
+    ] {
         copy_tree(&repo().join(part), &src.join(part));
     }
     sh(Command::new("autoreconf").arg("-i").current_dir(&src));

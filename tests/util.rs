@@ -261,3 +261,27 @@ pub fn assert_report_schema(doc: &serde_json::Value) {
         .collect();
     assert!(findings.is_empty(), "{}\n{doc:#}", findings.join("\n"));
 }
+
+/// Pids of live processes whose command line holds `marker`.
+pub fn processes_with_arg(marker: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .windows(marker.len())
+            .any(|w| w == marker.as_bytes())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}

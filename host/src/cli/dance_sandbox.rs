@@ -19,6 +19,9 @@ pub struct DanceSandboxArgs {
 
 pub(super) fn exec(args: DanceSandboxArgs) -> Result<ExitCode> {
     let setup = worker::read_setup(&args.setup).map_err(Error::Other)?;
+    // Before the sandbox's namespaces: its `/sys` is read-only, so its modules' fixes reach
+    // their cgroups through descriptors opened here.
+    crate::supervise::pin_cgroups();
     match worker::sandbox_main(&setup) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))),
         Err(e) => {

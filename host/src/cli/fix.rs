@@ -78,6 +78,16 @@ pub struct FixArgs {
     /// Run a compiled (ELF) module instead of refusing it (rule 3).
     #[arg(long)]
     pub allow_compiled: bool,
+    /// Memory the fix's processes may use together (bytes, or with a K, M, G or T suffix);
+    /// the module's `# survivor-memory-max:` header may ask for less.
+    #[arg(long, value_name = "BYTES", value_parser = |s: &str| supervise::parse_bytes("--memory-max", s))]
+    pub memory_max: Option<u64>,
+    /// How many processes the fix may have at once.
+    #[arg(long, value_name = "N", value_parser = |s: &str| supervise::parse_pids("--pids-max", s))]
+    pub pids_max: Option<u64>,
+    /// CPU time the fix may use, in percent of one CPU (200 = two CPUs).
+    #[arg(long, value_name = "PERCENT", value_parser = |s: &str| supervise::parse_percent("--cpu-max", s))]
+    pub cpu_max: Option<u32>,
 }
 
 fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
@@ -160,6 +170,11 @@ fn spec(args: &FixArgs, global: &super::GlobalArgs) -> Result<FixSpec> {
         .clone()
         .unwrap_or_else(|| global.state_dir.join("locks"));
     spec.allow_compiled = args.allow_compiled;
+    spec.limits = supervise::Limits {
+        memory_max: args.memory_max,
+        pids_max: args.pids_max,
+        cpu_max: args.cpu_max,
+    };
     Ok(spec)
 }
 

@@ -193,6 +193,25 @@ pub struct Step {
     pub start_unix_ms: u64,
     /// Whether the step succeeded.
     pub ok: bool,
+    /// What the fix's cgroup measured, for a step run by the fix-module host with a cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<StepCgroup>,
+}
+
+/// What a fix's cgroup measured (see [`crate::supervise::CgroupUsage`]), in whole units so that
+/// a step stays comparable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCgroup {
+    /// User CPU time of every member, µs.
+    pub cpu_user_us: u64,
+    /// System CPU time of every member, µs.
+    pub cpu_system_us: u64,
+    /// Peak memory of the members together, bytes, where a memory controller measured it.
+    pub memory_peak_bytes: Option<u64>,
+    /// Peak number of processes, where a pids controller measured it.
+    pub pids_peak: Option<u64>,
+    /// Processes the host killed (timeout, leaked handles, a limit).
+    pub killed: u64,
 }
 
 /// Now, in milliseconds since the epoch.
@@ -229,6 +248,7 @@ impl Step {
             trapped: Vec::new(),
             start_unix_ms: started(usage.real),
             ok,
+            cgroup: None,
         }
     }
 
@@ -263,6 +283,13 @@ impl Step {
             trapped: crate::sandbox::shims::trapped(&outcome.stderr_tail),
             start_unix_ms: started(outcome.duration),
             ok: outcome.return_code == ReturnCode::OK && outcome.violations.is_empty(),
+            cgroup: outcome.cgroup.map(|c| StepCgroup {
+                cpu_user_us: (c.cpu_user_ms * 1000.0) as u64,
+                cpu_system_us: (c.cpu_system_ms * 1000.0) as u64,
+                memory_peak_bytes: c.memory_peak_bytes,
+                pids_peak: c.pids_peak,
+                killed: outcome.killed as u64,
+            }),
         }
     }
 }

@@ -159,6 +159,7 @@ struct StepJson<'a> {
     would_connect: &'a [String],
     trapped: &'a [String],
     rusage: Rusage,
+    cgroup: Option<&'a super::report::StepCgroup>,
 }
 
 impl<'a> StepJson<'a> {
@@ -177,6 +178,7 @@ impl<'a> StepJson<'a> {
             violations: &s.violations,
             would_connect: &s.would_connect,
             trapped: &s.trapped,
+            cgroup: s.cgroup.as_ref(),
             rusage: Rusage {
                 user_ms: ms(u.user),
                 sys_ms: ms(u.sys),

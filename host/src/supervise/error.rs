@@ -76,6 +76,16 @@ pub enum SuperviseError {
         #[source]
         source: io::Error,
     },
+    /// The fix's cgroup could not be set up as asked: a limit that cannot be enforced here, or
+    /// a limit header that cannot be read.
+    #[error("module {module}: {source}")]
+    Cgroup {
+        /// The module path.
+        module: PathBuf,
+        /// Why.
+        #[source]
+        source: super::CgroupError,
+    },
     /// A system call the supervisor needs failed while the module ran.
     #[error("cannot supervise module {module}: {what}: {source}")]
     Io {
@@ -95,7 +105,13 @@ impl SuperviseError {
     /// the host is.
     pub fn return_code(&self) -> ReturnCode {
         match self {
-            SuperviseError::Lock { .. } | SuperviseError::Io { .. } => ReturnCode::PROBLEM,
+            SuperviseError::Cgroup {
+                source: super::CgroupError::BadLimit { .. },
+                ..
+            } => ReturnCode::MISCONFIG,
+            SuperviseError::Lock { .. }
+            | SuperviseError::Io { .. }
+            | SuperviseError::Cgroup { .. } => ReturnCode::PROBLEM,
             _ => ReturnCode::MISCONFIG,
         }
     }

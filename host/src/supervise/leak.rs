@@ -12,7 +12,7 @@ use nix::libc::{SIGKILL, SIGTERM};
 
 use super::pump::{Pump, Wake};
 use super::timeout::signal_all;
-use super::track::{self, Tracker};
+use super::track::{self, Members};
 use super::{Proc, SuperviseError, Violation, ViolationKind};
 use crate::sys::{self, ProcStat};
 
@@ -32,6 +32,8 @@ pub struct Settled {
     pub escaped: Vec<Proc>,
     /// Live descendants that hold none of the handles: a proper daemon.
     pub background: Vec<ProcStat>,
+    /// How many processes were signalled to end them.
+    pub killed: usize,
 }
 
 impl Settled {
@@ -81,15 +83,18 @@ fn holders(inodes: &[u64; 3], table: &[ProcStat]) -> Vec<(ProcStat, Vec<&'static
 }
 
 /// Waits (up to `leak_timeout` from now) for the module's handles to be released, and deals
-/// with what holds them after that. Call once the module has been reaped.
+/// with what holds them after that. Call once the module has been reaped. Each look at the
+/// holders happens with the fix's cgroup frozen, so a holder that forks and exits every few
+/// milliseconds is seen, named and (at the end) killed in one stable moment.
 pub fn settle(
     module: &std::path::Path,
     pump: &mut Pump,
-    tracker: &Tracker,
+    members: Members<'_>,
     inodes: &[u64; 3],
     leak_timeout: Duration,
     grace: Duration,
 ) -> Result<Settled, SuperviseError> {
+    let tracker = members.tracker;
     let deadline = Instant::now() + leak_timeout;
     let found = loop {
         let wake = pump.run(deadline).map_err(|source| SuperviseError::Io {
@@ -97,17 +102,32 @@ pub fn settle(
             what: "poll",
             source,
         })?;
-        // The common case costs two syscalls: nothing left in the group, and no orphans.
-        if wake == Wake::Closed && !sys::group_alive(tracker.pgid) && !sys::has_children() {
+        // The common case costs two syscalls: an empty cgroup (else no orphans at all: without
+        // a cgroup, or while other fixes of this process run, the host may have children that
+        // are not this fix's) and nothing left in the group.
+        let empty = match members.cgroup {
+            Some(cg) => !cg.populated(),
+            None => !sys::has_children(),
+        };
+        if wake == Wake::Closed && empty && !sys::group_alive(tracker.pgid) {
             return Ok(Settled::default());
         }
-        let table = sys::proc_table();
-        let found = holders(inodes, &table);
+        let (table, found) = members.frozen(|| {
+            let table = sys::proc_table();
+            let found: Vec<(ProcStat, Proc, Vec<&'static str>)> = holders(inodes, &table)
+                .into_iter()
+                .map(|(p, held)| {
+                    let named = Proc::of(p.pid);
+                    (p, named, held)
+                })
+                .collect();
+            (table, found)
+        });
         let past = Instant::now() >= deadline;
         if found.is_empty() && (wake == Wake::Closed || past) {
-            let mut background = tracker.descendants(&table);
+            let mut background = members.descendants(&table);
             background.retain(|p| !p.is_zombie());
-            track::remember_left(&background);
+            tracker.registry.remember_left(&background);
             return Ok(Settled {
                 background,
                 ..Settled::default()
@@ -121,63 +141,67 @@ pub fn settle(
         }
     };
     // Past the leak timeout: stop reading, name the holders, and end them with the module's
-    // group. The holders get the same TERM, grace, KILL as a module that timed out.
+    // group. The holders get the same TERM, grace, KILL as a module that timed out; whatever
+    // holds the handles at each look is one of them (a holder's children inherit them).
     pump.close_outputs();
     let mut settled = Settled::default();
     let mut doomed: Vec<ProcStat> = Vec::new();
-    for (p, held) in found {
+    for (p, named, held) in found {
         if p.pgrp != tracker.pgid {
-            settled.escaped.push(Proc::of(p.pid));
+            settled.escaped.push(named.clone());
         }
-        settled.holders.push((Proc::of(p.pid), held));
+        settled.holders.push((named, held));
         doomed.push(p);
     }
-    let in_group = |table: &[ProcStat]| -> Vec<ProcStat> {
-        table
-            .iter()
-            .filter(|p| p.pgrp == tracker.pgid && !p.is_zombie())
-            .cloned()
-            .collect()
-    };
-    let still = |doomed: &[ProcStat]| -> Vec<ProcStat> {
-        let table = sys::proc_table();
-        let mut left = in_group(&table);
-        for d in doomed {
-            if let Some(p) = table.iter().find(|p| p.pid == d.pid) {
-                if p.start_time == d.start_time && !p.is_zombie() && !left.contains(p) {
+    let mut signalled: Vec<ProcStat> = Vec::new();
+    // One look (frozen), and `signal` to what it finds unless 0; says whether anything is left.
+    let mut sweep = |signal: i32| -> bool {
+        members.frozen(|| {
+            let table = sys::proc_table();
+            let mut left: Vec<ProcStat> = table
+                .iter()
+                .filter(|p| p.pgrp == tracker.pgid && !p.is_zombie())
+                .cloned()
+                .collect();
+            let again = doomed.iter().filter_map(|d| {
+                table
+                    .iter()
+                    .find(|p| p.pid == d.pid && p.start_time == d.start_time && !p.is_zombie())
+            });
+            let holding: Vec<ProcStat> = holders(inodes, &table).into_iter().map(|h| h.0).collect();
+            for p in again.chain(holding.iter()) {
+                if !left.iter().any(|l| l.pid == p.pid) {
                     left.push(p.clone());
                 }
             }
-        }
-        left
-    };
-    let mut left = still(&doomed);
-    let mut signalled = left.clone();
-    let note = |left: &[ProcStat], signalled: &mut Vec<ProcStat>| {
-        for p in left {
-            if !signalled.iter().any(|s| s.pid == p.pid) {
-                signalled.push(p.clone());
+            if signal != 0 {
+                signal_all(tracker, &left, signal);
+                for p in &left {
+                    if !signalled.iter().any(|s| s.pid == p.pid) {
+                        signalled.push(p.clone());
+                    }
+                }
             }
-        }
+            !left.is_empty()
+        })
     };
-    signal_all(tracker, &left, SIGTERM);
+    let mut any = sweep(SIGTERM);
     let grace_end = Instant::now() + grace;
-    while !left.is_empty() && Instant::now() < grace_end {
+    while any && Instant::now() < grace_end {
         std::thread::sleep(Duration::from_millis(10).min(grace_end - Instant::now()));
-        left = still(&doomed);
-        note(&left, &mut signalled);
+        any = sweep(0);
     }
     let kill_end = Instant::now() + Duration::from_secs(2);
-    while !left.is_empty() && Instant::now() < kill_end {
-        signal_all(tracker, &left, SIGKILL);
+    while any && Instant::now() < kill_end {
+        sweep(SIGKILL);
         std::thread::sleep(Duration::from_millis(2));
-        left = still(&doomed);
-        note(&left, &mut signalled);
+        any = sweep(0);
     }
     track::reap_orphans(&signalled);
-    let mut background = tracker.alive();
+    let mut background = members.alive();
     background.retain(|p| !signalled.iter().any(|d| d.pid == p.pid));
-    track::remember_left(&background);
+    tracker.registry.remember_left(&background);
     settled.background = background;
+    settled.killed = signalled.len();
     Ok(settled)
 }

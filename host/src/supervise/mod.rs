@@ -7,6 +7,7 @@
 //! ReturnCode), with `track` finding the module's processes through `/proc` and the host's
 //! child-subreaper role. All syscalls are in [`crate::sys`].
 
+mod cgroup;
 mod error;
 mod inspect;
 mod leak;
@@ -19,11 +20,15 @@ mod spec;
 mod timeout;
 mod track;
 
+pub use cgroup::{
+    parse_bytes, parse_percent, parse_pids, pin as pin_cgroups, CgroupError, CgroupUsage, Limits,
+    ROOT_ENV as CGROUP_ROOT_ENV,
+};
 pub use error::SuperviseError;
-pub use inspect::{header_lock, Inspection};
+pub use inspect::{header_limits, header_lock, Inspection};
 pub use lock::{acquire, Acquired, LockGuard, LockLevel, LockPlan};
 pub use outcome::{Exit, FixOutcome, Proc, Rusage, Violation, ViolationKind};
-pub use run::run;
+pub use run::{run, Supervisor};
 pub use spec::{
     FixSpec, DEFAULT_GRACE, DEFAULT_LEAK_TIMEOUT, DEFAULT_LOCK_DIR, DEFAULT_MAX_OUTPUT,
     DEFAULT_TIMEOUT,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use protocol::{Document, ErrorKind, FixResult, ReturnCode};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::CgroupUsage;
 use crate::sys;
 
 /// Which rule a module broke. The serialised names are fixed: other tools match on them.
@@ -32,6 +33,10 @@ pub enum ViolationKind {
     OutputTruncated,
     /// The module is a compiled executable (rule 3).
     CompiledModule,
+    /// The fix's processes reached its memory limit and the kernel killed one.
+    MemoryLimit,
+    /// The fix tried to have more processes than its pids limit.
+    PidsLimit,
 }
 
 impl ViolationKind {
@@ -46,6 +51,8 @@ impl ViolationKind {
             ViolationKind::InvalidResult => "invalid_result",
             ViolationKind::OutputTruncated => "output_truncated",
             ViolationKind::CompiledModule => "compiled_module",
+            ViolationKind::MemoryLimit => "memory_limit",
+            ViolationKind::PidsLimit => "pids_limit",
         }
     }
 }
@@ -213,6 +220,12 @@ pub struct FixOutcome {
     pub background: Vec<Proc>,
     /// The module's resource usage.
     pub rusage: Rusage,
+    /// How many processes the host signalled to end them (at the timeout, as leak holders,
+    /// or at a limit); the module counts when it was one of them.
+    pub killed: usize,
+    /// What the fix's cgroup measured (every member, not only the module and the children
+    /// it waited for); `None` without a cgroup.
+    pub cgroup: Option<CgroupUsage>,
     /// The end of the module's stderr (a few KiB at most), lossily decoded.
     pub stderr_tail: String,
     /// The module's stdout as read (up to the output bound).
@@ -245,6 +258,8 @@ struct Json<'a> {
     violations: &'a [Violation],
     background: &'a [Proc],
     rusage: Rusage,
+    killed: usize,
+    cgroup: Option<CgroupUsage>,
     stderr_tail: &'a str,
 }
 
@@ -265,6 +280,8 @@ impl Serialize for FixOutcome {
             violations: &self.violations,
             background: &self.background,
             rusage: self.rusage,
+            killed: self.killed,
+            cgroup: self.cgroup,
             stderr_tail: &self.stderr_tail,
         }
         .serialize(s)
@@ -385,6 +402,8 @@ mod tests {
             ViolationKind::InvalidResult,
             ViolationKind::OutputTruncated,
             ViolationKind::CompiledModule,
+            ViolationKind::MemoryLimit,
+            ViolationKind::PidsLimit,
         ] {
             let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(json, format!("\"{}\"", kind.as_str()));

@@ -1,31 +1,94 @@
 //! The recipe of one fix, stage by stage: inspect the module, take its lock, spawn it, pump its
 //! pipes until it exits or its time is up, end it if need be, wait for its handles, decide.
 
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use protocol::ReturnCode;
 
 use std::path::Path;
 
+use super::cgroup::{self, CgroupError, FixCgroup, Limits};
 use super::inspect::inspect;
 use super::lock::{self, Acquired, LockPlan};
 use super::outcome::judge;
 use super::pump::{Pump, Wake};
-use super::track::{self, Tracker};
+use super::track::{self, Members, Registry, Tracker};
 use super::{leak, spawn, timeout};
 use super::{Exit, FixOutcome, FixSpec, Proc, Rusage, SuperviseError, Violation, ViolationKind};
 use crate::sys;
 
-static SUBREAPER: Once = Once::new();
+/// How long processes killed at a limit get to vanish.
+const KILL_WAIT: Duration = Duration::from_secs(2);
 
-/// Runs one fix under the Survivor rules and says what it amounted to.
-///
-/// Returns an error only when the fix could not be attempted at all (the module is missing or
-/// not executable, a bad lock name, a failing syscall); everything a module can do wrong is an
-/// outcome with violations. Never waits longer than the timeout, plus the grace after SIGTERM,
-/// plus the leak timeout (plus the time SIGKILLed processes take to vanish).
+fn members_of<'a>(cg: &'a FixCgroup, tracker: &'a Tracker<'a>) -> Members<'a> {
+    Members {
+        tracker,
+        cgroup: Some(cg),
+    }
+}
+
+/// The fix's cgroup with `limits`: `None` (the `/proc` tracking alone) when this host has no
+/// writable cgroup v2 and no limit is asked for; an error when a limit cannot be enforced.
+fn fix_cgroup(spec: &FixSpec, limits: Limits) -> Result<Option<FixCgroup>, SuperviseError> {
+    let hierarchy = cgroup::hierarchy();
+    let refused = |source| SuperviseError::Cgroup {
+        module: spec.module.clone(),
+        source,
+    };
+    match FixCgroup::create(hierarchy, limits) {
+        Ok(cg) => Ok(Some(cg)),
+        Err(e @ (CgroupError::NoController { .. } | CgroupError::BadLimit { .. })) => {
+            Err(refused(e))
+        }
+        Err(e) if !limits.is_empty() => Err(refused(e)),
+        Err(e) => {
+            // Found once at the start; a cgroup that cannot be made later is said each time.
+            if hierarchy.v2().is_ok() {
+                crate::output::warning(&format!(
+                    "{e}; the fix is tracked through /proc only (see ARCHITECTURE.md, known limits)"
+                ));
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Runs one fix with a supervisor of its own: for a process that runs one fix, or fixes one at
+/// a time that leave nothing behind. A process that runs fixes at once, or many over a long
+/// life, keeps one [`Supervisor`] (which remembers what earlier fixes left, to reap it).
 pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
+    Supervisor::new().run(spec)
+}
+
+/// The fix-module host. Holds what its fixes share (the modules running now, what earlier fixes
+/// left in the background) and nothing global, so several supervisors, and several fixes of
+/// one supervisor on several threads, can run in one process. Fixes of one supervisor never
+/// claim each other's processes when the host has cgroups; without cgroups, orphans carry no
+/// mark of their fix and concurrent fixes should run in processes of their own.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    registry: Registry,
+}
+
+impl Supervisor {
+    /// A supervisor with no fix run yet.
+    pub fn new() -> Supervisor {
+        Supervisor::default()
+    }
+
+    /// Runs one fix under the Survivor rules and says what it amounted to.
+    ///
+    /// Returns an error only when the fix could not be attempted at all (the module is missing
+    /// or not executable, a bad lock name, a limit that cannot be enforced, a failing syscall);
+    /// everything a module can do wrong is an outcome with violations. Never waits longer than
+    /// the timeout, plus the grace after SIGTERM, plus the leak timeout (plus the time
+    /// SIGKILLed processes take to vanish).
+    pub fn run(&self, spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
+        run_fix(&self.registry, spec)
+    }
+}
+
+fn run_fix(registry: &Registry, spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
     let started = Instant::now();
     let deadline = started + spec.timeout;
     let mut outcome = FixOutcome {
@@ -40,6 +103,8 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         violations: Vec::new(),
         background: Vec::new(),
         rusage: Rusage::default(),
+        killed: 0,
+        cgroup: None,
         stderr_tail: String::new(),
         stdout: Vec::new(),
     };
@@ -92,20 +157,36 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         }
     };
 
-    // Stage 3: spawn. Orphans of the module must come to us, not to init, to stay trackable.
-    let mut subreaper = Ok(());
-    SUBREAPER.call_once(|| subreaper = sys::set_child_subreaper());
-    subreaper.map_err(|source| SuperviseError::Io {
+    // Stage 3: spawn. Orphans of the module must come to us, not to init, to stay trackable
+    // (a process-wide flag; setting it again is one cheap syscall).
+    sys::set_child_subreaper().map_err(|source| SuperviseError::Io {
         module: spec.module.clone(),
         what: "prctl(PR_SET_CHILD_SUBREAPER)",
         source,
     })?;
-    track::reap_left();
-    let child = spawn::spawn(spec)?;
+    registry.reap_left();
+    // Its cgroup, made before it starts; without a writable cgroup v2, the `/proc` tracking
+    // alone (the warning was said once, when the hierarchy was found).
+    let limits = spec.limits.stricter(inspection.header_limits);
+    let cgroup = fix_cgroup(spec, limits)?;
+    let child = match spawn::spawn(spec, cgroup.as_ref(), registry) {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(cg) = cgroup {
+                cg.finish();
+            }
+            return Err(e);
+        }
+    };
     let tracker = Tracker {
         module: child.pid,
         pgid: child.pid,
         start_time: child.start_time,
+        registry,
+    };
+    let members = Members {
+        tracker: &tracker,
+        cgroup: cgroup.as_ref(),
     };
     let mut pump = Pump::new(
         child.stdin,
@@ -130,13 +211,17 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         Err(source) => {
             // Never leave a module running because the host's poll failed.
             let _ = sys::killpg(tracker.pgid, nix::libc::SIGKILL);
+            if let Some(cg) = &cgroup {
+                cg.kill();
+            }
             return Err(io("poll")(source));
         }
     };
     let (ended, raw_rusage) = if wake == Wake::Deadline {
         // Stage 5a: the deadline. End everything the module started, wherever it went.
         outcome.timed_out = true;
-        let t = timeout::terminate(&spec.module, &mut pump, &tracker, spec.grace)?;
+        let t = timeout::terminate(&spec.module, &mut pump, members, spec.grace)?;
+        outcome.killed += t.signalled;
         outcome
             .violations
             .push(timeout::violation(spec.timeout, spec.grace, &t));
@@ -167,13 +252,13 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
                 ));
             }
         }
-        let (ended, ru) = timeout::reap_module(&spec.module, tracker.module)?;
+        let (ended, ru) = timeout::reap_module(&spec.module, &tracker)?;
         pump.close_stdin();
         // Stage 6: its handles must be released (rule 7).
         let settled = leak::settle(
             &spec.module,
             &mut pump,
-            &tracker,
+            members,
             &child.inodes,
             spec.leak_timeout,
             spec.grace,
@@ -182,8 +267,49 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
             .violations
             .extend(settled.violations(spec.leak_timeout));
         outcome.background = settled.background.iter().map(|p| Proc::of(p.pid)).collect();
+        outcome.killed += settled.killed;
         (Some(ended), ru)
     };
+    // The limits: a fix that ran into one is contained, and nothing of it stays.
+    let mut limit_hit = None;
+    if let Some(cg) = cgroup {
+        let hits = cg.hits();
+        if hits.oom_kills > 0 {
+            let detail = format!(
+                "the fix reached its memory limit of {} bytes; the kernel killed {} of its processes",
+                limits.memory_max.unwrap_or_default(),
+                hits.oom_kills
+            );
+            limit_hit = Some(detail.clone());
+            outcome
+                .violations
+                .push(Violation::new(ViolationKind::MemoryLimit, detail));
+        }
+        if hits.pids_refused > 0 {
+            let detail = format!(
+                "the fix reached its limit of {} processes; {} forks were refused",
+                limits.pids_max.unwrap_or_default(),
+                hits.pids_refused
+            );
+            limit_hit.get_or_insert(detail.clone());
+            outcome
+                .violations
+                .push(Violation::new(ViolationKind::PidsLimit, detail));
+        }
+        if limit_hit.is_some() && cg.populated() {
+            let ended = members_of(&cg, &tracker).frozen(|| {
+                let alive = members_of(&cg, &tracker).alive();
+                cg.kill();
+                alive
+            });
+            cg.wait_empty(Instant::now() + KILL_WAIT);
+            track::reap_orphans(&ended);
+            outcome.killed += ended.len();
+            outcome.background.clear();
+        }
+        outcome.cgroup = Some(cg.usage());
+        cg.finish();
+    }
     drop(_guard);
 
     // Stage 7: decide.
@@ -197,6 +323,11 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
         outcome.return_code = code;
         outcome.comment = comment;
         outcome.violations.extend(violations);
+        if let Some(detail) = limit_hit {
+            // Whatever the module answered, a fix cut short by its limit did not do its job.
+            outcome.return_code = ReturnCode::PROBLEM;
+            outcome.comment = detail;
+        }
     }
     for (name, total) in [("stdout", pump.out_total), ("stderr", pump.err_total)] {
         if total > spec.max_output as u64 {

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::LockLevel;
+use super::{Limits, LockLevel};
 
 /// Survivor's default fix timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(45);
@@ -52,6 +52,8 @@ pub struct FixSpec {
     /// Then stdout is the script's output (or the template's content) and its exit status is
     /// the return code; a SurvivorFixResult, when there is one, still decides.
     pub plain_output: bool,
+    /// Resource limits of the fix's cgroup (a module header may ask for stricter ones).
+    pub limits: Limits,
 }
 
 impl FixSpec {
@@ -81,6 +83,7 @@ impl FixSpec {
                 .unwrap_or_default(),
             command: None,
             plain_output: false,
+            limits: Limits::default(),
         }
     }
 }

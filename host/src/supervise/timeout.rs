@@ -1,12 +1,13 @@
-//! Ending a module that ran too long: SIGTERM to its process group and to every descendant found
-//! (in the group or not), a grace period, then SIGKILL until nothing of it is left.
+//! Ending a module that ran too long: SIGTERM to its process group and to every member of its
+//! fix (its cgroup's members, and every descendant the `/proc` tracking finds), a grace period,
+//! then SIGKILL (`cgroup.kill`) until nothing of it is left.
 
 use std::time::{Duration, Instant};
 
 use nix::libc::{SIGKILL, SIGTERM};
 
 use super::pump::{Pump, Wake};
-use super::track::{self, Tracker};
+use super::track::{self, Members, Tracker};
 use super::{Proc, SuperviseError, Violation, ViolationKind};
 use crate::sys::{self, Ended, ProcStat, RawRusage};
 
@@ -25,10 +26,12 @@ pub struct Terminated {
     pub escaped: Vec<Proc>,
     /// Whether SIGKILL was needed.
     pub killed: bool,
+    /// How many processes were signalled to end them (the module included).
+    pub signalled: usize,
 }
 
 /// Signals every process of `tracker` (and the group) with `signal`; returns what was signalled.
-pub fn signal_all(tracker: &Tracker, procs: &[ProcStat], signal: i32) {
+pub fn signal_all(tracker: &Tracker<'_>, procs: &[ProcStat], signal: i32) {
     let _ = sys::killpg(tracker.pgid, signal);
     for p in procs {
         let _ = sys::kill(p.pid, signal);
@@ -38,23 +41,25 @@ pub fn signal_all(tracker: &Tracker, procs: &[ProcStat], signal: i32) {
 /// Reaps the module once its pidfd said it exited.
 pub fn reap_module(
     module: &std::path::Path,
-    pid: i32,
+    tracker: &Tracker<'_>,
 ) -> Result<(Ended, RawRusage), SuperviseError> {
-    let reaped = sys::wait4(pid, false).map_err(|source| SuperviseError::Io {
+    let reaped = sys::wait4(tracker.module, false).map_err(|source| SuperviseError::Io {
         module: module.to_owned(),
         what: "wait4",
         source,
     })?;
-    track::unregister_module(pid);
+    tracker.registry.unregister_module(tracker.module);
     Ok(reaped.expect("a blocking wait4 returns the process"))
 }
 
-/// Ends the module and its descendants: TERM, `grace`, KILL. Never returns before they are gone,
-/// except for processes that do not die even to SIGKILL within [`KILL_WAIT`].
+/// Ends the module and everything of its fix: TERM, `grace`, KILL. With a cgroup, the first look
+/// and every KILL happen with the cgroup frozen, and the KILL is `cgroup.kill`, so a process
+/// that forks and exits faster than `/proc` can be read is still caught. Never returns before
+/// they are gone, except for processes that do not die even to SIGKILL within [`KILL_WAIT`].
 pub fn terminate(
     module: &std::path::Path,
     pump: &mut Pump,
-    tracker: &Tracker,
+    members: Members<'_>,
     grace: Duration,
 ) -> Result<Terminated, SuperviseError> {
     let io = |what| {
@@ -65,22 +70,28 @@ pub fn terminate(
             source,
         }
     };
+    let tracker = members.tracker;
     let mut ended = None;
-    let mut seen: Vec<ProcStat> = Vec::new();
-    let mut escaped: Vec<Proc> = Vec::new();
-    let mut note = |procs: &[ProcStat], seen: &mut Vec<ProcStat>| {
+    let mut signalled: Vec<ProcStat> = Vec::new();
+    let note = |procs: &[ProcStat], signalled: &mut Vec<ProcStat>| {
         for p in procs {
-            if !seen.iter().any(|s| s.pid == p.pid) {
-                seen.push(p.clone());
-                if p.pgrp != tracker.pgid && !p.is_zombie() {
-                    escaped.push(Proc::of(p.pid));
-                }
+            if !signalled.iter().any(|s| s.pid == p.pid) {
+                signalled.push(p.clone());
             }
         }
     };
-    let first = tracker.alive();
-    note(&first, &mut seen);
-    signal_all(tracker, &first, SIGTERM);
+    // The fix as it is at the timeout, seen (and named) in one frozen moment.
+    let (first, escaped) = members.frozen(|| {
+        let first = members.alive();
+        signal_all(tracker, &first, SIGTERM);
+        let escaped: Vec<Proc> = first
+            .iter()
+            .filter(|p| p.pgrp != tracker.pgid)
+            .map(|p| Proc::of(p.pid))
+            .collect();
+        (first, escaped)
+    });
+    note(&first, &mut signalled);
     let grace_end = Instant::now() + grace;
     let mut killed = false;
     loop {
@@ -88,35 +99,40 @@ pub fn terminate(
             .run((Instant::now() + TICK).min(grace_end))
             .map_err(io("poll"))?;
         match wake {
-            Wake::Exited if ended.is_none() => ended = Some(reap_module(module, tracker.module)?),
-            // Nothing left to poll: the wait for processes to die is a look at /proc per tick.
+            Wake::Exited if ended.is_none() => ended = Some(reap_module(module, tracker)?),
+            // Nothing left to poll: the wait for processes to die is a look per tick.
             Wake::Closed => std::thread::sleep(TICK.min(grace_end - Instant::now().min(grace_end))),
             _ => {}
         }
-        let alive = tracker.alive();
-        note(&alive, &mut seen);
-        if alive.is_empty() {
+        if !members.any_alive() {
             break;
         }
         if Instant::now() >= grace_end {
             killed = true;
-            // Repeat: a process may fork between the table read and the signal.
+            // Repeat: without a cgroup a process may fork between the table read and the
+            // signal; with one, a member may have left it.
             let kill_end = Instant::now() + KILL_WAIT;
-            let mut alive = alive;
-            while !alive.is_empty() && Instant::now() < kill_end {
-                signal_all(tracker, &alive, SIGKILL);
+            loop {
+                let alive = members.frozen(|| {
+                    let alive = members.alive();
+                    if let Some(cg) = members.cgroup {
+                        cg.kill();
+                    }
+                    signal_all(tracker, &alive, SIGKILL);
+                    alive
+                });
+                note(&alive, &mut signalled);
                 let wake = pump
                     .run((Instant::now() + Duration::from_millis(2)).min(kill_end))
                     .map_err(io("poll"))?;
                 match wake {
-                    Wake::Exited if ended.is_none() => {
-                        ended = Some(reap_module(module, tracker.module)?)
-                    }
+                    Wake::Exited if ended.is_none() => ended = Some(reap_module(module, tracker)?),
                     Wake::Closed => std::thread::sleep(Duration::from_millis(2)),
                     _ => {}
                 }
-                alive = tracker.alive();
-                note(&alive, &mut seen);
+                if !members.any_alive() || Instant::now() >= kill_end {
+                    break;
+                }
             }
             break;
         }
@@ -124,16 +140,17 @@ pub fn terminate(
     if ended.is_none() && !pump.exited() {
         // The module itself was SIGKILLed above; its exit is on its way.
         if pump.run(Instant::now() + KILL_WAIT).map_err(io("poll"))? == Wake::Exited {
-            ended = Some(reap_module(module, tracker.module)?);
+            ended = Some(reap_module(module, tracker)?);
         }
     } else if ended.is_none() {
-        ended = Some(reap_module(module, tracker.module)?);
+        ended = Some(reap_module(module, tracker)?);
     }
-    track::reap_orphans(&seen);
+    track::reap_orphans(&signalled);
     Ok(Terminated {
         ended,
         escaped,
         killed,
+        signalled: signalled.len(),
     })
 }
 
