@@ -19,6 +19,19 @@ fn service_of(pid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// Kills what is left of `services` when dropped, even when an assertion failed.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for service in &self.0 {
+            for pid in processes_of(service) {
+                util::kill(pid);
+            }
+        }
+    }
+}
+
 #[test]
 fn concurrent_fixes_in_one_supervisor_keep_to_their_own_processes() {
     if !util::have_root("cgroup") {
@@ -34,6 +47,7 @@ fn concurrent_fixes_in_one_supervisor_keep_to_their_own_processes() {
             (fixture, marker(&format!("together-{i}")))
         })
         .collect();
+    let _cleanup = Cleanup(fixes.iter().map(|(_, s)| s.clone()).collect());
     let outcomes: Vec<_> = std::thread::scope(|s| {
         let running: Vec<_> = fixes
             .iter()
@@ -53,7 +67,6 @@ fn concurrent_fixes_in_one_supervisor_keep_to_their_own_processes() {
             .collect();
         running.into_iter().map(|t| t.join().unwrap()).collect()
     });
-    let mut daemons = Vec::new();
     for ((fixture, service), o) in fixes.iter().zip(&outcomes) {
         assert!(o.cgroup.is_some(), "{service}: no cgroup");
         if *fixture == "hang" {
@@ -66,13 +79,9 @@ fn concurrent_fixes_in_one_supervisor_keep_to_their_own_processes() {
         assert_eq!(o.background.len(), 1, "{service}: {:?}", o.background);
         let pid = o.background[0].pid;
         assert_eq!(&service_of(pid), service, "{service} claims pid {pid}");
-        daemons.push(pid);
     }
-    // The daemons outlived the other fixes' timeouts.
+    // The daemons outlived the other fixes' timeouts (`_cleanup` ends them).
     for (_, service) in fixes.iter().take(8) {
         assert_eq!(processes_of(service).len(), 1, "{service}'s daemon is gone");
-    }
-    for pid in daemons {
-        util::kill(pid);
     }
 }

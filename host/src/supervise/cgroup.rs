@@ -17,9 +17,9 @@
 //! controller is not there uses the v1 hierarchy of that controller (`memory`, `pids`, `cpu`),
 //! under disco's own v1 cgroup so that the limits of whoever runs disco still hold.
 //!
-//! A cgroup that still has members when the fix ends (a proper daemon the module left) is
-//! renamed `left-PID-RANDOM` and removed by a later fix once it is empty; so is the cgroup of a
-//! disco that died.
+//! A cgroup that still has members when the fix ends (a proper daemon the module left) stays,
+//! and a later fix removes it once it is empty and a minute old; so does the cgroup of a disco
+//! that died.
 
 use std::fs;
 use std::io;
@@ -483,8 +483,8 @@ fn number(path: &Path) -> Option<u64> {
 /// a live fix's cgroup is empty only between its `mkdir` and its module's start.
 const STALE: Duration = Duration::from_secs(60);
 
-/// Removes the empty leftovers of earlier fixes in `base`: `left-*` (cgroups that kept a
-/// daemon) and old `fix-*` (of a disco that died; not judged by the pid in the name, which
+/// Removes the empty leftovers of earlier fixes in `base`: old `fix-*` cgroups (that kept a
+/// daemon until it ended, or of a disco that died; not judged by the pid in the name, which
 /// may be from another PID namespace). `rmdir` refuses a cgroup with members, so nothing in
 /// use is ever removed.
 fn prune(base: &Path) {
@@ -492,12 +492,13 @@ fn prune(base: &Path) {
     for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let stale = name.starts_with("left-")
-            || (name.starts_with("fix-")
-                && entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE)));
+        let stale = name.starts_with("fix-")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE))
+            // One read rather than a refused rmdir for a cgroup a daemon still runs in.
+            && keyed(&entry.path().join("cgroup.events"), "populated") != Some(1);
         if stale {
             remove_tree(&entry.path(), 0);
         }
@@ -674,11 +675,7 @@ impl FixCgroup {
         text.lines()
             .find_map(|l| l.strip_prefix("0::"))
             .and_then(|path| path.trim_end().rsplit('/').next())
-            .is_some_and(|last| {
-                (last.starts_with("fix-") || last.starts_with("left-"))
-                    && last.get(last.find('-').unwrap_or(0)..)
-                        != self.name.get(self.name.find('-').unwrap_or(0)..)
-            })
+            .is_some_and(|last| last.starts_with("fix-") && last != self.name)
     }
 
     /// The members now.
@@ -776,8 +773,9 @@ impl FixCgroup {
         }
     }
 
-    /// Removes the cgroups if no member is left, else renames them `left-...` for a later
-    /// fix to remove (the same happens when a fix's cgroup is dropped on an error path).
+    /// Removes the cgroups if no member is left, else leaves them to a later fix's prune
+    /// (cgroup v2 cannot rename a cgroup); the same happens when a fix's cgroup is dropped on an
+    /// error path.
     pub fn finish(self) {
         drop(self);
     }
@@ -798,13 +796,6 @@ impl Drop for FixCgroup {
     fn drop(&mut self) {
         if !self.populated() {
             self.remove();
-            return;
-        }
-        for d in std::iter::once(&self.v2).chain(self.v1.iter().map(|(_, d)| d)) {
-            if let Some(name) = d.file_name().and_then(|n| n.to_str()) {
-                let left = d.with_file_name(name.replacen("fix-", "left-", 1));
-                let _ = fs::rename(d, left);
-            }
         }
     }
 }
