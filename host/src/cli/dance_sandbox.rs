@@ -19,8 +19,13 @@ pub struct DanceSandboxArgs {
 
 pub(super) fn exec(args: DanceSandboxArgs) -> Result<ExitCode> {
     let setup = worker::read_setup(&args.setup).map_err(Error::Other)?;
+    // Nothing but 0, 1 and 2 (the dance's pipes) enters: the worker would otherwise hold
+    // whatever the dance inherited for the dance's whole life, within reach of its children.
+    // Closed before the cgroups are pinned, whose descriptors must stay.
+    crate::sys::close_from_3()
+        .map_err(|e| Error::Other(format!("dance sandbox: close inherited descriptors: {e}")))?;
     // Before the sandbox's namespaces: its `/sys` is read-only, so its modules' fixes reach
-    // their cgroups through descriptors opened here.
+    // their cgroups through descriptors opened here (close-on-exec: no script inherits them).
     crate::supervise::pin_cgroups();
     match worker::sandbox_main(&setup) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))),

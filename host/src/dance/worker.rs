@@ -288,14 +288,9 @@ impl Drop for Worker {
 
 /// `disco __dance-sandbox SETUP`: the namespaces, then the worker as their PID 1; returns the
 /// exit status.
+/// Its caller (`disco __dance-sandbox`) has closed every inherited descriptor but 0, 1 and 2,
+/// and pinned the cgroups its fixes use.
 pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
-    // Nothing but 0, 1 and 2 (the dance's pipes) enters: the worker would otherwise hold
-    // whatever the dance inherited for the dance's whole life, within reach of its children.
-    crate::sys::close_from_3().map_err(|e| SandboxError::Syscall {
-        call: "close",
-        detail: "inherited descriptors".into(),
-        errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-    })?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     // A session of its own, without the dance's terminal: no script can push keystrokes into
     // the user's shell (TIOCSTI) through /dev/tty.
