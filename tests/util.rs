@@ -119,9 +119,8 @@ pub fn run(mut cmd: Command) -> Run {
     }
 }
 
-/// Pids of live processes whose environment holds `DISCO_SERVICE=<service>`.
-pub fn processes_of(service: &str) -> Vec<i32> {
-    let needle = format!("DISCO_SERVICE={service}\0");
+/// Pids of live processes whose `/proc/PID/FILE` (`environ`, `cmdline`) holds `needle`.
+fn processes_whose(file: &str, needle: &[u8]) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -131,14 +130,19 @@ pub fn processes_of(service: &str) -> Vec<i32> {
         else {
             continue;
         };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+        let Ok(bytes) = std::fs::read(entry.path().join(file)) else {
             continue;
         };
-        if env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+        if bytes.windows(needle.len()).any(|w| w == needle) {
             pids.push(pid);
         }
     }
     pids
+}
+
+/// Pids of live processes whose environment holds `DISCO_SERVICE=<service>`.
+pub fn processes_of(service: &str) -> Vec<i32> {
+    processes_whose("environ", format!("DISCO_SERVICE={service}\0").as_bytes())
 }
 
 /// Kills a process the test is responsible for (a proper daemon the module left).
@@ -264,24 +268,5 @@ pub fn assert_report_schema(doc: &serde_json::Value) {
 
 /// Pids of live processes whose command line holds `marker`.
 pub fn processes_with_arg(marker: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if cmdline
-            .windows(marker.len())
-            .any(|w| w == marker.as_bytes())
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    processes_whose("cmdline", marker.as_bytes())
 }

@@ -57,16 +57,7 @@ fn lock_folder(path: &Path, mode: u32) -> Result<(), ApplyError> {
 /// Takes the lock of the root open as `root` (shown as `shown`): waits for it when `wait`,
 /// else fails at once with [`ApplyError::Busy`].
 pub fn lock_root(root: BorrowedFd<'_>, shown: &Path, wait: bool) -> Result<RootLock, ApplyError> {
-    lock_root_in(Path::new(ROOT_LOCKS), root, shown, wait)
-}
-
-/// [`lock_root`] with the lock files in `dir` (tests).
-pub fn lock_root_in(
-    dir: &Path,
-    root: BorrowedFd<'_>,
-    shown: &Path,
-    wait: bool,
-) -> Result<RootLock, ApplyError> {
+    let dir = Path::new(ROOT_LOCKS);
     if let Some(parent) = dir.parent() {
         lock_folder(parent, 0o755)?;
     }

@@ -8,7 +8,7 @@
 //! or staged copies were lost) is set aside with a message saying what was and was not
 //! applied, so that it never wedges the node.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::deferred::{self, Owner};
 use super::journal::{self, Journal, Phase};
@@ -171,9 +171,4 @@ fn run_deferred(j: &Journal, lock_dir: &Path) -> Vec<String> {
             },
         )
         .collect()
-}
-
-/// The journals set aside so far.
-pub fn set_aside(state_dir: &Path) -> Vec<PathBuf> {
-    journal::pending_paths(&journal::aside_dir(state_dir))
 }
