@@ -55,6 +55,14 @@ pub struct DanceArgs {
     /// this host's services); by default they are reported and not run.
     #[arg(long)]
     pub run_deferred: bool,
+    /// Live: keep the undo records of this many dances onto the root, for `disco rollback`
+    /// (0 keeps none).
+    #[arg(long, value_name = "N", default_value_t = crate::apply::undo::DEFAULT_KEEP)]
+    pub keep_undo: usize,
+    /// Live: at most this many bytes of replaced content in the kept undo records (suffixes
+    /// K, M, G); older dances' records go first.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = |s: &str| crate::supervise::parse_bytes("--keep-undo-size", s))]
+    pub keep_undo_size: u64,
     /// Write the dance's outcome for node_exporter to DIR/disco_dance.prom.
     #[arg(long, value_name = "DIR")]
     pub textfile: Option<PathBuf>,
@@ -276,6 +284,8 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         wait: !args.no_wait,
         run_deferred: args.run_deferred,
         network: args.network,
+        keep_undo: args.keep_undo,
+        keep_undo_bytes: args.keep_undo_size,
     };
     let report = dance::dance(&opts)?;
     sinks(&args, &global.state_dir, &report);
