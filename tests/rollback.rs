@@ -402,7 +402,10 @@ fn a_rollback_killed_at_random_moments_is_finished_by_the_next_one_and_loses_not
         );
     }
     eprintln!("{killed_mid} of 20 kills landed in the middle of a rollback (span {span:?})");
-    assert!(killed_mid > 0, "no kill landed inside a rollback (span {span:?})");
+    assert!(
+        killed_mid > 0,
+        "no kill landed inside a rollback (span {span:?})"
+    );
 }
 
 #[test]

@@ -323,7 +323,10 @@ fn commit(
                 let here = at::stat(dir.as_fd(), name, &shown)?;
                 if let Some(st) = &here {
                     if !replaced_already(&j.ops[i + 1..], fs, rel, here.as_ref(), inodes) {
-                        kept(i, keep_aside(undo, i, (dir.as_fd(), name), st, false, &shown)?);
+                        kept(
+                            i,
+                            keep_aside(undo, i, (dir.as_fd(), name), st, false, &shown)?,
+                        );
                     }
                 }
             }
@@ -332,7 +335,10 @@ fn commit(
                     Some(st) if at::is_dir(&st) => {}
                     other => {
                         if let Some(st) = &other {
-                            kept(i, keep_aside(undo, i, (dir.as_fd(), name), st, false, &shown)?);
+                            kept(
+                                i,
+                                keep_aside(undo, i, (dir.as_fd(), name), st, false, &shown)?,
+                            );
                         }
                         nix::sys::stat::mkdirat(
                             dir.as_fd(),
@@ -368,7 +374,10 @@ fn commit(
                     continue;
                 };
                 if let Some(st) = at::stat(dir.as_fd(), name, &shown)? {
-                    kept(i, keep_aside(undo, i, (dir.as_fd(), name), &st, true, &shown)?);
+                    kept(
+                        i,
+                        keep_aside(undo, i, (dir.as_fd(), name), &st, true, &shown)?,
+                    );
                     if at::is_dir(&st) && at::stat(dir.as_fd(), name, &shown)?.is_some() {
                         at::remove(dir.as_fd(), name, &shown)?;
                     }
@@ -650,7 +659,15 @@ pub fn apply(
             let after = verify(&j, &opened, &inodes)?;
             sync_tops(&j, &opened)?;
             remove_stagings(folders.staging, &opened);
-            record_undo(state_dir, name, &j, &opened, folders.undo, after, done.before)?;
+            record_undo(
+                state_dir,
+                name,
+                &j,
+                &opened,
+                folders.undo,
+                after,
+                done.before,
+            )?;
             Ok(done.paths)
         };
         applied.paths = finish(folders).map_err(|e| ApplyError::Commit {
