@@ -42,6 +42,8 @@ pub struct After {
     pub node: String,
     /// The deferred service commands, with what they run with.
     pub deferred: Deferred,
+    /// Keep no undo record (`--keep-undo 0`): what the merge replaces is removed.
+    pub no_undo: bool,
 }
 
 /// The live side of a journal, opened: the root and each filesystem's top, checked against
@@ -86,14 +88,18 @@ struct Folders {
     undo: Vec<Option<Staging>>,
 }
 
-/// A new random staging name for each filesystem whose plan stages something, and a new undo
-/// folder name for each.
-fn name_stagings(j: &mut Journal) -> Result<(), ApplyError> {
+/// A new random staging name for each filesystem whose plan stages something, and, when the
+/// merge keeps an undo record, a new undo folder name for each.
+fn name_stagings(j: &mut Journal, undo: bool) -> Result<(), ApplyError> {
     for i in 0..j.filesystems.len() {
-        j.filesystems[i].undo = Some(
-            staging::new_name_with(undo::PREFIX)
-                .map_err(|e| ApplyError::io("draw a random name", &j.root, e))?,
-        );
+        j.filesystems[i].undo = if undo {
+            Some(
+                staging::new_name_with(undo::PREFIX)
+                    .map_err(|e| ApplyError::io("draw a random name", &j.root, e))?,
+            )
+        } else {
+            None
+        };
         let stages = j
             .ops
             .iter()
@@ -576,6 +582,7 @@ pub fn apply(
     if let Some(journal) = journal::pending_for_root(state_dir, root) {
         return Err(ApplyError::Pending(journal));
     }
+    let no_undo = after.no_undo;
     let root_fd = at::open_root(root)?;
     let mut j = Journal {
         version: journal::VERSION,
@@ -612,7 +619,7 @@ pub fn apply(
     if j.ops.is_empty() && j.deferred.commands.is_empty() {
         return Ok(Applied::default());
     }
-    name_stagings(&mut j)?;
+    name_stagings(&mut j, !no_undo)?;
     // The scratch layers were written without syncs (`volatile`); the journal will point at
     // them, so they must be on disk before it exists.
     for (upper, _) in &tops {
@@ -735,7 +742,8 @@ pub fn replay(state_dir: &Path, path: &Path, j: &mut Journal) -> Result<Replayed
                     lost.len() - 1
                 )));
             }
-            name_stagings(j)?;
+            let undo = j.filesystems.iter().any(|f| f.undo.is_some());
+            name_stagings(j, undo)?;
             j.write(state_dir, &name)?;
             let (folders, inodes) = stage(j, &opened)?;
             j.phase = Phase::Staged {
@@ -846,7 +854,7 @@ mod tests {
             phase: Phase::Planned,
             deferred: Deferred::default(),
         };
-        name_stagings(&mut j).unwrap();
+        name_stagings(&mut j, true).unwrap();
         let opened = open(&j).unwrap();
         let (folders, inodes) = stage(&j, &opened).unwrap();
         let done = commit(&j, &opened, &folders, &inodes).unwrap();

@@ -201,7 +201,7 @@ pub fn rollback(
         });
     }
     for r in (0..opening.records.len()).rev() {
-        let done = undo_record(&mut opening, r, &mut out)?;
+        let done = undo_record(&mut opening, r, req.force, &mut out)?;
         if done > 0 || !matches!(opening.records[r].1.rollback, Some(Progress::Done)) {
             out.modules
                 .push((opening.records[r].1.journal.module.clone(), done));
@@ -437,8 +437,14 @@ fn newer_name(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr, dance: &
     }
 }
 
-/// Undoes record `r` from the phase it is in; returns how many operations it undid.
-fn undo_record(o: &mut Opening, r: usize, out: &mut Outcome) -> Result<usize, ApplyError> {
+/// Undoes record `r` from the phase it is in; returns how many operations it undid. `force`
+/// (`--force`, given now) also moves aside whatever took a path the rollback puts back.
+fn undo_record(
+    o: &mut Opening,
+    r: usize,
+    force: bool,
+    out: &mut Outcome,
+) -> Result<usize, ApplyError> {
     let dance = out.dance.clone();
     let (path, rec) = &mut o.records[r];
     let opened = &o.opened[r];
@@ -569,22 +575,42 @@ fn undo_record(o: &mut Opening, r: usize, out: &mut Outcome) -> Result<usize, Ap
             _ => {}
         }
         if let (Some(u), Some(_)) = (folder, kept) {
-            renameat2(
-                u.fd(),
-                aside.as_os_str(),
-                dir.as_fd(),
-                name,
-                RenameFlags::RENAME_NOREPLACE,
-            )
-            .map_err(|e| match e {
-                Errno::EEXIST => ApplyError::ChangedSince {
-                    dance: dance.clone(),
-                    path: shown.clone(),
-                    why: "is taken by something the dance did not put there".into(),
-                    more: String::new(),
-                },
-                e => ApplyError::io("put back", &shown, e.into()),
-            })?;
+            let put_back = || {
+                renameat2(
+                    u.fd(),
+                    aside.as_os_str(),
+                    dir.as_fd(),
+                    name,
+                    RenameFlags::RENAME_NOREPLACE,
+                )
+            };
+            match put_back() {
+                Ok(()) => {}
+                // Taken since the check (or since a rollback was cut short): with --force the
+                // newcomer goes beside it, as a forced path's newer version does.
+                Err(Errno::EEXIST) if force => {
+                    let to = newer_name(dir.as_fd(), name, &dance);
+                    renameat2(
+                        dir.as_fd(),
+                        name,
+                        dir.as_fd(),
+                        to.as_os_str(),
+                        RenameFlags::RENAME_NOREPLACE,
+                    )
+                    .map_err(|e| ApplyError::io("keep the newer version of", &shown, e.into()))?;
+                    out.kept.push((shown.clone(), shown.with_file_name(&to)));
+                    put_back().map_err(|e| ApplyError::io("put back", &shown, e.into()))?;
+                }
+                Err(Errno::EEXIST) => {
+                    return Err(ApplyError::ChangedSince {
+                        dance: dance.clone(),
+                        path: shown.clone(),
+                        why: "is taken by something the dance did not put there".into(),
+                        more: String::new(),
+                    })
+                }
+                Err(e) => return Err(ApplyError::io("put back", &shown, e.into())),
+            }
             if !ours {
                 undone += 1;
             }

@@ -44,7 +44,10 @@ pub(super) fn exec(args: ReportArgs, global: &super::GlobalArgs) -> Result<ExitC
     let text = match args.format {
         ReportFormat::Text => {
             let mut text = report::render_text(&dance);
-            text.push_str(&rollback_line(&dance, &rollbackable));
+            // The seed's format, plus one line once undo records are kept.
+            if !rollbackable.is_empty() {
+                text.push_str(&rollback_line(&dance, &rollbackable));
+            }
             text
         }
         ReportFormat::Json => crate::dance::schema::dance_json_with(&dance, Some(&rollbackable)),
@@ -58,11 +61,7 @@ pub(super) fn exec(args: ReportArgs, global: &super::GlobalArgs) -> Result<ExitC
 
 /// The report's last line: whether this dance can be rolled back, and which can.
 fn rollback_line(dance: &report::DanceReport, rollbackable: &[String]) -> String {
-    let which = if rollbackable.is_empty() {
-        "none".to_owned()
-    } else {
-        rollbackable.join(", ")
-    };
+    let which = rollbackable.join(", ");
     let this = if dance.noop {
         "a noop dance changes nothing to roll back"
     } else if rollbackable.first() == Some(&dance.id) {
