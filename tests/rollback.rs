@@ -610,3 +610,81 @@ fn a_rollback_runs_the_modules_deferred_commands_again_and_old_records_are_prune
         text(&none.stderr)
     );
 }
+
+#[test]
+fn a_dance_killed_during_its_merge_is_finished_and_then_undone_exactly() {
+    if !have_root("rollback") {
+        return;
+    }
+    let tmp = TempDir::new("rollback-killed-merge");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let area = format!("/srv/disco-rollback-merge-{}", std::process::id());
+    let n = 300;
+    many_area(&root, &area, n);
+    let src = TempDir::new("rollback-killed-merge-site");
+    many_site(src.path(), &area, n);
+    let state = tmp.path().join("state");
+    let dirs = [area.as_str()];
+    let before = manifest(&root, &dirs);
+    let root_arg = root.to_str().unwrap().to_owned();
+    let dance = |state: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_disco"))
+            .arg("--state-dir")
+            .arg(state)
+            .args(["dance", "--node", "n1", "--source"])
+            .arg(src.path())
+            .args(["--root", &root_arg])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    assert!(dance(&state).wait().unwrap().success());
+    ok(
+        &disco(&state, &["rollback", "--root", &root_arg]),
+        "rollback",
+    );
+    assert_eq!(manifest(&root, &dirs), before);
+    let journaled = |state: &Path| {
+        std::fs::read_dir(state.join("journal"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+            .unwrap_or(false)
+    };
+    let mut interrupted = 0;
+    for round in 0..8 {
+        // The moment its merge writes its journal, then a little later each round.
+        let mut child = dance(&state);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !journaled(&state) && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the dance never merged");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let delay = Duration::from_millis(3 * round);
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        if journaled(&state) {
+            interrupted += 1;
+        }
+        // The rollback first finishes the interrupted merge, then undoes all of it.
+        let out = disco(&state, &["rollback", "--root", &root_arg]);
+        assert!(
+            out.status.success() || text(&out.stderr).contains("can be rolled back"),
+            "round {round}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            manifest(&root, &dirs),
+            before,
+            "round {round} (killed {delay:?} into its merge): {}",
+            text(&out.stderr)
+        );
+    }
+    eprintln!("{interrupted} of 8 kills interrupted a merge");
+    assert!(interrupted > 0, "no kill landed inside a merge");
+}
