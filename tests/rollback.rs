@@ -688,3 +688,39 @@ fn a_dance_killed_during_its_merge_is_finished_and_then_undone_exactly() {
     eprintln!("{interrupted} of 8 kills interrupted a merge");
     assert!(interrupted > 0, "no kill landed inside a merge");
 }
+
+#[test]
+fn undo_records_over_the_size_bound_are_pruned_with_their_folders() {
+    if !have_root("rollback") {
+        return;
+    }
+    let tmp = TempDir::new("rollback-size");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let area = format!("/srv/disco-rollback-size-{}", std::process::id());
+    many_area(&root, &area, 3);
+    let src = TempDir::new("rollback-size-site");
+    many_site(src.path(), &area, 3);
+    let state = tmp.path().join("state");
+    let undo_folders = |root: &Path| {
+        std::fs::read_dir(root.join("srv"))
+            .unwrap()
+            .chain(std::fs::read_dir(root).unwrap())
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".disco-undo-"))
+            .count()
+    };
+    let out = ok(
+        &live(&state, src.path(), &root, &["--keep-undo-size", "0"]),
+        "a dance",
+    );
+    assert!(out.contains("can no longer be rolled back"), "{out}");
+    assert_eq!(undo_folders(&root), 0);
+    let none = disco(&state, &["rollback", "--root", root.to_str().unwrap()]);
+    assert!(!none.status.success());
+    // With the default bounds the next dance's record stays, and its folder with it.
+    std::fs::remove_file(root.join(format!("{}/tree", &area[1..]))).unwrap();
+    many_area(&root, &area, 3);
+    ok(&live(&state, src.path(), &root, &[]), "a dance");
+    assert_eq!(undo_folders(&root), 1);
+}

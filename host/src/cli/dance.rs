@@ -61,7 +61,7 @@ pub struct DanceArgs {
     pub keep_undo: usize,
     /// Live: at most this many bytes of replaced content in the kept undo records (suffixes
     /// K, M, G); older dances' records go first.
-    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = |s: &str| crate::supervise::parse_bytes("--keep-undo-size", s))]
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_undo_size)]
     pub keep_undo_size: u64,
     /// Write the dance's outcome for node_exporter to DIR/disco_dance.prom.
     #[arg(long, value_name = "DIR")]
@@ -317,4 +317,12 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--keep-undo-size`: a byte count with a K, M, G or T suffix, or 0 (keep no record).
+fn parse_undo_size(s: &str) -> Result<u64, crate::supervise::CgroupError> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    crate::supervise::parse_bytes("--keep-undo-size", s)
 }
