@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::report::{SelfUsage, Step, Usage};
 use crate::sandbox::connect::Watcher;
-use crate::supervise::{self, FixSpec, LockLevel};
+use crate::supervise::{FixSpec, LockLevel, Supervisor};
 
 /// One script of the plan.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -127,6 +127,7 @@ fn run_piece(
     argv: &[String],
     env: Vec<(OsString, OsString)>,
     keep_output: bool,
+    supervisor: &Supervisor,
 ) -> PieceResult {
     let mut spec = FixSpec::new(file, plan.request.clone(), &plan.node, &plan.module);
     spec.command = Some(argv.iter().map(Into::into).collect());
@@ -135,7 +136,7 @@ fn run_piece(
     spec.lock = LockLevel::None;
     spec.lock_dir = PathBuf::from("/dev/.disco/locks");
     spec.env = env;
-    match supervise::run(&spec) {
+    match supervisor.run(&spec) {
         Ok(outcome) => {
             let step = Step::from_fix(&plan.module, step, Some(item.to_owned()), &outcome);
             let failure = (!step.ok).then(|| {
@@ -188,6 +189,7 @@ pub fn run_templates(
     results: &mut std::fs::File,
     real_path: &OsStr,
     connects: Option<&Watcher>,
+    supervisor: &Supervisor,
 ) -> Result<(), String> {
     for t in &plan.templates {
         let mut r = run_piece(
@@ -198,6 +200,7 @@ pub fn run_templates(
             &t.argv,
             piece_env(plan, true, real_path),
             true,
+            supervisor,
         );
         r.step.would_connect = connects.map(Watcher::take).unwrap_or_default();
         let stop = r.failure.is_some();
@@ -216,6 +219,7 @@ pub fn run_pieces(
     results: &mut std::fs::File,
     real_path: &OsStr,
     connects: Option<&Watcher>,
+    supervisor: &Supervisor,
 ) -> Result<(), String> {
     let sources: Vec<&PathBuf> = plan.deliver.iter().filter(|p| p.is_dir()).collect();
     if !sources.is_empty() {
@@ -265,6 +269,7 @@ pub fn run_pieces(
             &script.argv,
             piece_env(plan, plan.noop, real_path),
             false,
+            supervisor,
         );
         result.step.would_connect = connects.map(Watcher::take).unwrap_or_default();
         let stop = result.failure.is_some();

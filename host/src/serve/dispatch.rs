@@ -499,6 +499,7 @@ impl Dispatcher {
                 e.ran.return_code,
                 e.finished - e.started,
                 (e.started - e.job.received).max(0.0),
+                e.ran.cgroup.as_ref(),
             );
             r.sinks.fix_result(json);
         }
@@ -532,7 +533,6 @@ impl Dispatcher {
         for w in workers {
             let _ = w.join();
         }
-        self.recorder.runner.close();
         if !cancelled.is_empty() {
             let now = history::now();
             output::warning(&format!(

@@ -121,8 +121,52 @@ struct RawRule {
     cooldown: Option<f64>,
     storm_limit: Option<u32>,
     storm_window: Option<f64>,
+    memory_max: Option<Amount>,
+    pids_max: Option<Amount>,
+    cpu_max: Option<Amount>,
     #[serde(default)]
     options: BTreeMap<String, OneOrMany<Source>>,
+}
+
+/// A limit as the file gives it: a number, or a string (`"64M"`, `"50%"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Number(u64),
+    Text(String),
+}
+
+impl Amount {
+    fn text(&self) -> String {
+        match self {
+            Amount::Number(n) => n.to_string(),
+            Amount::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// A rule's resource limits (`memory_max`, `pids_max`, `cpu_max`), read as `disco fix` reads
+/// `--memory-max`, `--pids-max`, `--cpu-max`.
+fn resources(r: &RawRule) -> Result<crate::supervise::Limits, String> {
+    use crate::supervise::{parse_bytes, parse_percent, parse_pids};
+    let e = |e: crate::supervise::CgroupError| e.to_string();
+    Ok(crate::supervise::Limits {
+        memory_max: r
+            .memory_max
+            .as_ref()
+            .map(|a| parse_bytes("memory_max", &a.text()).map_err(e))
+            .transpose()?,
+        pids_max: r
+            .pids_max
+            .as_ref()
+            .map(|a| parse_pids("pids_max", &a.text()).map_err(e))
+            .transpose()?,
+        cpu_max: r
+            .cpu_max
+            .as_ref()
+            .map(|a| parse_percent("cpu_max", &a.text()).map_err(e))
+            .transpose()?,
+    })
 }
 
 /// One rule, checked and with its module resolved.
@@ -144,6 +188,8 @@ pub struct Rule {
     pub lock: LockLevel,
     /// Dedup and storm settings.
     pub limits: Limits,
+    /// The fix's resource limits (its cgroup's).
+    pub resources: crate::supervise::Limits,
     /// Option name → its values' sources.
     pub options: Vec<(String, Vec<Source>)>,
 }
@@ -179,6 +225,8 @@ pub struct Planned {
     pub lock: LockLevel,
     /// Dedup and storm settings.
     pub limits: Limits,
+    /// The fix's resource limits (its cgroup's).
+    pub resources: crate::supervise::Limits,
 }
 
 fn seconds(what: &str, v: f64) -> Result<Duration, String> {
@@ -318,6 +366,7 @@ impl Rules {
             let name = r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1));
             let ctx = |why: String| format!("rule '{name}': {why}");
             let module = resolve_module(module_dir, &r.module).map_err(ctx)?;
+            let resources = resources(&r).map_err(ctx)?;
             let limits = Limits {
                 cooldown: secs("cooldown", r.cooldown, base.cooldown).map_err(ctx)?,
                 storm_limit: r.storm_limit.unwrap_or(base.storm_limit),
@@ -361,6 +410,7 @@ impl Rules {
                 timeout: secs("timeout", r.timeout, timeout).map_err(ctx)?,
                 lock,
                 limits,
+                resources,
                 options,
             });
         }
@@ -425,6 +475,7 @@ impl Rule {
             timeout: self.timeout,
             lock: self.lock,
             limits: self.limits,
+            resources: self.resources,
         })
     }
 }

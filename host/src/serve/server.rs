@@ -80,8 +80,6 @@ pub struct Config {
     pub textfile: Option<PathBuf>,
     /// Native sink plugins.
     pub sink_plugins: Vec<PathBuf>,
-    /// The `disco` binary the fix workers run (`disco __serve-fix`).
-    pub exe: PathBuf,
 }
 
 /// The routes' shared state.
@@ -150,6 +148,15 @@ impl App {
             ));
         }
         resp.into_hyper()
+    }
+
+    /// The answer to a request whose head repeated `Content-Length` (hyper takes equal values
+    /// as one; disco refuses the request and closes the connection, `framing.rs`).
+    pub(super) fn repeated_length(&self, remote: SocketAddr) -> hyper::Response<Full<Bytes>> {
+        let why = "more than one Content-Length field";
+        self.metrics.request(400);
+        self.refusals.warn(&format!("{remote}: 400 {why}"));
+        Response::closing(400, why).into_hyper()
     }
 
     async fn route(
@@ -489,8 +496,10 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
             }),
         )));
     }
+    // Fixes run on the dispatcher's threads, each in a cgroup of its own.
+    let runner = Runner::new(&config.lock_dir);
     let dispatcher = Arc::new(Dispatcher::new(
-        config.max_concurrent,
+        runner.concurrency(config.max_concurrent),
         config.max_queue,
         prefix.clone(),
         Recorder {
@@ -499,7 +508,7 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
             retention: config.retention,
             metrics: Arc::clone(&metrics),
             sinks,
-            runner: Runner::new(&config.exe, &config.lock_dir),
+            runner,
         },
     ));
     let _ = slot.set(Arc::downgrade(&dispatcher));

@@ -9,6 +9,7 @@
 
 mod cgroup;
 mod error;
+mod escalate;
 mod inspect;
 mod leak;
 mod lock;
@@ -21,7 +22,7 @@ mod timeout;
 mod track;
 
 pub use cgroup::{
-    parse_bytes, parse_percent, parse_pids, pin as pin_cgroups, CgroupError, CgroupUsage, Limits,
+    parse_bytes, parse_percent, parse_pids, CgroupError, CgroupUsage, Limits,
     ROOT_ENV as CGROUP_ROOT_ENV,
 };
 pub use error::SuperviseError;
