@@ -535,4 +535,32 @@ mod tests {
         let e = Rules::parse("[[rule]]\nmodule = \"a/b\"\n", Path::new("/")).unwrap_err();
         assert!(e.contains("NAME"), "{e}");
     }
+
+    #[test]
+    fn a_rule_carries_its_resource_limits() {
+        let rules = Rules::parse(
+            "[[rule]]\nmodule = \"/bin/sh\"\nmemory_max = \"64M\"\npids_max = 32\ncpu_max = \"50%\"\n\
+             [[rule]]\nmodule = \"/bin/sh\"\nmemory_max = 134217728\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let r = &rules.rules[0].resources;
+        assert_eq!(
+            (r.memory_max, r.pids_max, r.cpu_max),
+            (Some(64 << 20), Some(32), Some(50))
+        );
+        let r = &rules.rules[1].resources;
+        assert_eq!((r.memory_max, r.pids_max, r.cpu_max), (Some(128 << 20), None, None));
+        let mut alert = Alert::default();
+        alert.labels.insert("instance".into(), "db1".into());
+        assert_eq!(rules.rules[0].plan(&alert).unwrap().resources.pids_max, Some(32));
+        for (field, value) in [("pids_max", "0"), ("memory_max", "\"5X\""), ("cpu_max", "\"0\"")] {
+            let e = Rules::parse(
+                &format!("[[rule]]\nname = \"lim\"\nmodule = \"/bin/sh\"\n{field} = {value}\n"),
+                Path::new("/"),
+            )
+            .unwrap_err();
+            assert!(e.starts_with(&format!("rule 'lim': invalid {field}")), "{e}");
+        }
+    }
 }
