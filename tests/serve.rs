@@ -846,6 +846,16 @@ fn a_full_queue_answers_503_and_sigterm_lets_running_fixes_finish() {
     );
 }
 
+/// The pid of the `disco __serve-fix` worker that ran the fix for `host` (each module writes
+/// its parent's pid, the worker's, to `DIR/HOST`).
+fn worker_of(dir: &Path, host: &str) -> i32 {
+    fs::read_to_string(dir.join(host))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// The violation kinds of the fix for `host`.
 fn kinds_of(fixes: &[Value], host: &str) -> Vec<String> {
     let f = fixes.iter().find(|f| f["host"] == host).unwrap();
@@ -1062,6 +1072,133 @@ fn a_rule_holds_its_fix_to_its_limits_and_the_records_carry_the_cgroup_figures()
     if let Some(peak) = pids_peak {
         assert!(text.contains(&format!("pids peak {peak}")), "{text}");
     }
+}
+
+#[test]
+fn a_worker_keeps_serving_after_a_daemon_with_cgroups_and_retires_without() {
+    if !util::have_root("cgroup") {
+        return;
+    }
+    // With cgroups (the daemon is its fix's cgroup's member), and without (a cgroup root
+    // disco cannot use: /proc tracking only).
+    for cgroups in [true, false] {
+        worker_pool(cgroups);
+    }
+}
+
+fn worker_pool(cgroups: bool) {
+    let tmp = TempDir::new(if cgroups { "serve-pool" } else { "serve-pool-nocg" });
+    let service = util::marker("pool");
+    let _leftovers = Leftovers(service.clone());
+    let parents = tmp.path().join("parents");
+    fs::create_dir_all(&parents).unwrap();
+    let note = format!("echo \"$PPID\" > '{}'/\"$DISCO_HOST\"", parents.display());
+    // A quick fix; one that leaves a process holding its stdout (a leak, killed by the host);
+    // one that leaves a proper daemon (in its own session, holding nothing: background).
+    module(
+        &tmp.path().join("mod/fix/quick"),
+        &format!("cat >/dev/null\n{note}"),
+    );
+    module(
+        &tmp.path().join("mod/fix/leak"),
+        &format!("cat >/dev/null\n{note}\nsetsid sleep 60 &"),
+    );
+    module(
+        &tmp.path().join("mod/fix/daemon"),
+        &format!("cat >/dev/null\n{note}\nsetsid sleep 60 </dev/null >/dev/null 2>&1 &"),
+    );
+    let mut rules = String::new();
+    for m in ["quick", "leak", "daemon"] {
+        rules.push_str(&format!(
+            "[[rule]]\nmatch = {{ alertname = \"{m}\" }}\nmodule = \"{m}\"\n\
+             service = \"{service}\"\n\n"
+        ));
+    }
+    fs::write(tmp.path().join("rules.toml"), rules).unwrap();
+    let rules = tmp.path().join("rules.toml").display().to_string();
+    let mods = tmp.path().join("mod").display().to_string();
+    let serve = Serve::start(
+        tmp.path(),
+        &[
+            "--rules",
+            &rules,
+            "--module-dir",
+            &mods,
+            "--max-concurrent",
+            "1",
+        ],
+        if cgroups {
+            &[]
+        } else {
+            &[("DISCO_CGROUP_ROOT", "/nonexistent/disco-test")]
+        },
+    );
+    // One fix at a time, each waited for, so the order of workers is known.
+    let mut n = 0;
+    let mut fix = |module: &str, host: &str| -> Vec<Value> {
+        let (status, body) = post_alerts(
+            serve.addr,
+            &[alert(&[("alertname", module), ("instance", host)], None)],
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        n += 1;
+        serve.settle(n, Duration::from_secs(20))
+    };
+    fix("quick", "h1");
+    fix("quick", "h2");
+    let first = worker_of(&parents, "h1");
+    assert_eq!(worker_of(&parents, "h2"), first, "the worker served both");
+    // A leaked handle is still named and killed; nothing is left, so the worker stays.
+    let fixes = fix("leak", "h3");
+    assert!(
+        kinds_of(&fixes, "h3").contains(&"leaked_file_handle".to_owned()),
+        "{fixes:#?}"
+    );
+    assert_eq!(worker_of(&parents, "h3"), first);
+    fix("quick", "h4");
+    assert_eq!(worker_of(&parents, "h4"), first, "a clean worker stays");
+    // A daemon is left running. Without cgroups, the worker that saw it must not serve another
+    // fix, or the daemon's orphans could pass for the next fix's; with them, membership tells
+    // them apart and the worker stays.
+    let fixes = fix("daemon", "h5");
+    let f = fixes.iter().find(|f| f["host"] == "h5").unwrap();
+    let background = f["outcome"]["outcome"]["background"].as_array().unwrap();
+    assert_eq!(background.len(), 1, "{f}");
+    assert_eq!(worker_of(&parents, "h5"), first);
+    let fixes = fix("quick", "h6");
+    let second = worker_of(&parents, "h6");
+    if cgroups {
+        assert_eq!(second, first, "the worker stays after a daemon, with cgroups");
+    } else {
+        assert_ne!(second, first, "a new worker after a fix left a process");
+    }
+    let f = fixes.iter().find(|f| f["host"] == "h6").unwrap();
+    assert_eq!(
+        f["outcome"]["outcome"]["background"].as_array().unwrap().len(),
+        0,
+        "the daemon of h5 is not h6's: {f}"
+    );
+    assert_eq!(count(&fixes, "ran"), 6);
+    let daemon = background[0]["pid"].as_i64().unwrap() as i32;
+    let stat = fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Never the server's own; with cgroups the worker that ran it is still its reaper.
+    assert_ne!(ppid, serve.guard.pid().as_raw());
+    if cgroups {
+        assert_eq!(ppid, first, "the daemon's reaper is its worker");
+    } else {
+        assert_ne!(ppid, second, "the new worker is not the daemon's parent");
+    }
+    assert_eq!(serve.terminate(), 0);
 }
 
 /// Builds `contrib/sink-plugin` (its own target dir, so the outer cargo's lock is no matter).

@@ -114,6 +114,9 @@ pub enum Command {
     Fleet(fleet::FleetArgs),
     /// Finish the merges a killed live dance left, or set them aside with --discard.
     Recover(recover::RecoverArgs),
+    /// Internal: run one fix for `disco serve` (spec and request on stdin).
+    #[command(name = "__serve-fix", hide = true)]
+    ServeFix(serve::ServeFixArgs),
     /// Check a fix module (or a disco ball) against the Survivor spec, one `RULE N:` a line.
     Validate(validate::ValidateArgs),
     /// Scaffold a fix module (script, Makefile.in, doc page), or with --ball a disco ball.
@@ -147,6 +150,7 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::Serve(args) => serve::exec(args, &cli.global),
         Command::Remote(args) => remote::exec(args, &cli.global),
         Command::History(args) => history::exec(args, &cli.global),
+        Command::ServeFix(args) => serve::exec_fix(args),
         Command::Recover(args) => recover::exec(args, &cli.global),
         Command::Fleet(args) => fleet::exec(args),
         Command::Shell(args) => shell::exec(args, &cli.global),

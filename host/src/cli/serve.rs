@@ -1,4 +1,5 @@
-//! `disco serve`: fixes on alert, from Prometheus Alertmanager's webhooks.
+//! `disco serve`: fixes on alert, from Prometheus Alertmanager's webhooks; and its hidden
+//! helper `disco __serve-fix`, a worker process that runs the server's fixes one at a time.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::GlobalArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::serve::{self, Config};
 
 /// Arguments of `disco serve`.
@@ -82,6 +83,8 @@ pub struct ServeArgs {
 }
 
 pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Other(format!("cannot find the disco binary to run fixes: {e}")))?;
     let config = Config {
         listen: args.listen,
         rules: args.rules,
@@ -114,6 +117,7 @@ pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
         token_file: args.token_file,
         textfile: args.textfile,
         sink_plugins: args.sink_plugin,
+        exe,
     };
     let scheme = if config.tls.is_some() {
         "https"
@@ -172,6 +176,16 @@ fn age(s: &str) -> std::result::Result<std::time::Duration, BadValue> {
             value: s.to_owned(),
             what: "an age like 90s, 10m, 12h or 31d",
         })
+}
+
+/// Arguments of `disco __serve-fix` (none: every fix comes on stdin).
+#[derive(Debug, Args)]
+pub struct ServeFixArgs {}
+
+pub(super) fn exec_fix(_args: ServeFixArgs) -> Result<ExitCode> {
+    serve::serve_fixes(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
+        .map_err(Error::Write)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -533,6 +533,7 @@ impl Dispatcher {
         for w in workers {
             let _ = w.join();
         }
+        self.recorder.runner.close();
         if !cancelled.is_empty() {
             let now = history::now();
             output::warning(&format!(

@@ -6,10 +6,10 @@
 //! The path of one alert: `listen` (connections bounded, TLS, hyper) → `server` (routes,
 //! `auth`, body bounds) → `alertmanager` (the payload) →
 //! `rules` (which fix, for which target, with which options) → `dispatch` (deduplicated,
-//! suppressed or queued; journaled by `history` before anything runs) → `runner` (on the
-//! dispatcher's threads, through one [`crate::supervise::Supervisor`], a cgroup per fix)
-//! → the recorder in `dispatch`: `history` (outcome, Survivor fixhistory line), `metrics`,
-//! `sinks`.
+//! suppressed or queued; journaled by `history` before anything runs) → `runner` (a pool of
+//! `disco __serve-fix` workers, one fix at a time each, each with one
+//! [`crate::supervise::Supervisor`]) → the recorder in `dispatch`: `history` (outcome, Survivor
+//! fixhistory line), `metrics`, `sinks`.
 
 mod alertmanager;
 mod auth;
@@ -47,7 +47,7 @@ pub use rules::{
     check_target_name, default_module_dir, resolve_module, strip_port, Limits, Planned, Rule,
     Rules, Source,
 };
-pub use runner::{Ran, Runner};
+pub use runner::{serve_fixes, Answer, ChildSpec, Ran, Runner};
 pub use server::{serve, App, Config, MAX_BODY};
 pub use sinks::{Plugin, Sink, Sinks, Textfile, ABI_VERSION, TEXTFILE};
 pub use tls::{TlsError, TlsFiles};

@@ -80,6 +80,8 @@ pub struct Config {
     pub textfile: Option<PathBuf>,
     /// Native sink plugins.
     pub sink_plugins: Vec<PathBuf>,
+    /// The `disco` binary the fix workers run (`disco __serve-fix`).
+    pub exe: PathBuf,
 }
 
 /// The routes' shared state.
@@ -496,10 +498,8 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
             }),
         )));
     }
-    // Fixes run on the dispatcher's threads, each in a cgroup of its own.
-    let runner = Runner::new(&config.lock_dir);
     let dispatcher = Arc::new(Dispatcher::new(
-        runner.concurrency(config.max_concurrent),
+        config.max_concurrent,
         config.max_queue,
         prefix.clone(),
         Recorder {
@@ -508,7 +508,7 @@ pub fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<(), Serve
             retention: config.retention,
             metrics: Arc::clone(&metrics),
             sinks,
-            runner,
+            runner: Runner::new(&config.exe, &config.lock_dir),
         },
     ));
     let _ = slot.set(Arc::downgrade(&dispatcher));

@@ -414,7 +414,7 @@ impl Hierarchy {
 }
 
 /// What a fix's cgroup measured: every member's CPU time, peaks where a controller keeps them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CgroupUsage {
     /// User CPU time of every process that was a member, ms.
     pub cpu_user_ms: f64,
