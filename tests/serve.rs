@@ -945,7 +945,9 @@ fn sixteen_fixes_at_once_each_name_their_own_daemon_and_only_it() {
     let mut cgroups = std::collections::HashSet::new();
     for h in &hosts {
         assert_eq!(
-            fs::read_to_string(seen.join(format!("saw-{h}"))).unwrap().trim(),
+            fs::read_to_string(seen.join(format!("saw-{h}")))
+                .unwrap()
+                .trim(),
             "16",
             "fix {h} did not run at once with the others"
         );
@@ -967,7 +969,10 @@ fn sixteen_fixes_at_once_each_name_their_own_daemon_and_only_it() {
             cg.rsplit('/').next().unwrap().starts_with("fix-"),
             "{h}: {cg}"
         );
-        assert!(cgroups.insert(cg.clone()), "{h}: {cg} shared with another fix");
+        assert!(
+            cgroups.insert(cg.clone()),
+            "{h}: {cg} shared with another fix"
+        );
         assert!(o["cgroup"]["cpu_user_ms"].is_number(), "{o}");
         named.push(pid);
     }
@@ -1024,9 +1029,15 @@ fn a_rule_holds_its_fix_to_its_limits_and_the_records_carry_the_cgroup_figures()
     let f = &fixes[0];
     let o = &f["outcome"]["outcome"];
     assert_eq!(o["return_code"], 1, "{f}");
-    assert!(kinds_of(&fixes, "db1").contains(&"pids_limit".to_owned()), "{f}");
     assert!(
-        o["comment"].as_str().unwrap().contains("limit of 64 processes"),
+        kinds_of(&fixes, "db1").contains(&"pids_limit".to_owned()),
+        "{f}"
+    );
+    assert!(
+        o["comment"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 64 processes"),
         "{f}"
     );
     let cg = &o["cgroup"];
@@ -1053,11 +1064,20 @@ fn a_rule_holds_its_fix_to_its_limits_and_the_records_carry_the_cgroup_figures()
         .sum();
     assert!(cpu > 0.0, "{metrics}");
     if pids_peak.is_some() {
-        assert!(metrics.contains("disco_serve_fix_pids_peak_count 1"), "{metrics}");
-        assert!(metrics.contains("disco_serve_fix_pids_peak_bucket{le=\"1.0\"} 0"), "{metrics}");
+        assert!(
+            metrics.contains("disco_serve_fix_pids_peak_count 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("disco_serve_fix_pids_peak_bucket{le=\"1.0\"} 0"),
+            "{metrics}"
+        );
     }
     if memory_peak.is_some() {
-        assert!(metrics.contains("disco_serve_fix_memory_peak_bytes_count 1"), "{metrics}");
+        assert!(
+            metrics.contains("disco_serve_fix_memory_peak_bytes_count 1"),
+            "{metrics}"
+        );
     }
     assert_eq!(serve.terminate(), 0);
     // `disco history` says them too.
@@ -1087,7 +1107,11 @@ fn a_worker_keeps_serving_after_a_daemon_with_cgroups_and_retires_without() {
 }
 
 fn worker_pool(cgroups: bool) {
-    let tmp = TempDir::new(if cgroups { "serve-pool" } else { "serve-pool-nocg" });
+    let tmp = TempDir::new(if cgroups {
+        "serve-pool"
+    } else {
+        "serve-pool-nocg"
+    });
     let service = util::marker("pool");
     let _leftovers = Leftovers(service.clone());
     let parents = tmp.path().join("parents");
@@ -1169,13 +1193,19 @@ fn worker_pool(cgroups: bool) {
     let fixes = fix("quick", "h6");
     let second = worker_of(&parents, "h6");
     if cgroups {
-        assert_eq!(second, first, "the worker stays after a daemon, with cgroups");
+        assert_eq!(
+            second, first,
+            "the worker stays after a daemon, with cgroups"
+        );
     } else {
         assert_ne!(second, first, "a new worker after a fix left a process");
     }
     let f = fixes.iter().find(|f| f["host"] == "h6").unwrap();
     assert_eq!(
-        f["outcome"]["outcome"]["background"].as_array().unwrap().len(),
+        f["outcome"]["outcome"]["background"]
+            .as_array()
+            .unwrap()
+            .len(),
         0,
         "the daemon of h5 is not h6's: {f}"
     );
@@ -1626,7 +1656,11 @@ fn a_body_after_a_refusal_is_never_taken_for_a_request() {
         bytes.extend_from_slice(&smuggled);
         let answer = raw(serve.addr, &bytes, wait);
         assert!(answer.starts_with("HTTP/1.1 400"), "{lengths:?}: {answer}");
-        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{lengths:?}: {answer}");
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "{lengths:?}: {answer}"
+        );
     }
     // Nothing smuggled ran or reached the history.
     let journal = journal_of(tmp.path());

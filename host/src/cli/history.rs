@@ -46,8 +46,7 @@ pub(super) fn exec(args: HistoryArgs, global: &GlobalArgs) -> Result<ExitCode> {
         .since
         .as_deref()
         .map(|s| serve::parse_since(s, serve::now()))
-        .transpose()
-        .map_err(Error::Other)?;
+        .transpose()?;
     let dir = global.state_dir.join("history");
     let q = Query {
         host: args.host,
@@ -119,8 +118,14 @@ fn usage(cgroup: &serde_json::Value) -> String {
         return String::new();
     };
     let ms = |k: &str| c.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
-    let mut parts = vec![format!("cpu {:.1} ms", ms("cpu_user_ms") + ms("cpu_system_ms"))];
-    if let Some(b) = c.get("memory_peak_bytes").and_then(serde_json::Value::as_u64) {
+    let mut parts = vec![format!(
+        "cpu {:.1} ms",
+        ms("cpu_user_ms") + ms("cpu_system_ms")
+    )];
+    if let Some(b) = c
+        .get("memory_peak_bytes")
+        .and_then(serde_json::Value::as_u64)
+    {
         parts.push(format!("memory peak {:.1} MiB", b as f64 / 1048576.0));
     }
     if let Some(n) = c.get("pids_peak").and_then(serde_json::Value::as_u64) {

@@ -120,14 +120,13 @@ pub fn root_home(root: &Path) -> PathBuf {
 
 /// Runs one script or template through the host and describes how it went.
 fn run_piece(
-    plan: &Plan,
+    (plan, supervisor): (&Plan, &Supervisor),
     step: &str,
     item: &str,
     file: &Path,
     argv: &[String],
     env: Vec<(OsString, OsString)>,
     keep_output: bool,
-    supervisor: &Supervisor,
 ) -> PieceResult {
     let mut spec = FixSpec::new(file, plan.request.clone(), &plan.node, &plan.module);
     spec.command = Some(argv.iter().map(Into::into).collect());
@@ -193,14 +192,13 @@ pub fn run_templates(
 ) -> Result<(), String> {
     for t in &plan.templates {
         let mut r = run_piece(
-            plan,
+            (plan, supervisor),
             "template",
             &t.item,
             &t.file,
             &t.argv,
             piece_env(plan, true, real_path),
             true,
-            supervisor,
         );
         r.step.would_connect = connects.map(Watcher::take).unwrap_or_default();
         let stop = r.failure.is_some();
@@ -262,14 +260,13 @@ pub fn run_pieces(
     }
     for script in &plan.scripts {
         let mut result = run_piece(
-            plan,
+            (plan, supervisor),
             "exec",
             &script.item,
             &script.file,
             &script.argv,
             piece_env(plan, plan.noop, real_path),
             false,
-            supervisor,
         );
         result.step.would_connect = connects.map(Watcher::take).unwrap_or_default();
         let stop = result.failure.is_some();

@@ -617,7 +617,14 @@ fn runner(
         // Bound into the module's root before anything is rendered into it.
         std::fs::create_dir_all(&r.rendered.0).map_err(prep(&r.rendered.0))?;
         mount_root(setup, shared, root)?;
-        let child = spawn_confined(root, r, results, Part::Templates, setup.noop, &shared.supervisor)?;
+        let child = spawn_confined(
+            root,
+            r,
+            results,
+            Part::Templates,
+            setup.noop,
+            &shared.supervisor,
+        )?;
         // The module's root is mounted while the templates render (it shows the rendered
         // files through a bind of their folder, whatever is written there later).
         let mounted = pieces.map(|root| mount_root(setup, shared, root));
@@ -630,7 +637,14 @@ fn runner(
         mount_root(setup, shared, root)?;
     }
     if let Some(root) = pieces {
-        let child = spawn_confined(root, r, results, Part::Pieces, setup.noop, &shared.supervisor)?;
+        let child = spawn_confined(
+            root,
+            r,
+            results,
+            Part::Pieces,
+            setup.noop,
+            &shared.supervisor,
+        )?;
         if !finish_confined(child, r, &shared.proc, Part::Pieces) {
             return Ok(());
         }
@@ -682,7 +696,15 @@ fn spawn_confined(
     match unsafe { fork() }.map_err(sys("fork", "a confined child"))? {
         ForkResult::Child => {
             let mut results = results;
-            let ran = confined(root, &r.plan, part, noop, (&path, &real), &mut results, supervisor);
+            let ran = confined(
+                root,
+                &r.plan,
+                part,
+                noop,
+                (&path, &real),
+                &mut results,
+                supervisor,
+            );
             let code = exit_code(ran, &mut results);
             std::process::exit(code);
         }
@@ -748,7 +770,9 @@ fn confined(
             .map_err(|e| SandboxError::Caps(e.to_string()))?;
     }
     let run = match part {
-        Part::Templates => pieces::run_templates(plan, results, real, connects.as_ref(), supervisor),
+        Part::Templates => {
+            pieces::run_templates(plan, results, real, connects.as_ref(), supervisor)
+        }
         Part::Pieces => pieces::run_pieces(plan, results, real, connects.as_ref(), supervisor),
     };
     run.map_err(|e| SandboxError::Exec {

@@ -231,7 +231,8 @@ mod tests {
 
     #[test]
     fn a_repeated_content_length_is_noted_and_others_are_not() {
-        let req = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc";
+        let req =
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc";
         for step in [1, 2, 7, req.len()] {
             assert_eq!(notes(req, step), [true], "step {step}");
         }
@@ -243,11 +244,13 @@ mod tests {
     fn pipelined_requests_stay_in_step_and_a_body_is_never_a_head() {
         // The first body looks like a head with two Content-Lengths: it is skipped by count.
         let body = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
-        let mut bytes = format!("POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len())
-            .into_bytes();
+        let mut bytes =
+            format!("POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         bytes.extend_from_slice(body);
         bytes.extend_from_slice(b"GET /healthz HTTP/1.1\r\n\r\n");
-        bytes.extend_from_slice(b"POST /b HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n");
+        bytes.extend_from_slice(
+            b"POST /b HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+        );
         for step in [1, 3, 64, bytes.len()] {
             assert_eq!(notes(&bytes, step), [false, false, true], "step {step}");
         }

@@ -292,7 +292,7 @@ impl Drop for Runner {
 fn run_one(supervisor: &Supervisor, c: ChildSpec, request: Vec<u8>) -> serde_json::Value {
     let lock: LockLevel = match c.lock.parse() {
         Ok(l) => l,
-        Err(why) => return serde_json::json!({ "error": why, "return_code": 4 }),
+        Err(why) => return serde_json::json!({ "error": why.to_string(), "return_code": 4 }),
     };
     let mut spec = FixSpec::new(&c.module, request, c.host, c.service);
     spec.timeout = Duration::from_millis(c.timeout_ms.max(1));

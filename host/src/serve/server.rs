@@ -219,7 +219,7 @@ impl App {
             None => None,
             Some(s) => match history::parse_since(s, history::now()) {
                 Ok(t) => Some(t),
-                Err(why) => return Response::error(400, &why),
+                Err(why) => return Response::error(400, &why.to_string()),
             },
         };
         let q = Query {

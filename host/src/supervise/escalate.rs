@@ -30,7 +30,7 @@ pub trait Doomed {
 }
 
 /// What an escalation did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Escalated {
     /// What the first look found (the TERM's targets).
     pub first: Vec<ProcStat>,
@@ -67,14 +67,17 @@ pub fn escalate(
     whole_cgroup: bool,
 ) -> Result<Escalated, SuperviseError> {
     let pgid = members.tracker.pgid;
-    let mut e = Escalated::default();
     // One frozen moment: what is seen is what is signalled.
-    e.first = members.frozen(|| {
+    let first = members.frozen(|| {
         let first = doomed.look();
         signal_all(pgid, &first, SIGTERM);
         first
     });
-    note(&e.first, &mut e.signalled);
+    let mut e = Escalated {
+        signalled: first.clone(),
+        first,
+        killed: false,
+    };
     let grace_end = Instant::now() + grace;
     let mut left = doomed.any_left();
     while left && Instant::now() < grace_end {

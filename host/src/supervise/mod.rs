@@ -27,7 +27,7 @@ pub use cgroup::{
 };
 pub use error::SuperviseError;
 pub use inspect::{header_limits, header_lock, Inspection};
-pub use lock::{acquire, Acquired, LockGuard, LockLevel, LockPlan};
+pub use lock::{acquire, Acquired, BadLockLevel, LockGuard, LockLevel, LockPlan};
 pub use outcome::{Exit, FixOutcome, Proc, Rusage, Violation, ViolationKind};
 pub use run::{run, Supervisor};
 pub use spec::{
