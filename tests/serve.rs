@@ -878,6 +878,17 @@ impl Drop for Leftovers {
     }
 }
 
+/// Writes `rules` as `dir/rules.toml` and starts `disco serve` on it, with the modules of
+/// `dir/mod` and `extra` arguments.
+fn serve_rules(dir: &Path, rules: &str, extra: &[&str], env: &[(&str, &str)]) -> Serve {
+    fs::write(dir.join("rules.toml"), rules).unwrap();
+    let rules = dir.join("rules.toml").display().to_string();
+    let mods = dir.join("mod").display().to_string();
+    let mut args = vec!["--rules", rules.as_str(), "--module-dir", mods.as_str()];
+    args.extend(extra);
+    Serve::start(dir, &args, env)
+}
+
 /// The cgroup `/proc/PID/cgroup` names for `pid` (its v2 line).
 fn cgroup_of(pid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -913,23 +924,10 @@ fn sixteen_fixes_at_once_each_name_their_own_daemon_and_only_it() {
             seen = seen.display()
         ),
     );
-    fs::write(
-        tmp.path().join("rules.toml"),
-        format!("[[rule]]\nmodule = \"daemon\"\nservice = \"{service}\"\n"),
-    )
-    .unwrap();
-    let rules = tmp.path().join("rules.toml").display().to_string();
-    let mods = tmp.path().join("mod").display().to_string();
-    let serve = Serve::start(
+    let serve = serve_rules(
         tmp.path(),
-        &[
-            "--rules",
-            &rules,
-            "--module-dir",
-            &mods,
-            "--max-concurrent",
-            "16",
-        ],
+        &format!("[[rule]]\nmodule = \"daemon\"\nservice = \"{service}\"\n"),
+        &["--max-concurrent", "16"],
         &[],
     );
     let hosts: Vec<String> = (0..16).map(|i| format!("h{i}")).collect();
@@ -1008,17 +1006,15 @@ fn a_rule_holds_its_fix_to_its_limits_and_the_records_carry_the_cgroup_figures()
         &bomb,
     )
     .unwrap();
-    fs::write(
-        tmp.path().join("rules.toml"),
-        format!(
+    let serve = serve_rules(
+        tmp.path(),
+        &format!(
             "[[rule]]\nmodule = \"bomb\"\nservice = \"{service}\"\ntimeout = 10\n\
              pids_max = 64\nmemory_max = \"256M\"\ncpu_max = \"100%\"\n"
         ),
-    )
-    .unwrap();
-    let rules = tmp.path().join("rules.toml").display().to_string();
-    let mods = tmp.path().join("mod").display().to_string();
-    let serve = Serve::start(tmp.path(), &["--rules", &rules, "--module-dir", &mods], &[]);
+        &[],
+        &[],
+    );
     let (status, body) = post_alerts(
         serve.addr,
         &[alert(&[("alertname", "B"), ("instance", "db1")], None)],
