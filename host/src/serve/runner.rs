@@ -4,11 +4,11 @@
 //! Why processes and not threads of the server: with a cgroup per fix, one supervisor could
 //! run the fixes on the server's own threads (membership tells each fix's processes apart,
 //! `supervise/track.rs`), and `tests/supervise.rs` shows it does. It was measured slower
-//! (`bench/serve.sh`, same run, 2 cores: 176 fixes/s and a dispatch p50 of 13 ms on threads
-//! against 286 fixes/s and 3.3 ms in this pool): every module is forked from the process that
-//! supervises it, and forking the server (tens of threads, a gigabyte of address space) and
-//! tearing that copy down at the module's exec costs each fix far more than forking a small
-//! single-threaded worker.
+//! (`bench/serve.sh`, one after the other, 2 cores: 165 fixes/s and a dispatch p99 of 73 ms
+//! on threads, against 368 fixes/s and 16.8 ms in this pool): every module is forked from the
+//! process that supervises it, and forking the server (tens of threads, a gigabyte of address
+//! space) and tearing that copy down at the module's exec costs each fix far more than forking
+//! a small single-threaded worker.
 //!
 //! Why a pool of workers and not a process per fix: an exec of `disco` costs more than the rest
 //! of a quick fix. A worker serves fixes one after another. With cgroups it keeps serving
