@@ -236,7 +236,7 @@ fn sinks(args: &DanceArgs, state_dir: &std::path::Path, report: &dance::report::
     for path in &args.sink_plugin {
         match crate::serve::Plugin::load(path) {
             Ok(plugin) => all.push(Box::new(plugin)),
-            Err(e) => crate::output::warning(&e),
+            Err(e) => crate::output::warning(&e.to_string()),
         }
     }
     all.dance_report(&dance::schema::dance_json(report));

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::report::{SelfUsage, Step, Usage};
 use crate::sandbox::connect::Watcher;
-use crate::supervise::{self, FixSpec, LockLevel};
+use crate::supervise::{FixSpec, LockLevel, Supervisor};
 
 /// One script of the plan.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -120,7 +120,7 @@ pub fn root_home(root: &Path) -> PathBuf {
 
 /// Runs one script or template through the host and describes how it went.
 fn run_piece(
-    plan: &Plan,
+    (plan, supervisor): (&Plan, &Supervisor),
     step: &str,
     item: &str,
     file: &Path,
@@ -135,7 +135,7 @@ fn run_piece(
     spec.lock = LockLevel::None;
     spec.lock_dir = PathBuf::from("/dev/.disco/locks");
     spec.env = env;
-    match supervise::run(&spec) {
+    match supervisor.run(&spec) {
         Ok(outcome) => {
             let step = Step::from_fix(&plan.module, step, Some(item.to_owned()), &outcome);
             let failure = (!step.ok).then(|| {
@@ -188,10 +188,11 @@ pub fn run_templates(
     results: &mut std::fs::File,
     real_path: &OsStr,
     connects: Option<&Watcher>,
+    supervisor: &Supervisor,
 ) -> Result<(), String> {
     for t in &plan.templates {
         let mut r = run_piece(
-            plan,
+            (plan, supervisor),
             "template",
             &t.item,
             &t.file,
@@ -216,6 +217,7 @@ pub fn run_pieces(
     results: &mut std::fs::File,
     real_path: &OsStr,
     connects: Option<&Watcher>,
+    supervisor: &Supervisor,
 ) -> Result<(), String> {
     let sources: Vec<&PathBuf> = plan.deliver.iter().filter(|p| p.is_dir()).collect();
     if !sources.is_empty() {
@@ -258,7 +260,7 @@ pub fn run_pieces(
     }
     for script in &plan.scripts {
         let mut result = run_piece(
-            plan,
+            (plan, supervisor),
             "exec",
             &script.item,
             &script.file,

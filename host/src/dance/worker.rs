@@ -23,6 +23,7 @@
 //! so no script can reach it through `/proc/PID/root`; every mount dies with the namespaces when
 //! the dance ends, however it ends.
 
+use crate::supervise::Supervisor;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -290,7 +291,7 @@ impl Drop for Worker {
 /// exit status.
 /// Its caller (`disco __dance-sandbox`) has closed every inherited descriptor but 0, 1 and 2,
 /// and pinned the cgroups its fixes use.
-pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
+pub fn sandbox_main(setup: &Setup, supervisor: Supervisor) -> Result<i32, SandboxError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     // A session of its own, without the dance's terminal: no script can push keystrokes into
     // the user's shell (TIOCSTI) through /dev/tty.
@@ -311,7 +312,7 @@ pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
     // SAFETY: this process is single-threaded (nothing started a thread before here).
     match unsafe { fork() }.map_err(sys("fork", "the dance's worker"))? {
         ForkResult::Child => {
-            let code = match worker_main(setup) {
+            let code = match worker_main(setup, supervisor) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: dance sandbox: {e}");
@@ -330,9 +331,11 @@ struct Shared {
     proc: PathBuf,
     sys: PathBuf,
     empty: PathBuf,
+    /// Runs every template and script (its cgroup subtrees pinned before the namespaces).
+    supervisor: Supervisor,
 }
 
-fn worker_main(setup: &Setup) -> Result<(), SandboxError> {
+fn worker_main(setup: &Setup, supervisor: Supervisor) -> Result<(), SandboxError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     // Not dumpable: a script must not reach the host's tree through /proc/1/root or /cwd.
     nix::sys::prctl::set_dumpable(false).map_err(sys("set", "PR_SET_DUMPABLE"))?;
@@ -349,6 +352,7 @@ fn worker_main(setup: &Setup) -> Result<(), SandboxError> {
         proc: base.join("proc"),
         sys: base.join("sys"),
         empty: base.join("empty"),
+        supervisor,
     };
     let mut shims = vec![(SHIM_DIR, ShimMode::Report)];
     if !setup.noop {
@@ -613,7 +617,14 @@ fn runner(
         // Bound into the module's root before anything is rendered into it.
         std::fs::create_dir_all(&r.rendered.0).map_err(prep(&r.rendered.0))?;
         mount_root(setup, shared, root)?;
-        let child = spawn_confined(root, r, results, Part::Templates, setup.noop)?;
+        let child = spawn_confined(
+            root,
+            r,
+            results,
+            Part::Templates,
+            setup.noop,
+            &shared.supervisor,
+        )?;
         // The module's root is mounted while the templates render (it shows the rendered
         // files through a bind of their folder, whatever is written there later).
         let mounted = pieces.map(|root| mount_root(setup, shared, root));
@@ -626,7 +637,14 @@ fn runner(
         mount_root(setup, shared, root)?;
     }
     if let Some(root) = pieces {
-        let child = spawn_confined(root, r, results, Part::Pieces, setup.noop)?;
+        let child = spawn_confined(
+            root,
+            r,
+            results,
+            Part::Pieces,
+            setup.noop,
+            &shared.supervisor,
+        )?;
         if !finish_confined(child, r, &shared.proc, Part::Pieces) {
             return Ok(());
         }
@@ -668,6 +686,7 @@ fn spawn_confined(
     results: &std::fs::File,
     part: Part,
     noop: bool,
+    supervisor: &Supervisor,
 ) -> Result<Pid, SandboxError> {
     let noop = noop || part == Part::Templates;
     let shims = if noop { SHIM_DIR } else { DEFER_SHIM_DIR };
@@ -677,7 +696,15 @@ fn spawn_confined(
     match unsafe { fork() }.map_err(sys("fork", "a confined child"))? {
         ForkResult::Child => {
             let mut results = results;
-            let ran = confined(root, &r.plan, part, noop, (&path, &real), &mut results);
+            let ran = confined(
+                root,
+                &r.plan,
+                part,
+                noop,
+                (&path, &real),
+                &mut results,
+                supervisor,
+            );
             let code = exit_code(ran, &mut results);
             std::process::exit(code);
         }
@@ -709,6 +736,7 @@ fn confined(
     noop: bool,
     (path, real): (&std::ffi::OsStr, &std::ffi::OsStr),
     results: &mut std::fs::File,
+    supervisor: &Supervisor,
 ) -> Result<(), SandboxError> {
     // A runner killed at its time limit takes its confined child along.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
@@ -742,8 +770,10 @@ fn confined(
             .map_err(|e| SandboxError::Caps(e.to_string()))?;
     }
     let run = match part {
-        Part::Templates => pieces::run_templates(plan, results, real, connects.as_ref()),
-        Part::Pieces => pieces::run_pieces(plan, results, real, connects.as_ref()),
+        Part::Templates => {
+            pieces::run_templates(plan, results, real, connects.as_ref(), supervisor)
+        }
+        Part::Pieces => pieces::run_pieces(plan, results, real, connects.as_ref(), supervisor),
     };
     run.map_err(|e| SandboxError::Exec {
         command: plan.module.clone(),
