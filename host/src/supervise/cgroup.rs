@@ -252,6 +252,51 @@ fn mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str, &str)> {
     })
 }
 
+/// The leaf a disco in a delegated cgroup moves itself into (see [`hand_down`]).
+const SELF_LEAF: &str = "disco-self";
+
+/// The delegated cgroup a process is in: its own, or the one above when it is the leaf that
+/// [`hand_down`] moved disco into (so that every disco of a unit shares one subtree).
+fn delegated(own: &Path) -> PathBuf {
+    match own.parent() {
+        Some(parent) if own.file_name().is_some_and(|n| n == SELF_LEAF) => parent.to_owned(),
+        _ => own.to_owned(),
+    }
+}
+
+/// In a delegated cgroup (systemd's `Delegate=yes`) disco itself is a member, and the kernel
+/// lets a cgroup with members give its children no controller ("no internal processes"). So,
+/// as systemd asks of a delegated service, disco moves itself into a leaf (`disco-self`) and
+/// enables in `own` the controllers it has, for its subtree. Only when disco is the cgroup's
+/// one process: the processes of a unit that runs more are not disco's to move.
+fn hand_down(own: &Path) {
+    let read = |f: &str| fs::read_to_string(own.join(f)).unwrap_or_default();
+    let on = |text: &str, c: Controller| text.split_whitespace().any(|x| x == c.name());
+    let (available, enabled) = (read("cgroup.controllers"), read("cgroup.subtree_control"));
+    let missing: Vec<Controller> = Controller::ALL
+        .into_iter()
+        .filter(|&c| on(&available, c) && !on(&enabled, c))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let me = std::process::id().to_string();
+    let procs = read("cgroup.procs");
+    if procs.lines().any(|p| p.trim() != me) {
+        return;
+    }
+    let leaf = own.join(SELF_LEAF);
+    if fs::create_dir(&leaf).is_err() && !leaf.is_dir() {
+        return;
+    }
+    if fs::write(leaf.join("cgroup.procs"), &me).is_err() {
+        return;
+    }
+    for c in missing {
+        let _ = fs::write(own.join("cgroup.subtree_control"), format!("+{}", c.name()));
+    }
+}
+
 /// Joins a cgroup path (`/a/b`, from `/proc/self/cgroup`) below `base`, minus the mount's root.
 fn below(base: &str, mount_root: &str, path: &str) -> PathBuf {
     let rel = path.strip_prefix(mount_root).unwrap_or(path);
@@ -272,7 +317,7 @@ impl Hierarchy {
                 let mut c = Vec::new();
                 if let Some((mroot, point, _, _)) = v2_mount {
                     if let Some(path) = own_v2 {
-                        c.push(below(point, mroot, path).join("disco"));
+                        c.push(delegated(&below(point, mroot, path)).join("disco"));
                     }
                     let top = Path::new(point).join("disco");
                     if !c.contains(&top) {
@@ -298,7 +343,16 @@ impl Hierarchy {
             }
         }
         let v2_controllers = match &v2 {
-            Ok(dir) => Self::enable_controllers(dir),
+            Ok(dir) => {
+                if let (Some(parent), Some(path)) = (dir.parent(), own_v2) {
+                    if let Some((mroot, point, _, _)) = v2_mount {
+                        if parent == delegated(&below(point, mroot, path)) {
+                            hand_down(parent);
+                        }
+                    }
+                }
+                Self::enable_controllers(dir)
+            }
             Err(_) => Vec::new(),
         };
         let mut v1 = Vec::new();
@@ -824,6 +878,19 @@ mod tests {
                 ("pids", PathBuf::from("/sys/fs/cgroup/pids/disco")),
                 ("cpu", PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/disco")),
             ]
+        );
+    }
+
+    #[test]
+    fn every_disco_of_a_delegated_unit_shares_one_subtree() {
+        let unit = Path::new("/sys/fs/cgroup/system.slice/disco-serve.service");
+        // The first disco of the unit, and the workers it starts after moving to its leaf.
+        assert_eq!(delegated(unit), unit);
+        assert_eq!(delegated(&unit.join(SELF_LEAF)), unit);
+        assert_eq!(
+            delegated(&unit.join("other")),
+            unit.join("other"),
+            "only disco's own leaf"
         );
     }
 
