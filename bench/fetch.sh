@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# A dance's fetch from an rsync daemon on loopback against one bare `rsync -a` of the same
+# files, in one run: the fleet's realistic site (50 modules, 2,000 files, 20 MB; see
+# bench/fleet.sh) served as one rsync module, fetched by `disco dance --noop` of one node
+# (the report's fetch steps: its parameters and modules, one session when the cache is warm)
+# and by `rsync -a` of the node's parameters and every module into a warm copy. Goal: the
+# dance's fetch within 1.3x the bare rsync (steady state: nothing changed on the server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "fetch.sh: needs root (the dance's sandbox)" >&2; exit 2; }
+if [ -z "${DISCO:-}" ]; then
+    cargo build --release -q
+    DISCO=$PWD/target/release/disco
+fi
+runs=${RUNS:-15}
+work=$(mktemp -d /tmp/disco-fetch.XXXXXX)
+daemon=
+cleanup() {
+    if [ -n "$daemon" ]; then kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+site=$work/site
+python3 - "$site" <<'PY'
+import os, random, sys
+site = sys.argv[1]
+rnd = random.Random(17)
+words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+def put(rel, text, mode=0o644):
+    path = os.path.join(site, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+for m in range(1, 51):
+    mod = f"modules/mod{m:02d}"
+    put(f"{mod}/requires", "")
+    put(f"{mod}/parameters/mod{m:02d}/enabled", "yes\n")
+    for f in range(40):
+        lines = (" ".join(rnd.choice(words) for _ in range(12)) for _ in range(140))
+        put(f"{mod}/files/usr/share/fleet/mod{m:02d}/data{f:02d}.txt", "\n".join(lines) + "\n")
+    put(f"parameters/bench.node/modules/mod{m:02d}", "")
+put("parameters/disco/site/name", "bench\n")
+PY
+port=$((20000 + $$ % 20000))
+cat >"$work/rsyncd.conf" <<EOF
+use chroot = no
+uid = root
+gid = root
+log file = /dev/null
+[site]
+path = $site
+read only = yes
+EOF
+rsync --daemon --no-detach --address=127.0.0.1 --port=$port --config="$work/rsyncd.conf" &
+daemon=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+uri=rsync://127.0.0.1:$port/site/
+paths=("$uri./parameters/disco" "$uri./parameters/bench.node")
+for m in $(seq -w 1 50); do paths+=("$uri./modules/mod$m"); done
+
+# Warm both copies once (the first fetch of a node sends everything; the schedule's do not).
+"$DISCO" --state-dir "$work/state" dance --noop --source "$uri" --node bench.node >/dev/null 2>&1
+rsync -aR --delete "${paths[@]}" "$work/bare/"
+hyperfine -N --warmup 2 --runs "$runs" --export-json "$work/bare.json" \
+    -n 'bare rsync -aR of the same paths' "rsync -aR --delete ${paths[*]} $work/bare/" >/dev/null
+fetches=()
+for _ in $(seq "$runs"); do
+    "$DISCO" --state-dir "$work/state" dance --noop --format json --source "$uri" --node bench.node >"$work/dance.json"
+    fetches+=("$(python3 -c '
+import json, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["ok"], "the dance failed"
+print(sum(s["duration_ms"] for s in doc["steps"] if s["step"] in ("fetch_params", "fetch")))
+' "$work/dance.json")")
+done
+python3 - "$work/bare.json" "${fetches[@]}" <<'PY'
+import json, statistics, sys
+bare = json.load(open(sys.argv[1]))["results"][0]["median"] * 1000
+fetch = statistics.median(float(x) for x in sys.argv[2:])
+print(f"fetch: bare rsync -aR {bare:.1f} ms (floor), the dance's fetch {fetch:.1f} ms "
+      f"(median of {len(sys.argv) - 2}) -> {fetch / bare:.2f}x (goal <= 1.3x)")
+PY
