@@ -10,14 +10,16 @@
 #
 #   bench/fleet.sh NODES [--check]
 #
-# Even nodes reach the server's rsync daemon over TCP with a password of their own (rsyncd
+# With TRANSPORT=mixed (the default), even nodes reach the server's rsync daemon over TCP with a password of their own (rsyncd
 # `auth users`); odd nodes reach it over ssh with a key of their own, forced to a daemon config
 # of their own (`rsync --server --daemon --config=NODE.conf .`). Either way a node sees only
 # `parameters/disco`, its own `parameters/NODE` and the modules, and may only write
 # `reports/NODE/` (see doc/fleet.md). `--check` also proves that: each node tries to read
 # another node's parameters and to write another node's reports, and must fail.
 #
-# Environment: DISCO (the binary; default: a release build), WINDOW (seconds of the spread
+# TRANSPORT=rsyncd or TRANSPORT=ssh puts every node on one of the two.
+# Environment: DISCO (the binary; default: a release build), MODULES and FILES (the site's
+# modules, 50, and files per module, 40: the CI test runs a smaller site), WINDOW (seconds of the spread
 # round; default NODES/4, at least 10), TIMEOUT (seconds one dance may take; default 900).
 # Only 10.213.0.0/16 inside the namespaces made here is used; the host's interfaces, routes and
 # firewall are never touched. Everything made here (namespaces, veths, the bridge, the cgroup,
@@ -50,11 +52,25 @@ if [ -z "${DISCO:-}" ]; then
     cargo build --release -q
     DISCO=$PWD/target/release/disco
 fi
+((${MODULES:-50} >= 5 && ${MODULES:-50} <= 99 && ${FILES:-40} <= 1000)) || {
+    echo "fleet.sh: MODULES must be 5 to 99 (the preview changes mod05), FILES at most 1000" >&2
+    exit 2
+}
+transport=${TRANSPORT:-mixed}
+case $transport in mixed | rsyncd | ssh) ;; *) echo "fleet.sh: TRANSPORT is mixed, rsyncd or ssh" >&2; exit 2 ;; esac
 window=${WINDOW:-$((nodes / 4 > 10 ? nodes / 4 : 10))}
 timeout=${TIMEOUT:-900}
 tag=dfl$$
 work=$(mktemp -d /tmp/disco-fleet.XXXXXX)
-cg=/sys/fs/cgroup/disco-fleet-$$
+echo "namespaces: $tag-*, cgroup: disco-fleet-$$"
+# The server's cgroup, in the cgroup v2 hierarchy wherever it is mounted (a hybrid host has it
+# at /sys/fs/cgroup/unified): its cpu.stat counts every process of it.
+cgroot=$(findmnt -n -t cgroup2 -o TARGET | head -1)
+[ -n "$cgroot" ] || {
+    echo "fleet.sh: no cgroup v2 mounted: the server's CPU cannot be measured" >&2
+    exit 2
+}
+cg=$cgroot/disco-fleet-$$
 srv=$tag-srv
 addr=10.213.0.1
 pids=()
@@ -70,7 +86,10 @@ cleanup() {
     # What is left in the server's cgroup (a connection's process) is ours alone.
     if [ -d "$cg" ]; then
         [ -e "$cg/cgroup.kill" ] && echo 1 >"$cg/cgroup.kill"
-        for _ in $(seq 50); do [ -s "$cg/cgroup.procs" ] || break; sleep 0.1; done
+        for sub in rsyncd sshd; do
+            for _ in $(seq 50); do [ -s "$cg/$sub/cgroup.procs" ] || break; sleep 0.1; done
+            rmdir "$cg/$sub"
+        done
         rmdir "$cg"
     fi
     # Deleting a node's namespace deletes its veth pair; the server's takes the bridge.
@@ -89,9 +108,9 @@ node_ip() { echo "10.213.$(($1 / 250 + 1)).$(($1 % 250 + 1))"; }
 # --- The site: 50 modules, 40 files of about 10 kB each (2,000 files, 20 MB), one template
 # and one script each; every node runs every module. Nodes 3 and 7 get another NTP server.
 site=$work/srv/site
-python3 - "$site" "$nodes" <<'PY'
+python3 - "$site" "$nodes" "${MODULES:-50}" "${FILES:-40}" <<'PY'
 import os, random, sys
-site, nodes = sys.argv[1], int(sys.argv[2])
+site, nodes, modules, files = sys.argv[1], *map(int, sys.argv[2:])
 rnd = random.Random(17)
 def put(rel, text, mode=0o644):
     path = os.path.join(site, rel)
@@ -100,21 +119,21 @@ def put(rel, text, mode=0o644):
         f.write(text)
     os.chmod(path, mode)
 words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-for m in range(1, 51):
+for m in range(1, modules + 1):
     mod = f"modules/mod{m:02d}"
     put(f"{mod}/requires", f"mod{m - 1:02d}\n" if m > 1 and m % 10 else "")
     put(f"{mod}/parameters/mod{m:02d}/enabled", "yes\n")
     put(f"{mod}/templates/etc/fleet/mod{m:02d}.conf",
         f"echo module=mod{m:02d}\necho ntp=$(disco-param get $(hostname)/ntp_server)\n")
     put(f"{mod}/scripts/00-check", "#!/bin/sh\ntest -d /etc\n", 0o755)
-    for f in range(40):
+    for f in range(files):
         lines = (" ".join(rnd.choice(words) for _ in range(12)) for _ in range(140))
         put(f"{mod}/files/usr/share/fleet/mod{m:02d}/data{f:02d}.txt", "\n".join(lines) + "\n")
 put("parameters/disco/site/name", "fleet\n")
 for i in range(1, nodes + 1):
     n = f"n{i:03d}.fleet"
     put(f"parameters/{n}/ntp_server", "ntp-b.fleet\n" if i in (3, 7) else "ntp-a.fleet\n")
-    for m in range(1, 51):
+    for m in range(1, modules + 1):
         put(f"parameters/{n}/modules/mod{m:02d}", "")
 PY
 # The candidate: one module's template changed, for the preview.
@@ -124,19 +143,9 @@ mkdir -p "$work/srv/reports" "$work/srv/nodes"
 chmod 700 "$work/srv/nodes"
 
 # --- The server's rsync daemon config: per node, the site (and the candidate) filtered to
-# that node's parameters, and the reports filtered to that node's folder, write only.
-filter() {
-    echo "+ /parameters/ + /parameters/disco/*** + /parameters/$1/*** - /parameters/*** + /modules/*** - /***"
-}
-modules() { # NODE: the node's three rsync modules under the names NAME_PREFIX{site,...}
-    local n=$1 prefix=$2 auth=$3
-    for m in site candidate; do
-        printf '[%s%s]\npath = %s\nread only = yes\nfilter = %s\n%s\n' \
-            "$prefix" "$m" "$work/srv/$m" "$(filter "$n")" "$auth"
-    done
-    printf '[%sreports]\npath = %s\nread only = no\nwrite only = yes\nfilter = + /%s/ + /%s/*.json - /***\n%s\n' \
-        "$prefix" "$work/srv/reports" "$n" "$n" "$auth"
-}
+# that node's parameters, and the reports filtered to that node's folder, write only, as
+# doc/fleet.md sets a server up (contrib/fleet/disco-rsyncd-node).
+rsyncd_node=$PWD/contrib/fleet/disco-rsyncd-node
 conf=$work/srv/rsyncd.conf
 secrets=$work/srv/rsyncd.secrets
 printf 'use chroot = no\nuid = root\ngid = root\nmax connections = 0\nlisten backlog = 1024\nlog file = /dev/null\nsecrets file = %s\n\n' \
@@ -151,10 +160,11 @@ for i in $(seq 1 "$nodes"); do
     state=$work/nodes/$n/state
     mkdir -p "$state" "$work/nodes/$n/root" "$work/nodes/$n/scratch"
     chmod 700 "$state"
-    if ((i % 2 == 0)); then
+    if [ "$transport" = rsyncd ] || { [ "$transport" = mixed ] && ((i % 2 == 0)); }; then
+        echo "$i" >>"$work/tcp-nodes"
         pass=$(head -c 18 /dev/urandom | base64)
         echo "$n:$pass" >>"$secrets"
-        modules "$n" "$n-" "auth users = $n" >>"$conf"
+        "$rsyncd_node" "$n" "$work/srv" tcp >>"$conf"
         (umask 077 && echo "$pass" >"$state/rsync.pass")
         cmd="rsync -aHAX --password-file=$state/rsync.pass"
         uri="rsync://$n@$addr/$n-site/"
@@ -162,7 +172,7 @@ for i in $(seq 1 "$nodes"); do
         reports="rsync://$n@$addr/$n-reports"
     else
         printf 'use chroot = no\nuid = root\ngid = root\nlog file = /dev/null\n\n' >"$work/srv/nodes/$n.conf"
-        modules "$n" "" "" >>"$work/srv/nodes/$n.conf"
+        "$rsyncd_node" "$n" "$work/srv" ssh >>"$work/srv/nodes/$n.conf"
         ssh-keygen -q -t ed25519 -N '' -C "$n" -f "$state/id_disco"
         echo "command=\"rsync --server --daemon --config=$work/srv/nodes/$n.conf .\",restrict $(cat "$state/id_disco.pub")" >>"$keys"
         cmd="rsync -aHAX -e 'ssh -F /dev/null -i $state/id_disco -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR'"
@@ -207,23 +217,24 @@ for i in $(seq 1 "$nodes"); do
     ip -n "$ns" link set eth0 up
 done
 
-# --- The server's daemons, in a cgroup of their own (every connection's process with them).
-mkdir "$cg"
-start() { # LOG CMD...: runs CMD in the server's namespace and cgroup
-    local log=$1
-    shift
-    sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg" ip netns exec "$srv" "$@" >"$log" 2>&1 &
+# --- The server's daemons, each in a cgroup of its own (every connection's process with it).
+mkdir "$cg" "$cg/rsyncd" "$cg/sshd"
+start() { # NAME LOG CMD...: runs CMD in the server's namespace and in cgroup NAME
+    local name=$1 log=$2
+    shift 2
+    sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg/$name" ip netns exec "$srv" "$@" >"$log" 2>&1 &
     pids+=($!)
 }
-start "$work/srv/rsyncd.out" rsync --daemon --no-detach --address="$addr" --config="$conf"
-start "$work/srv/sshd.out" /usr/sbin/sshd -D -e -f "$work/srv/sshd_config"
+start rsyncd "$work/srv/rsyncd.out" rsync --daemon --no-detach --address="$addr" --config="$conf"
+start sshd "$work/srv/sshd.out" /usr/sbin/sshd -D -e -f "$work/srv/sshd_config"
 for port in 873 22; do
     for _ in $(seq 100); do
         ip netns exec "$srv" bash -c "exec 3<>/dev/tcp/$addr/$port" 2>/dev/null && break
         sleep 0.1
     done
 done
-server_cpu() { awk '$1 == "usage_usec" {print $2}' "$cg/cpu.stat"; }
+server_cpu() { awk '$1 == "usage_usec" {print $2}' "$cg/${1:-.}/cpu.stat"; }
+tcp_nodes=$(cat "$work/tcp-nodes" 2>/dev/null | wc -l)
 
 # --- One node's dance, in its namespaces: its host name, a disposable root (an overlay of /
 # whose upper layer is the node's own), its state directory. Prints "NODE SECONDS STATUS".
@@ -250,8 +261,9 @@ export work tag timeout DISCO
 dance_one() { bash "$work/node.sh" "$@"; }
 
 round() { # NAME SPREAD_SECONDS: every node dances once; prints the round's figures
-    local name=$1 spread=$2 before after
+    local name=$1 spread=$2 before after dances=() r0 r1
     before=$(server_cpu)
+    r0=$(server_cpu rsyncd)
     for i in $(seq 1 "$nodes"); do
         if ((spread > 0)); then
             ms=$(((RANDOM * 32768 + RANDOM) % (spread * 1000)))
@@ -259,19 +271,26 @@ round() { # NAME SPREAD_SECONDS: every node dances once; prints the round's figu
         else
             dance_one "$i" "$name" --noop &
         fi
+        dances+=($!)
     done >"$work/$name.times"
-    wait
+    wait "${dances[@]}"
     after=$(server_cpu)
-    python3 - "$work/$name.times" "$name" "$before" "$after" "$nodes" <<'PY'
+    r1=$(server_cpu rsyncd)
+    python3 - "$work/$name.times" "$name" "$before" "$after" "$nodes" "$r0" "$r1" "$tcp_nodes" <<'PY'
 import sys
 lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
-name, before, after, nodes = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+name, before, after, nodes, r0, r1, tcp = sys.argv[2], *map(int, sys.argv[3:])
+route = []
+if tcp:
+    route.append(f"rsyncd {(r1 - r0) / 1000 / tcp:.1f} ms per TCP node")
+if nodes > tcp:
+    route.append(f"sshd {(after - before - r1 + r0) / 1000 / (nodes - tcp):.1f} ms per ssh node")
 walls = sorted(int(l[1]) / 1000 for l in lines)
 errors = sum(1 for l in lines if l[2] != "0") + nodes - len(lines)
 pick = lambda q: walls[min(len(walls) - 1, int(q * len(walls)))]
 cpu = (after - before) / 1000 / nodes
 print(f"round {name}: {len(lines)} dances, {errors} errors, server {cpu:.1f} ms CPU per node-dance, "
-      f"node p50 {pick(0.5):.2f} s, p99 {pick(0.99):.2f} s")
+      f"node p50 {pick(0.5):.2f} s, p99 {pick(0.99):.2f} s ({', '.join(route)})")
 open(f"{sys.argv[1]}.sum", "w").write(f"{errors} {cpu} {pick(0.5)} {pick(0.99)}\n")
 PY
 }
@@ -358,7 +377,7 @@ PY
         n=$(node "$i")
         o=$(node $((i + 2)))
         state=$work/nodes/$n/state
-        if ((i % 2 == 0)); then
+        if grep -qx "$i" "$work/tcp-nodes" 2>/dev/null; then
             r=(rsync --password-file="$state/rsync.pass")
             own="rsync://$n@$addr/$n-site"
             other_mod="rsync://$n@$addr/$o-site/"
@@ -388,8 +407,10 @@ PY
     done
     # The prepared difference: nodes 3 and 7 have another NTP server.
     line=$(grep '^/etc/fleet/mod01.conf : ' "$work/diff.out" || true)
-    want="on 2 nodes otherwise: $(node 3), $(node 7)"
-    [[ $line == *"on $((nodes - 2)) nodes (md5 - => "* && $line == *"$want" ]] &&
+    odd=$(node 3)
+    ((nodes >= 7)) && odd="$odd, $(node 7)"
+    want="on $((nodes >= 7 ? 2 : 1)) node"
+    [[ $line == *"on $((nodes >= 7 ? nodes - 2 : nodes - 1)) nodes (md5 - => "* && $line == *"$want"*"otherwise: $odd" ]] &&
         echo "check: fleet diff names the two odd nodes" || fail "fleet diff: $line"
     [ "$status_rc" = 0 ] && [ "$(grep -c . "$work/status.out")" -ge "$nodes" ] &&
         echo "check: fleet status lists every node, all fresh and ok" || fail "fleet status exit $status_rc"

@@ -26,7 +26,8 @@ pub struct DanceArgs {
     #[arg(long)]
     pub noop: bool,
     /// Where parameters and modules come from: a local folder (`parameters/`, `modules/NAME/`)
-    /// or an rsync URI; default: the parameter disco/server/uri of STATE/parameters.
+    /// or an rsync URI; default: the parameter disco/server/uri of STATE/parameters, or, while
+    /// disco/client/candidate is set, that candidate, in noop.
     #[arg(long, value_name = "DIR|URI")]
     pub source: Option<String>,
     /// The node whose modules run (default: this machine's fully qualified name).
