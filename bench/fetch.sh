@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "fetch.sh: needs root (the dance's sandbox)" >&2; exit 2; }
 if [ -z "${DISCO:-}" ]; then
     cargo build --release -q
-    DISCO=$PWD/target/release/disco
+    DISCO=${CARGO_TARGET_DIR:-$PWD/target}/release/disco
 fi
 runs=${RUNS:-15}
 work=$(mktemp -d /tmp/disco-fetch.XXXXXX)

@@ -50,7 +50,7 @@ for tool in rsync ip unshare nsenter /usr/sbin/sshd ssh ssh-keygen clush python3
 done
 if [ -z "${DISCO:-}" ]; then
     cargo build --release -q
-    DISCO=$PWD/target/release/disco
+    DISCO=${CARGO_TARGET_DIR:-$PWD/target}/release/disco
 fi
 ((${MODULES:-50} >= 5 && ${MODULES:-50} <= 99 && ${FILES:-40} <= 1000)) || {
     echo "fleet.sh: MODULES must be 5 to 99 (the preview changes mod05), FILES at most 1000" >&2
