@@ -326,6 +326,9 @@ impl FetchError {
     }
 }
 
+/// One module's name and the outcome of its fetch.
+type ModuleFetch = (String, Result<Fetched, FetchError>);
+
 /// Fetches parameters and modules from one [`Source`] into one cache.
 #[derive(Debug)]
 pub struct Fetcher {
@@ -336,7 +339,7 @@ pub struct Fetcher {
     /// With a site source: the node, whose parameters alone are fetched, in one session.
     node: Option<String>,
     /// Modules the parameters' session brought along, until they are asked for.
-    prefetched: Mutex<Vec<(String, Result<Fetched, FetchError>)>>,
+    prefetched: Mutex<Vec<ModuleFetch>>,
     /// Every module asked for, so the cache can drop the others ([`Fetcher::prune`]).
     asked: Mutex<Vec<String>>,
 }
@@ -529,9 +532,10 @@ impl Fetcher {
         // Only this node's parameters may be in the merged tree: drop whatever else the cache
         // holds (an earlier layout's full tree).
         let params = self.cache.join("parameters");
-        for name in cached_dirs(&params) {
+        for entry in fs::read_dir(&params).into_iter().flatten().flatten() {
+            let name = entry.file_name();
             if name != "disco" && name != node {
-                remove_entry(&params.join(name));
+                remove_entry(&entry.path());
             }
         }
         let cached = cached_dirs(&self.cache.join("modules"));
@@ -560,10 +564,7 @@ impl Fetcher {
         &self,
         paths: &[String],
         modules: &[String],
-    ) -> (
-        Result<Fetched, FetchError>,
-        Vec<(String, Result<Fetched, FetchError>)>,
-    ) {
+    ) -> (Result<Fetched, FetchError>, Vec<ModuleFetch>) {
         let Source::Rsync(base) = &self.source else {
             unreachable!("only a site source fetches in one session")
         };
@@ -853,6 +854,16 @@ mod tests {
             Source::rsync_arg(&rsync("disco@server"), "testmodule-1.0"),
             "disco@server::testmodule-1.0/"
         );
+    }
+
+    #[test]
+    fn a_base_naming_an_rsync_module_is_a_site() {
+        for site in ["h::site", "u@h::site/sub", "rsync://h/site", "rsync://u@h:873/s/"] {
+            assert!(site.parse::<Source>().unwrap().is_site(), "{site}");
+        }
+        for bare in ["h::", "u@h", "rsync://h/", "rsync://h:873", "."] {
+            assert!(!bare.parse::<Source>().unwrap().is_site(), "{bare}");
+        }
     }
 
     #[test]
