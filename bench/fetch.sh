@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A dance's fetch from an rsync daemon on loopback against one bare `rsync -a` of the same
-# files, in one run: the fleet's realistic site (50 modules, 2,000 files, 20 MB; see
-# bench/fleet.sh) served as one rsync module, fetched by `disco dance --noop` of one node
+# files, in one run: the fleet's realistic site (50 modules, 2,000 files, 20 MB;
+# bench/fleet-site.py) served as one rsync module, fetched by `disco dance --noop` of one node
 # (the report's fetch steps: its parameters and modules, one session when the cache is warm)
 # and by `rsync -a` of the node's parameters and every module into a warm copy (and, to show
 # what the options cost, `rsync -aHAX`, the dance's default). Goal: the dance's fetch within
@@ -23,27 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 site=$work/site
-python3 - "$site" <<'PY'
-import os, random, sys
-site = sys.argv[1]
-rnd = random.Random(17)
-words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-def put(rel, text, mode=0o644):
-    path = os.path.join(site, rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
-for m in range(1, 51):
-    mod = f"modules/mod{m:02d}"
-    put(f"{mod}/requires", "")
-    put(f"{mod}/parameters/mod{m:02d}/enabled", "yes\n")
-    for f in range(40):
-        lines = (" ".join(rnd.choice(words) for _ in range(12)) for _ in range(140))
-        put(f"{mod}/files/usr/share/fleet/mod{m:02d}/data{f:02d}.txt", "\n".join(lines) + "\n")
-    put(f"parameters/bench.node/modules/mod{m:02d}", "")
-put("parameters/disco/site/name", "bench\n")
-PY
+python3 bench/fleet-site.py "$site" 1 50 40
 port=$((20000 + $$ % 20000))
 cat >"$work/rsyncd.conf" <<EOF
 use chroot = no
@@ -58,11 +38,11 @@ rsync --daemon --no-detach --address=127.0.0.1 --port=$port --config="$work/rsyn
 daemon=$!
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 uri=rsync://127.0.0.1:$port/site/
-paths=("$uri./parameters/disco" "$uri./parameters/bench.node")
+paths=("$uri./parameters/disco" "$uri./parameters/n001.fleet")
 for m in $(seq -w 1 50); do paths+=("$uri./modules/mod$m"); done
 
 # Warm both copies once (the first fetch of a node sends everything; the schedule's do not).
-"$DISCO" --state-dir "$work/state" dance --noop --source "$uri" --node bench.node >/dev/null 2>&1
+"$DISCO" --state-dir "$work/state" dance --noop --source "$uri" --node n001.fleet >/dev/null 2>&1
 rsync -aR --delete "${paths[@]}" "$work/bare/"
 rsync -aHAXR --delete "${paths[@]}" "$work/bare-hax/"
 hyperfine -N --warmup 2 --runs "$runs" --export-json "$work/bare.json" \
@@ -70,7 +50,7 @@ hyperfine -N --warmup 2 --runs "$runs" --export-json "$work/bare.json" \
     -n 'rsync -aHAXR (the dance default options)' "rsync -aHAXR --delete ${paths[*]} $work/bare-hax/" >/dev/null
 fetches=()
 for _ in $(seq "$runs"); do
-    "$DISCO" --state-dir "$work/state" dance --noop --format json --source "$uri" --node bench.node >"$work/dance.json"
+    "$DISCO" --state-dir "$work/state" dance --noop --format json --source "$uri" --node n001.fleet >"$work/dance.json"
     fetches+=("$(python3 -c '
 import json, sys
 doc = json.load(open(sys.argv[1]))

@@ -108,34 +108,7 @@ node_ip() { echo "10.213.$(($1 / 250 + 1)).$(($1 % 250 + 1))"; }
 # --- The site: 50 modules, 40 files of about 10 kB each (2,000 files, 20 MB), one template
 # and one script each; every node runs every module. Nodes 3 and 7 get another NTP server.
 site=$work/srv/site
-python3 - "$site" "$nodes" "${MODULES:-50}" "${FILES:-40}" <<'PY'
-import os, random, sys
-site, nodes, modules, files = sys.argv[1], *map(int, sys.argv[2:])
-rnd = random.Random(17)
-def put(rel, text, mode=0o644):
-    path = os.path.join(site, rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
-words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-for m in range(1, modules + 1):
-    mod = f"modules/mod{m:02d}"
-    put(f"{mod}/requires", f"mod{m - 1:02d}\n" if m > 1 and m % 10 else "")
-    put(f"{mod}/parameters/mod{m:02d}/enabled", "yes\n")
-    put(f"{mod}/templates/etc/fleet/mod{m:02d}.conf",
-        f"echo module=mod{m:02d}\necho ntp=$(disco-param get $(hostname)/ntp_server)\n")
-    put(f"{mod}/scripts/00-check", "#!/bin/sh\ntest -d /etc\n", 0o755)
-    for f in range(files):
-        lines = (" ".join(rnd.choice(words) for _ in range(12)) for _ in range(140))
-        put(f"{mod}/files/usr/share/fleet/mod{m:02d}/data{f:02d}.txt", "\n".join(lines) + "\n")
-put("parameters/disco/site/name", "fleet\n")
-for i in range(1, nodes + 1):
-    n = f"n{i:03d}.fleet"
-    put(f"parameters/{n}/ntp_server", "ntp-b.fleet\n" if i in (3, 7) else "ntp-a.fleet\n")
-    for m in range(1, modules + 1):
-        put(f"parameters/{n}/modules/mod{m:02d}", "")
-PY
+python3 bench/fleet-site.py "$site" "$nodes" "${MODULES:-50}" "${FILES:-40}"
 # The candidate: one module's template changed, for the preview.
 cp -a "$site" "$work/srv/candidate"
 echo 'echo candidate=yes' >>"$work/srv/candidate/modules/mod05/templates/etc/fleet/mod05.conf"
