@@ -858,7 +858,12 @@ mod tests {
 
     #[test]
     fn a_base_naming_an_rsync_module_is_a_site() {
-        for site in ["h::site", "u@h::site/sub", "rsync://h/site", "rsync://u@h:873/s/"] {
+        for site in [
+            "h::site",
+            "u@h::site/sub",
+            "rsync://h/site",
+            "rsync://u@h:873/s/",
+        ] {
             assert!(site.parse::<Source>().unwrap().is_site(), "{site}");
         }
         for bare in ["h::", "u@h", "rsync://h/", "rsync://h:873", "."] {
