@@ -501,3 +501,108 @@ fn pathdiff(path: &Path, base: &Path) -> String {
     text.push_str(path.to_str().unwrap());
     text
 }
+
+/// Lines of the daemon's log that hold `needle`.
+fn log_count(log: &Path, needle: &str) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn site_source_fetches_a_dance_in_one_session_and_only_its_node() {
+    if !can_run("site_source_fetches_a_dance_in_one_session", RSYNC_TOOLS) {
+        return;
+    }
+    let tmp = TempDir::new("fetch-site");
+    let home = tmp.path().join("home");
+    seed_site(&home);
+    put(&home, "parameters/other.node/secret", "theirs\n", 0o600);
+    let daemon = RsyncDaemon::start(tmp.path(), &[("site", home.as_path())]);
+    let cache = tmp.path().join("cache");
+    // What an earlier layout left: another node's parameters, which must not reach the tree.
+    put(&cache, "parameters/other.node/old", "x\n", 0o644);
+    let source: Source = format!("{}site", daemon.uri()).parse().unwrap();
+    assert!(source.is_site());
+    let node = "localhost.localdomain";
+    let dance = |wanted: &[&str]| {
+        let fetcher = Fetcher::new(source.clone(), None, cache.clone(), 2)
+            .unwrap()
+            .for_node(node)
+            .unwrap();
+        let params = fetcher.fetch_params().unwrap();
+        assert_measured(&params);
+        let results = fetcher.fetch_modules(&names(wanted));
+        fetcher.prune();
+        (params, results)
+    };
+    // One line per session that asked for a module (the start-up probe asked for none).
+    let sessions = || log_count(&daemon.log, "rsync on site/");
+
+    // The first dance: the parameters, then the modules, in one session each.
+    let (params, results) = dance(&["testmodule-1.0", "othermodule-3.2"]);
+    assert_eq!(sessions(), 2);
+    assert_eq!(params.path, cache.join("parameters"));
+    let mut listed: Vec<String> = fs::read_dir(&params.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["disco", node], "only this node's parameters");
+    let test = results[0].as_ref().unwrap();
+    assert_eq!(test.path, cache.join("modules/testmodule-1.0"));
+    assert_eq!(mode(&test.path.join("scripts/10-service_stop.sh")), 0o750);
+    assert!(results[1].as_ref().unwrap().path.join("requires").is_file());
+
+    // The next dance: one session, and nothing unchanged is sent again.
+    let sent = log_count(&daemon.log, " send ");
+    assert!(sent > 0, "the daemon logs what it sends");
+    let (_, results) = dance(&["testmodule-1.0", "othermodule-3.2"]);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(sessions(), 3, "one session per dance");
+    assert_eq!(log_count(&daemon.log, " send "), sent, "nothing sent again");
+
+    // A changed file is all that is sent; a module no longer listed leaves the cache; one
+    // the server lacks fails alone.
+    put(
+        &home,
+        "modules/testmodule-1.0/scripts/00-hello.sh",
+        "#!/bin/bash\necho changed\n",
+        0o755,
+    );
+    let (_, results) = dance(&["testmodule-1.0", "nosuch-1.0"]);
+    assert_eq!(
+        sessions(),
+        5,
+        "the parameters' session, then the new module's"
+    );
+    assert_eq!(log_count(&daemon.log, " send "), sent + 1);
+    assert_eq!(
+        fs::read_to_string(cache.join("modules/testmodule-1.0/scripts/00-hello.sh")).unwrap(),
+        "#!/bin/bash\necho changed\n"
+    );
+    let nosuch = failure(&results[1]);
+    assert_eq!(
+        nosuch,
+        format!("fetch nosuch-1.0 from {source}: not on the server (or not for this node)")
+    );
+    assert!(!cache.join("modules/othermodule-3.2").exists(), "pruned");
+    assert!(!cache.join("modules/nosuch-1.0").exists());
+
+    // A node the server does not know gets a clear error.
+    let stranger = Fetcher::new(source.clone(), None, tmp.path().join("c2"), 1)
+        .unwrap()
+        .for_node("stranger.node")
+        .unwrap();
+    let err = stranger.fetch_params().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("fetch parameters/stranger.node from {source}: not on the server (or not for this node)")
+    );
+    assert!(Fetcher::new(source.clone(), None, cache.clone(), 1)
+        .unwrap()
+        .for_node("../x")
+        .is_err());
+}

@@ -284,3 +284,73 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
     assert!(text(&status.stdout).starts_with("n1: "));
 }
+
+/// `bench/fleet.sh 20 --check` with a smaller site: 20 nodes, each in network, UTS and mount
+/// namespaces of its own, with a veth to the server's bridge, fetch from a real rsync daemon
+/// (even nodes, with a password of their own) or sshd (odd nodes, with a key of their own);
+/// every node's report reaches the server; no node reads another's parameters or writes
+/// another's reports; fleet status and fleet diff are right on two nodes with another
+/// parameter; a candidate previews through clush and through the client parameter; and
+/// nothing the script made is left behind.
+#[test]
+fn a_fleet_of_twenty_nodes_in_namespaces() {
+    if !have_root("fleet simulation") {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/fleet.sh");
+    let out = Command::new("timeout")
+        .args(["-k", "30", "1500", "bash"])
+        .arg(&script)
+        .args(["20", "--check"])
+        .env("DISCO", env!("CARGO_BIN_EXE_disco"))
+        .env("MODULES", "5")
+        .env("FILES", "4")
+        .env("WINDOW", "10")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    let all = format!("{stdout}{}", text(&out.stderr));
+    eprintln!("{all}");
+    assert!(out.status.success(), "{all}");
+    for line in [
+        "reports: 40 on the server from 20 nodes",
+        "check: a scheduled dance with disco/client/candidate is a noop against the candidate",
+        "check: n002.fleet reads its own parameters",
+        "check: n002.fleet cannot read n004.fleet's parameters",
+        "check: n002.fleet cannot open n004.fleet's rsync module",
+        "check: n002.fleet cannot write n004.fleet's reports",
+        "check: n002.fleet cannot read its reports back",
+        "check: n003.fleet reads its own parameters",
+        "check: n003.fleet cannot read n005.fleet's parameters",
+        "check: n003.fleet cannot open n005.fleet's rsync module",
+        "check: n003.fleet cannot write n005.fleet's reports",
+        "check: fleet diff names the two odd nodes",
+        "check: fleet status lists every node, all fresh and ok",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "no {line:?} in\n{all}");
+    }
+    assert!(!stdout.contains("check failed"), "{all}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("fleet: 20 nodes, 0 errors, server ")
+            && last.contains(" ms CPU per node-dance, node p50 ")
+            && last.ends_with(" nodes at 30 min"),
+        "{all}"
+    );
+    // Every namespace (and with them the veths and the bridge) and the cgroup are gone.
+    let tag = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("namespaces: "))
+        .and_then(|l| l.split_once("-*, cgroup: "))
+        .unwrap_or_else(|| panic!("{all}"));
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !text(&netns.stdout).contains(&format!("{}-", tag.0)),
+        "{}",
+        text(&netns.stdout)
+    );
+    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        assert!(!Path::new(root).join(tag.1).exists(), "{root}/{}", tag.1);
+    }
+}

@@ -2072,3 +2072,110 @@ fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
     }
     assert_eq!(serve.terminate(), 0);
 }
+
+/// The fleet's closed loop (doc/fleet.md): a real Alertmanager sends `DiscoDanceFailed` to
+/// `disco serve`, whose rule runs the shipped `dance` fix module (installed as `make install`
+/// does, its configuration directory written into it), which dances the node. The rule asks
+/// for a noop dance here, so that nothing reaches this machine; the dance's report, in the
+/// state directory `dance.conf` names, shows that it ran for the alert's node.
+#[test]
+fn a_failed_dance_alert_reruns_the_dance_through_the_shipped_module() {
+    if !servers::can_run("closed_loop", &[ALERTMANAGER]) {
+        return;
+    }
+    let tmp = TempDir::new("serve-loop");
+    let site = tmp.path().join("site");
+    util::site(
+        &site,
+        &[
+            ("parameters/loop.node/modules/loop", ""),
+            (
+                "modules/loop/templates/etc/disco-loop.conf",
+                "echo looped=yes\n",
+            ),
+        ],
+    );
+    let etc = tmp.path().join("etc/disco");
+    fs::create_dir_all(&etc).unwrap();
+    let state = tmp.path().join("node-state");
+    fs::write(
+        etc.join("dance.conf"),
+        format!(
+            "source={}\nnode=loop.node\nstate_dir={}\n",
+            site.display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let shipped =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../mod/fix/dance/dance"))
+            .unwrap();
+    let installed = shipped.replace(
+        "DISCO_CONF_DIR:=/etc/disco}",
+        &format!("DISCO_CONF_DIR:={}}}", etc.display()),
+    );
+    assert_ne!(
+        installed, shipped,
+        "the module names its configuration directory"
+    );
+    let module = tmp.path().join("mod/fix/dance");
+    fs::create_dir_all(module.parent().unwrap()).unwrap();
+    fs::write(&module, installed).unwrap();
+    fs::set_permissions(&module, fs::Permissions::from_mode(0o755)).unwrap();
+    // The rule of doc/fleet.md, with the noop option for this test.
+    fs::write(
+        tmp.path().join("rules.toml"),
+        "[[rule]]\nname = \"dance failed\"\nmatch = { alertname = \"DiscoDanceFailed\" }\n\
+         module = \"dance\"\nhost = { label = \"node\" }\nservice = \"dance\"\nlock = \"host\"\n\
+         timeout = 600\n[rule.options]\nnoop = \"1\"\n",
+    )
+    .unwrap();
+    fs::write(tmp.path().join("token"), "s3cret\n").unwrap();
+    let paths = [
+        tmp.path().join("rules.toml"),
+        tmp.path().join("mod"),
+        tmp.path().join("token"),
+    ]
+    .map(|p| p.display().to_string());
+    let mut serve = Serve::start(
+        tmp.path(),
+        &[
+            "--rules",
+            &paths[0],
+            "--module-dir",
+            &paths[1],
+            "--token-file",
+            &paths[2],
+        ],
+        &[],
+    );
+    serve.token = Some("s3cret".to_owned());
+    let am = Alertmanager::start(&tmp.path().join("am"), serve.addr, "s3cret");
+    am.post(&json!([{
+        "labels": {"alertname": "DiscoDanceFailed", "node": "loop.node", "noop": "false", "fix": "true"},
+        "annotations": {"summary": "the last live dance failed"},
+    }]));
+    let fixes = serve.settle(1, Duration::from_secs(300));
+    assert_eq!(count(&fixes, "ran"), 1, "{fixes:#?}\n{}", serve.log());
+    let ran = &fixes[0];
+    assert_eq!(ran["host"], "loop.node");
+    assert_eq!(ran["service"], "dance");
+    assert_eq!(ran["outcome"]["return_code"], 0, "{ran:#?}");
+    let report = Command::new(DISCO)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["report", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "{report:?}");
+    let doc: Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(doc["node"], "loop.node");
+    assert_eq!(doc["noop"], true);
+    assert_eq!(doc["ok"], true);
+    assert_eq!(
+        doc["modules"][0]["paths"][0]["path"],
+        "/etc/disco-loop.conf"
+    );
+    drop(am);
+    assert_eq!(serve.terminate(), 0);
+}

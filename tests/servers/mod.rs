@@ -55,7 +55,7 @@ pub fn rsyncd_conf(log: &Path, modules: &[(&str, &Path)]) -> String {
     // `disco` user who owns the served files; here that owner is root, so it serves as root
     // (and a 0750 script is served like any other).
     let mut conf = format!(
-        "use chroot = false\nuid = root\ngid = root\nlog file = {}\n",
+        "use chroot = false\nuid = root\ngid = root\ntransfer logging = yes\nlog file = {}\n",
         log.display()
     );
     for (name, path) in modules {

@@ -26,7 +26,8 @@ pub struct DanceArgs {
     #[arg(long)]
     pub noop: bool,
     /// Where parameters and modules come from: a local folder (`parameters/`, `modules/NAME/`)
-    /// or an rsync URI; default: the parameter disco/server/uri of STATE/parameters.
+    /// or an rsync URI; default: the parameter disco/server/uri of STATE/parameters, or, while
+    /// disco/client/candidate is set, that candidate, in noop.
     #[arg(long, value_name = "DIR|URI")]
     pub source: Option<String>,
     /// The node whose modules run (default: this machine's fully qualified name).
@@ -242,6 +243,10 @@ fn sinks(args: &DanceArgs, state_dir: &std::path::Path, report: &dance::report::
     all.dance_report(&dance::schema::dance_json(report));
 }
 
+/// The client parameter that names a candidate source: while it is set, a dance without
+/// `--source` (the node's scheduled one) is a noop against it, a preview before a rollout.
+pub const CANDIDATE_PARAMETER: &str = "disco/client/candidate";
+
 /// Exit status of `disco dance --exit-code` when something changed (or, in noop, would).
 pub const EXIT_DRIFT: u8 = 2;
 
@@ -263,7 +268,19 @@ fn fqdn() -> String {
 }
 
 pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
-    let noop = args.noop || std::env::var("NOOP").is_ok_and(|v| v == "true");
+    let candidate = args
+        .source
+        .is_none()
+        .then(|| client_parameter(&global.state_dir, CANDIDATE_PARAMETER))
+        .flatten()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    if let Some(c) = &candidate {
+        crate::output::info(&format!(
+            "{CANDIDATE_PARAMETER} is {c}: a noop dance against the candidate"
+        ));
+    }
+    let noop = candidate.is_some() || args.noop || std::env::var("NOOP").is_ok_and(|v| v == "true");
     let node = args.node.clone().unwrap_or_else(fqdn);
     let own = crate::sys::hostname().unwrap_or_default();
     // Scripts and templates ask `hostname` for the node, as in the original: when disco
@@ -272,7 +289,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
     let timeout = std::time::Duration::try_from_secs_f64(args.timeout)
         .map_err(|_| Error::Other(format!("--timeout {}: not a duration", args.timeout)))?;
     let opts = DanceOptions {
-        source: args.source.clone(),
+        source: args.source.clone().or(candidate),
         node,
         hostname,
         root: args.root.clone(),

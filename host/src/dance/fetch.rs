@@ -17,6 +17,16 @@
 //!   on (appended when the command lacks it), so a file removed on the server disappears from the
 //!   cache, and nothing outside `cache/` is ever deleted.
 //!
+//! Two server layouts. A bare base (`host::`, `rsync://host/`) is the seed's: `parameters` and
+//! every module are rsync modules of their own, one rsync session each (an rsync session reaches
+//! one rsync module). A base that names an rsync module (`host::site`, `rsync://host/site/`) is
+//! laid out like a local source (`parameters/`, `modules/NAME/`), and a fetcher told its node
+//! ([`Fetcher::for_node`]) fetches only `parameters/disco`, `parameters/NODE` and modules, in
+//! ONE session per dance: the parameters together with every module the cache holds from the
+//! last dance (`--relative`, `--delete-missing-args`), then, only when the node's list changed,
+//! the modules still missing in one more session. Unchanged files transfer nothing: the cache
+//! is the basis.
+//!
 //! Every rsync is measured: it is reaped with wait4(2), whose rusage covers rsync and the
 //! children it waited for (its ssh, its receiver fork).
 
@@ -46,6 +56,18 @@ pub enum Source {
 }
 
 impl Source {
+    /// Whether the base names an rsync module (`host::site/`, `rsync://host/site/`), whose
+    /// tree is laid out like a local source, so everything comes in one session.
+    pub fn is_site(&self) -> bool {
+        match self {
+            Source::Local(_) => false,
+            Source::Rsync(base) => match base.strip_prefix("rsync://") {
+                Some(rest) => rest.split_once('/').is_some_and(|(_, p)| !p.is_empty()),
+                None => base.split_once("::").is_some_and(|(_, p)| !p.is_empty()),
+            },
+        }
+    }
+
     /// The rsync source argument for `name` (`parameters` or a module) under this base.
     fn rsync_arg(base: &str, name: &str) -> String {
         // The trailing slash makes rsync copy the directory's contents, not the directory.
@@ -258,6 +280,20 @@ pub enum FetchError {
         #[source]
         source: io::Error,
     },
+    /// The node's name cannot be one path component of the server's tree.
+    #[error("node {node:?}: not a node name (letters, digits, '_', '-', '.', no leading '.')")]
+    BadNodeName {
+        /// The name.
+        node: String,
+    },
+    /// The server has no such folder, or does not show it to this node.
+    #[error("fetch {what} from {from}: not on the server (or not for this node)")]
+    NotOnServer {
+        /// `parameters/NODE` or the module.
+        what: String,
+        /// The source.
+        from: String,
+    },
     /// rsync ran and failed; `message` is its own stderr, trimmed.
     #[error("fetch {what} from {from}: {message}")]
     Rsync {
@@ -290,13 +326,22 @@ impl FetchError {
     }
 }
 
+/// One module's name and the outcome of its fetch.
+type ModuleFetch = (String, Result<Fetched, FetchError>);
+
 /// Fetches parameters and modules from one [`Source`] into one cache.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Fetcher {
     source: Source,
     rsync_cmd: Vec<String>,
     cache: PathBuf,
     jobs: usize,
+    /// With a site source: the node, whose parameters alone are fetched, in one session.
+    node: Option<String>,
+    /// Modules the parameters' session brought along, until they are asked for.
+    prefetched: Mutex<Vec<ModuleFetch>>,
+    /// Every module asked for, so the cache can drop the others ([`Fetcher::prune`]).
+    asked: Mutex<Vec<String>>,
 }
 
 impl Fetcher {
@@ -340,7 +385,26 @@ impl Fetcher {
             rsync_cmd: argv,
             cache,
             jobs: jobs.max(1),
+            node: None,
+            prefetched: Mutex::new(Vec::new()),
+            asked: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The fetcher of `node`'s dance. With a site source ([`Source::is_site`]) it fetches
+    /// `parameters/disco` and `parameters/NODE` only (and drops any other node's parameters
+    /// from the cache), together with the modules the cache holds, in one rsync session.
+    pub fn for_node(mut self, node: &str) -> Result<Fetcher, FetchError> {
+        if self.source.is_site() {
+            // It becomes a path below the site: one harmless component.
+            if !valid_module_name(node) {
+                return Err(FetchError::BadNodeName {
+                    node: node.to_owned(),
+                });
+            }
+            self.node = Some(node.to_owned());
+        }
+        Ok(self)
     }
 
     /// The source.
@@ -356,6 +420,9 @@ impl Fetcher {
     /// The parameters: for a local source its `parameters/` in place (no copy); for rsync,
     /// `BASE/parameters/` mirrored into `cache/parameters/`.
     pub fn fetch_params(&self) -> Result<Fetched, FetchError> {
+        if let Some(node) = &self.node {
+            return self.fetch_site_params(node);
+        }
         self.fetch(
             "parameters",
             Path::new("parameters"),
@@ -367,7 +434,7 @@ impl Fetcher {
     /// source's `modules/NAME/` in place). One result per name, in the input order; a failed
     /// fetch fails only its own module.
     pub fn fetch_modules(&self, names: &[String]) -> Vec<Result<Fetched, FetchError>> {
-        let results: Vec<Mutex<Option<Result<Fetched, FetchError>>>> =
+        let mut results: Vec<Mutex<Option<Result<Fetched, FetchError>>>> =
             names.iter().map(|_| Mutex::new(None)).collect();
         // Bad and repeated names fail at once; two rsyncs into one directory would race.
         let mut todo = Vec::new();
@@ -387,6 +454,32 @@ impl Fetcher {
                 Some(err) => *results[i].lock().unwrap() = Some(Err(err)),
                 None => todo.push(i),
             }
+        }
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(todo.iter().map(|&i| names[i].clone()));
+        if self.node.is_some() {
+            let mut rest = Vec::new();
+            let mut prefetched = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+            for i in todo {
+                match prefetched.iter().position(|(n, _)| *n == names[i]) {
+                    Some(at) => *results[i].get_mut().unwrap() = Some(prefetched.remove(at).1),
+                    None => rest.push(i),
+                }
+            }
+            drop(prefetched);
+            let wanted: Vec<String> = rest.iter().map(|&i| names[i].clone()).collect();
+            if !wanted.is_empty() {
+                let (_, got) = self.fetch_site(&[], &wanted);
+                for (i, (_, r)) in rest.into_iter().zip(got) {
+                    *results[i].get_mut().unwrap() = Some(r);
+                }
+            }
+            return results
+                .into_iter()
+                .map(|slot| slot.into_inner().unwrap().expect("every name has a result"))
+                .collect();
         }
         let next = AtomicUsize::new(0);
         let worker = || {
@@ -417,6 +510,107 @@ impl Fetcher {
             .collect()
     }
 
+    /// Removes from the cache every module this fetcher was not asked for (with a site source:
+    /// the parameters' session fetched what the last dance used, which may be more than this
+    /// one uses). Errors are ignored: it is a cache.
+    pub fn prune(&self) {
+        if self.node.is_none() {
+            return;
+        }
+        let asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.cache.join("modules");
+        for name in cached_dirs(&dir) {
+            if !asked.contains(&name) {
+                remove_entry(&dir.join(name));
+            }
+        }
+    }
+
+    /// A site source's parameters: `parameters/disco` and `parameters/NODE`, in one session
+    /// with the modules the cache holds (they are handed out by [`Fetcher::fetch_modules`]).
+    fn fetch_site_params(&self, node: &str) -> Result<Fetched, FetchError> {
+        // Only this node's parameters may be in the merged tree: drop whatever else the cache
+        // holds (an earlier layout's full tree).
+        let params = self.cache.join("parameters");
+        for entry in fs::read_dir(&params).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name != "disco" && name != node {
+                remove_entry(&entry.path());
+            }
+        }
+        let cached = cached_dirs(&self.cache.join("modules"));
+        let paths = ["parameters/disco".to_owned(), format!("parameters/{node}")];
+        let (params, modules) = self.fetch_site(&paths, &cached);
+        let params = Fetched {
+            path: self.cache.join("parameters"),
+            ..params?
+        };
+        *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) = modules;
+        if !self.cache.join("parameters").join(node).is_dir() {
+            return Err(FetchError::NotOnServer {
+                what: format!("parameters/{node}"),
+                from: self.source.to_string(),
+            });
+        }
+        Ok(params)
+    }
+
+    /// One rsync session from a site source: the folders `paths` (below the site) and the
+    /// `modules`, each mirrored to the same place below the cache (`--relative`); a folder the
+    /// server lacks (or hides from this node) is deleted from the cache
+    /// (`--delete-missing-args`) and its module fails with [`FetchError::NotOnServer`]. The
+    /// session's usage goes to the first result; the modules' own results carry none.
+    fn fetch_site(
+        &self,
+        paths: &[String],
+        modules: &[String],
+    ) -> (Result<Fetched, FetchError>, Vec<ModuleFetch>) {
+        let Source::Rsync(base) = &self.source else {
+            unreachable!("only a site source fetches in one session")
+        };
+        let what = if paths.is_empty() {
+            "modules".to_owned()
+        } else {
+            "parameters".to_owned()
+        };
+        let rels: Vec<String> = paths
+            .iter()
+            .cloned()
+            .chain(modules.iter().map(|m| format!("modules/{m}")))
+            .collect();
+        let from: Vec<String> = rels.iter().map(|r| format!("{base}./{r}")).collect();
+        let dests: Vec<PathBuf> = rels.iter().map(|r| self.cache.join(r)).collect();
+        let extra = ["--relative", "--delete-missing-args"];
+        let session = self.rsync(
+            &what,
+            &extra,
+            &from,
+            &dests,
+            self.cache.clone(),
+            Instant::now(),
+        );
+        let results = modules
+            .iter()
+            .map(|m| {
+                let path = self.cache.join("modules").join(m);
+                let r = match &session {
+                    Err(e) => Err(e.for_module(m, &self.source.to_string())),
+                    Ok(_) if !path.is_dir() => Err(FetchError::NotOnServer {
+                        what: m.clone(),
+                        from: self.source.to_string(),
+                    }),
+                    Ok(_) => Ok(Fetched {
+                        path,
+                        rusage: None,
+                        elapsed: Duration::ZERO,
+                    }),
+                };
+                (m.clone(), r)
+            })
+            .collect();
+        (session, results)
+    }
+
     /// Fetches `what` (`parameters` or a module name), found at `rel` under a local source, or
     /// as rsync module/directory `what` under an rsync base, into `dest`.
     fn fetch(&self, what: &str, rel: &Path, dest: PathBuf) -> Result<Fetched, FetchError> {
@@ -437,15 +631,26 @@ impl Fetcher {
                     elapsed: start.elapsed(),
                 })
             }
-            Source::Rsync(base) => self.rsync(what, &Source::rsync_arg(base, what), dest, start),
+            Source::Rsync(base) => self.rsync(
+                what,
+                &[],
+                &[Source::rsync_arg(base, what)],
+                std::slice::from_ref(&dest),
+                dest.clone(),
+                start,
+            ),
         }
     }
 
-    /// Runs the rsync command with `from` and `dest/`, and reaps it with wait4 for its usage.
+    /// Runs the rsync command with `extra` options, the sources `from` and `dest/`, and reaps
+    /// it with wait4 for its usage. `writes` are the folders it may write (none may be or lie
+    /// below a symlink within the cache).
     fn rsync(
         &self,
         what: &str,
-        from: &str,
+        extra: &[&str],
+        from: &[String],
+        writes: &[PathBuf],
         dest: PathBuf,
         start: Instant,
     ) -> Result<Fetched, FetchError> {
@@ -461,7 +666,9 @@ impl Fetcher {
         };
         // A symlink here would let --delete reach outside the cache.
         // (The cache itself may be a symlink: the user put it there.)
-        let below_cache = dest.ancestors().take_while(|dir| *dir != self.cache);
+        let below_cache = writes
+            .iter()
+            .flat_map(|w| w.ancestors().take_while(|dir| *dir != self.cache));
         for dir in below_cache {
             if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
                 return Err(FetchError::Symlink {
@@ -477,7 +684,8 @@ impl Fetcher {
         let program = Path::new(&self.rsync_cmd[0]);
         let child = Command::new(program)
             .args(&self.rsync_cmd[1..])
-            .arg(from)
+            .args(extra)
+            .args(from)
             // rsync reads `DIR/` as "into DIR"; the path is ours and absolute or cache-relative.
             .arg(format!("{}/", dest.display()))
             .stdin(Stdio::null())
@@ -518,6 +726,63 @@ impl Fetcher {
             rusage: Box::new(Usage::from_raw(&raw, elapsed)),
             elapsed,
         })
+    }
+}
+
+impl FetchError {
+    /// The same failure of a shared session, told for one module of it.
+    fn for_module(&self, module: &str, source: &str) -> FetchError {
+        match self {
+            FetchError::Rsync {
+                from,
+                message,
+                status,
+                rusage,
+                elapsed,
+                ..
+            } => FetchError::Rsync {
+                what: module.to_owned(),
+                from: from.clone(),
+                message: message.clone(),
+                status: *status,
+                rusage: rusage.clone(),
+                elapsed: *elapsed,
+            },
+            other => FetchError::Rsync {
+                what: module.to_owned(),
+                from: source.to_owned(),
+                message: other.to_string(),
+                status: 0,
+                rusage: Box::default(),
+                elapsed: Duration::ZERO,
+            },
+        }
+    }
+}
+
+/// The names in `dir` that could be modules (or nodes), sorted; none when it cannot be read.
+fn cached_dirs(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| valid_module_name(n))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Removes a cache entry, never following a symlink (removes the link itself).
+fn remove_entry(path: &Path) {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(path);
+        }
+        Err(_) => {}
     }
 }
 
@@ -589,6 +854,21 @@ mod tests {
             Source::rsync_arg(&rsync("disco@server"), "testmodule-1.0"),
             "disco@server::testmodule-1.0/"
         );
+    }
+
+    #[test]
+    fn a_base_naming_an_rsync_module_is_a_site() {
+        for site in [
+            "h::site",
+            "u@h::site/sub",
+            "rsync://h/site",
+            "rsync://u@h:873/s/",
+        ] {
+            assert!(site.parse::<Source>().unwrap().is_site(), "{site}");
+        }
+        for bare in ["h::", "u@h", "rsync://h/", "rsync://h:873", "."] {
+            assert!(!bare.parse::<Source>().unwrap().is_site(), "{bare}");
+        }
     }
 
     #[test]

@@ -741,7 +741,8 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         client_value("disco/client/cmds/rsync").as_deref(),
         opts.state_dir.join("cache"),
         opts.jobs,
-    )?;
+    )?
+    .for_node(&opts.node)?;
     let mut steps = Vec::new();
 
     let params = fetcher.fetch_params()?;
@@ -793,6 +794,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         };
         order::order(&opts.node, &wanted, &mut lookup)?
     };
+    fetcher.prune();
 
     // The run's layers, and the disco layer with the merged parameters and the modules.
     let target = Target::discover(&opts.root, &opts.state_dir)?;
