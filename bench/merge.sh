@@ -13,7 +13,7 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/small/etc/app" "$work/big/srv/data"
 for i in $(seq 1 10000); do echo "small file $i" > "$work/small/etc/app/f$i"; done
 for i in $(seq 1 1000); do head -c 1048576 /dev/urandom > "$work/big/srv/data/f$i"; done
-for layer in small big; do
+for layer in ${LAYERS:-small big}; do
     # -N runs the prepare command without a shell too: it gets one of its own.
     hyperfine -N --warmup 1 --runs "${RUNS:-5}" --export-json "$work/$layer.json" \
         --prepare "sh -c 'rm -rf $work/live && mkdir $work/live'" \
@@ -33,12 +33,13 @@ done
 # Undo: every file replaces an older one, which the merge keeps aside (a second link).
 mkdir -p "$work/base/etc/app"
 for i in $(seq 1 10000); do echo "old file $i" > "$work/base/etc/app/f$i"; done
-fresh="rm -rf $work/live $work/state && cp -a $work/base $work/live"
+# Each run starts from a synced copy: the merge's syncfs must not pay for the preparation's writes.
+fresh="rm -rf $work/live $work/state && cp -a $work/base $work/live && sync -f $work/live"
 merge="$disco --state-dir $work/state __apply --upper $work/small --live $work/live"
 hyperfine -N --warmup 1 --runs "${RUNS:-5}" --export-json "$work/undo.json" \
     --prepare "sh -c '$fresh'" -n "merge, no undo" "$merge --no-undo" \
     --prepare "sh -c '$fresh'" -n "merge with undo" "$merge" \
-    --prepare "sh -c '$fresh && $merge >/dev/null 2>&1'" -n "rollback" \
+    --prepare "sh -c '$fresh && $merge >/dev/null 2>&1 && sync -f $work/live'" -n "rollback" \
     "$disco --state-dir $work/state rollback --root $work/live"
 python3 - "$work/undo.json" <<'PY'
 import json, sys

@@ -247,7 +247,12 @@ fn keep_aside(
 ) -> Result<Option<Stamp>, ApplyError> {
     let remove = || at::remove(dir, name, shown).map(|_| None);
     let Some(u) = undo else {
-        return remove();
+        // Without a record, a file another entry replaces goes in that entry's rename.
+        return if link && !at::is_dir(here) {
+            Ok(None)
+        } else {
+            remove()
+        };
     };
     let aside = undo::aside_name(i);
     if at::stat(u.fd(), &aside, shown)?.is_some() {
