@@ -39,7 +39,9 @@ use serde::{Deserialize, Serialize};
 use super::pieces::{self, PieceResult, Plan};
 use super::report::{SelfUsage, Usage};
 use crate::diff::{self, Change, DiffOptions, Layer};
+use crate::sandbox::connect::Watcher;
 use crate::sandbox::enter::{self, prep, sys, DEFERRED, SHIM_DIR};
+use crate::sandbox::seccomp::Program;
 use crate::sandbox::shims::ShimMode;
 use crate::sandbox::{LayerInfo, Network, SandboxError, ShimConfig};
 
@@ -326,6 +328,9 @@ pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
 
 /// The shared trees every root gets: `/dev`, `/proc`, `/sys` and the hiding tmpfs.
 struct Shared {
+    /// Noop's seccomp filter, watching connections: compiled here once, loaded by each
+    /// confined child.
+    filter: Program,
     dev: PathBuf,
     proc: PathBuf,
     sys: PathBuf,
@@ -345,6 +350,7 @@ fn worker_main(setup: &Setup) -> Result<(), SandboxError> {
     }
     let base = setup.run.join("sandbox");
     let shared = Shared {
+        filter: Program::compile(true)?,
         dev: base.join("dev"),
         proc: base.join("proc"),
         sys: base.join("sys"),
@@ -613,7 +619,7 @@ fn runner(
         // Bound into the module's root before anything is rendered into it.
         std::fs::create_dir_all(&r.rendered.0).map_err(prep(&r.rendered.0))?;
         mount_root(setup, shared, root)?;
-        let child = spawn_confined(root, r, results, Part::Templates, setup.noop)?;
+        let child = spawn_confined(shared, root, r, results, Part::Templates, setup.noop)?;
         // The module's root is mounted while the templates render (it shows the rendered
         // files through a bind of their folder, whatever is written there later).
         let mounted = pieces.map(|root| mount_root(setup, shared, root));
@@ -626,7 +632,7 @@ fn runner(
         mount_root(setup, shared, root)?;
     }
     if let Some(root) = pieces {
-        let child = spawn_confined(root, r, results, Part::Pieces, setup.noop)?;
+        let child = spawn_confined(shared, root, r, results, Part::Pieces, setup.noop)?;
         if !finish_confined(child, r, &shared.proc, Part::Pieces) {
             return Ok(());
         }
@@ -663,6 +669,7 @@ enum Part {
 /// Starts `part` of the module in a child confined to `root` (chroot; as noop, without the
 /// capabilities that would leave it).
 fn spawn_confined(
+    shared: &Shared,
     root: &Root<'_>,
     r: &ModuleRequest,
     results: &std::fs::File,
@@ -677,7 +684,14 @@ fn spawn_confined(
     match unsafe { fork() }.map_err(sys("fork", "a confined child"))? {
         ForkResult::Child => {
             let mut results = results;
-            let ran = confined(root, &r.plan, part, noop, (&path, &real), &mut results);
+            let ran = confined(
+                root,
+                &r.plan,
+                part,
+                (noop, &shared.filter),
+                (&path, &real),
+                &mut results,
+            );
             let code = exit_code(ran, &mut results);
             std::process::exit(code);
         }
@@ -706,7 +720,7 @@ fn confined(
     root: &Root<'_>,
     plan: &Plan,
     part: Part,
-    noop: bool,
+    (noop, filter): (bool, &Program),
     (path, real): (&std::ffi::OsStr, &std::ffi::OsStr),
     results: &mut std::fs::File,
 ) -> Result<(), SandboxError> {
@@ -719,10 +733,9 @@ fn confined(
     unsafe { std::env::set_var("PATH", path) };
     // In noop, every connection a piece attempts is reported ("Would connect"); installed
     // while CAP_SYS_ADMIN is still held, and before any thread.
-    let connects = if noop {
-        Some(crate::sandbox::connect::Watcher::start()?)
-    } else {
-        None
+    let connects = match noop {
+        true => filter.load()?.map(Watcher::start).transpose()?,
+        false => None,
     };
     if noop {
         enter::drop_capabilities()?;

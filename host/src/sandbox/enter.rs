@@ -596,7 +596,10 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
     if spec.noop {
-        if let Err(e) = drop_capabilities() {
+        let confine = super::seccomp::Program::compile(false)
+            .and_then(|filter| filter.load())
+            .and_then(|_| drop_capabilities());
+        if let Err(e) = confine {
             return e;
         }
         cmd.env("NOOP", "true");
@@ -610,11 +613,10 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     }
 }
 
-/// Drops, for good, the capabilities that reach outside a noop sandbox ([`DROPPED`]), and
-/// installs noop's seccomp filter (the keyring calls and io_uring, which no capability or
-/// namespace keeps inside; see [`super::seccomp`]).
+/// Drops, for good, the capabilities that reach outside a noop sandbox ([`DROPPED`]). Its
+/// callers load noop's seccomp filter first (the keyring calls and io_uring, which no
+/// capability or namespace keeps inside; see [`super::seccomp`]), while they may.
 pub(crate) fn drop_capabilities() -> Result<(), SandboxError> {
-    super::seccomp::install()?;
     use caps::CapSet;
     let err = |e: caps::errors::CapsError| SandboxError::Caps(e.to_string());
     for cap in DROPPED {
