@@ -13,9 +13,9 @@ use super::exec;
 use super::fetch::{Fetched, Fetcher, Source};
 use super::layers::{Stack, DISCO_DIR};
 use super::order::{self, Requires};
-use super::pieces::{PieceResult, Plan, Script, Template};
+use super::pieces::{Plan, Script, Template};
 use super::report::{self, DanceReport, ModuleResult, ModuleStatus, SelfUsage, Step, Usage};
-use super::worker::{DiffJob, Diffed, ModuleRequest, Request, Setup, Worker};
+use super::sandbox::{DiffJob, Diffed, ModuleRequest, Request, Setup, Worker};
 use super::DanceError;
 use crate::params::{KeyPath, Tree, Value};
 use crate::sandbox::{RunDir, Target};
@@ -430,12 +430,9 @@ impl ModuleRun<'_> {
             }
         };
         on_reply(steps, reply.earlier);
+        let ran = reply.module.unwrap_or_default();
         // Each piece as it reported, in order; the first failure fails the module.
-        let results = std::fs::read_to_string(self.stack.results(self.k)).unwrap_or_default();
-        for line in results.lines().filter(|l| !l.is_empty()) {
-            let Ok(piece) = serde_json::from_str::<PieceResult>(line) else {
-                continue;
-            };
+        for piece in ran.pieces {
             self.print.raw(piece.stdout.as_bytes());
             self.print.raw(piece.stderr.as_bytes());
             for w in &piece.warnings {
@@ -455,7 +452,6 @@ impl ModuleRun<'_> {
                 return Err(failure);
             }
         }
-        let ran = reply.module.unwrap_or_default();
         if let Some(e) = ran.error {
             return Err(format!("its sandbox failed: {e}"));
         }

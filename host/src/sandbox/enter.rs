@@ -36,13 +36,7 @@ pub const EXIT_SANDBOX: i32 = 125;
 /// Exit status when the payload could not be executed.
 pub const EXIT_EXEC: i32 = 127;
 
-/// Where disco's own files (the shims) appear inside the sandbox: in its private `/dev`, so
-/// they never land in a scratch layer or a diff.
-pub const SHIM_DIR: &str = "/dev/.disco/shims";
-/// Where disco's tools (`disco-param`) appear inside the sandbox.
-pub const BIN_DIR: &str = "/dev/.disco/bin";
-/// Where a live sandbox's shims record the commands they defer.
-pub const DEFERRED: &str = "/dev/.disco/deferred";
+pub use super::paths::{BIN_DIR, DEFERRED, SHIM_DIR};
 
 /// Capabilities dropped in noop: each reaches outside the sandbox's namespaces (modules,
 /// clock, raw I/O, device nodes, file handles, other processes, mounts, immutable flags that

@@ -11,6 +11,7 @@ pub mod connect;
 pub mod enter;
 pub mod mountinfo;
 pub mod outbound;
+pub mod paths;
 pub mod run;
 pub mod seccomp;
 pub mod shims;
