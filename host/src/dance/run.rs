@@ -3,23 +3,19 @@
 //! its templates, run its scripts, report its diff. Everything is measured for `disco report`.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use protocol::Options;
-
-use super::exec;
 use super::fetch::{Fetched, Fetcher, Source};
-use super::layers::{Stack, DISCO_DIR};
+use super::layers::Stack;
+use super::module::{module_options, ModuleError, ModuleRun};
 use super::order::{self, Requires};
-use super::pieces::{Plan, Script, Template};
-use super::report::{self, DanceReport, ModuleResult, ModuleStatus, SelfUsage, Step, Usage};
+use super::progress::Printer;
+use super::report::{self, DanceReport, ModuleResult, ModuleStatus, Step, Usage};
 use super::sandbox::{DiffJob, Diffed, ModuleRequest, Request, Setup, Worker};
 use super::DanceError;
 use crate::params::{KeyPath, Tree, Value};
 use crate::sandbox::{RunDir, Target};
-use crate::supervise::FixOutcome;
 
 /// The client parameter that chooses a noop dance's network when `--network` is not given.
 pub const NETWORK_PARAMETER: &str = "disco/client/network";
@@ -55,89 +51,6 @@ pub struct DanceOptions {
     pub network: Option<crate::sandbox::Network>,
 }
 
-/// Progress lines on stdout, in the order things happen: `info:`, `warning:`, `error:`,
-/// and what scripts print.
-struct Printer {
-    on: bool,
-    color: bool,
-    /// A progress bar on stderr, when stderr is a terminal; lines are printed around it.
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Printer {
-    fn new(on: bool, modules: usize) -> Printer {
-        // A dance with nothing to count (the early replay's printer) draws no bar.
-        let bar = (on && modules > 0 && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(modules as u64);
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed}")
-            {
-                bar.set_style(style);
-            }
-            bar
-        });
-        Printer {
-            on,
-            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-            bar,
-        }
-    }
-
-    fn suspend(&self, f: impl FnOnce()) {
-        match &self.bar {
-            Some(bar) => bar.suspend(f),
-            None => f(),
-        }
-    }
-
-    fn module(&self, name: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(name.to_owned());
-        }
-    }
-
-    fn module_done(&self) {
-        if let Some(bar) = &self.bar {
-            bar.inc(1);
-        }
-    }
-
-    fn line(&self, prefix: &str, color: &str, msg: &str) {
-        if !self.on {
-            return;
-        }
-        self.suspend(|| {
-            let mut out = std::io::stdout().lock();
-            // A closed stdout must not stop the dance halfway.
-            let _ = if self.color {
-                writeln!(out, "\x1b[{color}m{prefix}\x1b[0m {msg}")
-            } else {
-                writeln!(out, "{prefix} {msg}")
-            };
-        });
-    }
-    fn info(&self, msg: &str) {
-        self.line("info:", "32", msg);
-    }
-    fn warning(&self, msg: &str) {
-        self.line("warning:", "33", msg);
-    }
-    fn error(&self, msg: &str) {
-        self.line("error:", "31", msg);
-    }
-    fn raw(&self, text: &[u8]) {
-        if self.on && !text.is_empty() {
-            self.suspend(|| {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(text);
-                if !text.ends_with(b"\n") {
-                    let _ = out.write_all(b"\n");
-                }
-            });
-        }
-    }
-}
-
 fn usage_of(f: &Fetched) -> Usage {
     // A local source ran nothing: only the wall time.
     let mut usage = f.rusage.unwrap_or_default();
@@ -150,67 +63,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DanceError + '_ {
         path: path.to_owned(),
         source,
     }
-}
-
-/// The module's parameters (`MODULE/...` of the merged tree) as ModuleOptions: each value's
-/// path below the module, with `.` for `/` (option names have no `/`). A value the protocol
-/// cannot carry (a NUL byte, a character XML 1.0 forbids), or one that cannot be read, fails
-/// the module with an error naming the parameter: never a request with options missing.
-fn module_options(tree: &Tree, module: &str) -> Result<Options, DanceError> {
-    let mut options = Options::new();
-    let Ok(key) = KeyPath::parse(module) else {
-        return Ok(options);
-    };
-    let entries = match tree.dump(Some(&key)) {
-        Ok(entries) => entries,
-        Err(crate::params::ParamError::NotFound { .. }) => return Ok(options),
-        Err(e) => {
-            return Err(DanceError::Parameter {
-                key: module.to_owned(),
-                why: e.to_string(),
-            })
-        }
-    };
-    for (path, value) in entries {
-        if let (Some(value), Some(rel)) = (value, path.strip_prefix(&format!("{module}/"))) {
-            if let Some(bad) = value.chars().find(|c| !protocol::is_xml_char(*c)) {
-                return Err(DanceError::Parameter {
-                    key: path.clone(),
-                    why: format!(
-                        "its value holds U+{:04X}, which a SurvivorFixData request cannot carry",
-                        u32::from(bad)
-                    ),
-                });
-            }
-            options.push(rel.replace('/', "."), value);
-        }
-    }
-    Ok(options)
-}
-
-/// Relative paths of the regular files under `dir`, sorted.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => walk(base, &path, out),
-                Ok(t) if t.is_file() => {
-                    if let Ok(rel) = path.strip_prefix(base) {
-                        out.push(rel.to_path_buf());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 type FetchResults = BTreeMap<String, Result<Fetched, String>>;
@@ -233,324 +85,6 @@ fn record(
     steps.push(step);
     fetched.insert(name.to_owned(), r.map_err(|e| e.to_string()));
 }
-
-/// One module's pieces, in order; returns why it failed, if it did.
-struct ModuleRun<'a> {
-    opts: &'a DanceOptions,
-    stack: &'a Stack,
-    k: usize,
-    name: &'a str,
-    fetched: &'a Path,
-    options: Options,
-    print: &'a Printer,
-    /// `HOME` for the module's pieces.
-    home: &'a Path,
-}
-
-impl ModuleRun<'_> {
-    fn inside(&self, rel: &Path) -> PathBuf {
-        Path::new(DISCO_DIR)
-            .join("modules")
-            .join(self.name)
-            .join(rel)
-    }
-
-    /// Records what the host decided of a piece and prints what it printed.
-    fn record(
-        &self,
-        steps: &mut Vec<Step>,
-        step: &str,
-        item: Option<String>,
-        outcome: FixOutcome,
-        show_stdout: bool,
-    ) -> Result<FixOutcome, String> {
-        if show_stdout {
-            self.print.raw(&outcome.stdout);
-        }
-        self.print.raw(outcome.stderr_tail.as_bytes());
-        for v in &outcome.violations {
-            self.print
-                .warning(&format!("{}: {}: {}", self.name, v.kind, v.detail));
-        }
-        let recorded = Step::from_fix(self.name, step, item.clone(), &outcome);
-        let ok = recorded.ok;
-        steps.push(recorded);
-        if ok {
-            Ok(outcome)
-        } else {
-            Err(format!(
-                "{step} {} failed: {}",
-                item.unwrap_or_default(),
-                super::report::describe_failure(&outcome)
-            ))
-        }
-    }
-
-    /// What the worker needs to run the module.
-    fn prepare(&self) -> Result<ModuleRequest, String> {
-        // The module's scratch layers exist from here on, even when nothing runs in them.
-        let layers = self
-            .stack
-            .module_layers(self.k, self.opts.noop)
-            .map_err(|e| e.to_string())?;
-        // The fetched module itself appears, read-only, at /var/disco/modules/NAME.
-        let staged = self.fetched;
-        let rendered = (
-            self.stack.module_dir(self.k).join("rendered"),
-            Path::new(DISCO_DIR).join("rendered").join(self.name),
-        );
-        // Templates render in a throwaway root that shows the module's files as if delivered;
-        // their output keeps the template's mode.
-        let mut templates = Vec::new();
-        let mut modes = Vec::new();
-        for rel in files_under(&staged.join("templates")) {
-            use std::os::unix::fs::PermissionsExt;
-            let item = rel.display().to_string();
-            let mode = std::fs::metadata(staged.join("templates").join(&rel))
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0o644);
-            modes.push((item.clone(), mode));
-            let file = self.inside(&Path::new("templates").join(&rel));
-            templates.push(Template {
-                item,
-                argv: vec!["bash".into(), file.display().to_string()],
-                file,
-            });
-        }
-        let template_layers = if templates.is_empty() {
-            None
-        } else {
-            Some(
-                self.stack
-                    .template_layers(self.k, &self.fetched.join("files"))
-                    .map_err(|e| e.to_string())?,
-            )
-        };
-        // Then the module's own root: files and rendered templates delivered, scripts run.
-        // Anything in files/ is delivered: a lone symlink or an empty folder too.
-        let has_files = std::fs::read_dir(staged.join("files"))
-            .is_ok_and(|mut entries| entries.next().is_some());
-        let mut deliver: Vec<PathBuf> = Vec::new();
-        if has_files {
-            deliver.push(self.inside(Path::new("files")));
-        }
-        if !templates.is_empty() {
-            deliver.push(rendered.1.clone());
-        }
-        let scripts: Vec<Script> = files_under(&staged.join("scripts"))
-            .into_iter()
-            .map(|rel| {
-                let file = self.inside(&Path::new("scripts").join(&rel));
-                let argv = exec::script_argv(&staged.join("scripts").join(&rel), &file)
-                    .into_iter()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .collect();
-                Script {
-                    item: rel.display().to_string(),
-                    file,
-                    argv,
-                }
-            })
-            .collect();
-        Ok(ModuleRequest {
-            plan: Plan {
-                module: self.name.to_owned(),
-                node: self.opts.node.clone(),
-                noop: self.opts.noop,
-                timeout: self.opts.timeout,
-                request: exec::request(self.name, &self.options, self.opts.timeout)
-                    .map_err(|e| e.to_string())?,
-                templates,
-                deliver,
-                scripts,
-                home: self.home.to_path_buf(),
-            },
-            dir: self.stack.module_dir(self.k),
-            template_layers,
-            rendered,
-            module: (staged.to_path_buf(), self.inside(Path::new(""))),
-            modes,
-            results: self.stack.results(self.k),
-            defer: (!self.opts.noop).then(|| self.stack.deferred(self.k)),
-            // Live, the merge needs the diff at once; in noop it is made while the next
-            // module runs.
-            diff: (!self.opts.noop).then(|| self.stack.diff_job(self.k, self.opts.timeout)),
-            layers,
-        })
-    }
-
-    /// Runs the module, and `earlier` (an earlier module's diff) beside it; `on_reply` gets
-    /// that diff before anything of this module is printed. Returns the module's changes when
-    /// its diff was made (live), `None` when it comes with a later request (noop).
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        worker: &mut Worker,
-        steps: &mut Vec<Step>,
-        earlier: Option<DiffJob>,
-        on_reply: &mut OnReply<'_>,
-        prepared: Option<Result<ModuleRequest, String>>,
-        while_waiting: &mut dyn FnMut(),
-    ) -> Result<Option<Diffed>, String> {
-        let request = match prepared.unwrap_or_else(|| self.prepare()) {
-            Ok(mut module) => {
-                // Laid out perhaps while the module before ran: stacked on what it left now.
-                self.stack.restack(&mut module.layers);
-                if let Some(t) = module.template_layers.as_mut() {
-                    self.stack.restack(t);
-                }
-                if module.diff.is_some() {
-                    module.diff = Some(self.stack.diff_job(self.k, self.opts.timeout));
-                }
-                Request {
-                    module: Some(module),
-                    earlier,
-                }
-            }
-            Err(e) => {
-                let reply = worker.run(&Request {
-                    module: None,
-                    earlier,
-                });
-                on_reply(steps, reply.map_or_else(|e| Some(Err(e)), |r| r.earlier));
-                return Err(e);
-            }
-        };
-        let asked = request.earlier.is_some();
-        let sent = worker.send(&request);
-        // While the worker runs it, the dance lays out the next module.
-        if sent.is_ok() {
-            while_waiting();
-        }
-        let reply = match sent.and_then(|limit| worker.receive(limit)) {
-            Ok(reply) => reply,
-            Err(e) => {
-                on_reply(steps, asked.then(|| Err(e.clone())));
-                return Err(e);
-            }
-        };
-        on_reply(steps, reply.earlier);
-        let ran = reply.module.unwrap_or_default();
-        // Each piece as it reported, in order; the first failure fails the module.
-        for piece in ran.pieces {
-            self.print.raw(piece.stdout.as_bytes());
-            self.print.raw(piece.stderr.as_bytes());
-            for w in &piece.warnings {
-                self.print.warning(&format!("{}: {w}", self.name));
-            }
-            // With `--network outbound` the connections are made: said as such.
-            let connects = if self.opts.network == Some(crate::sandbox::Network::Outbound) {
-                "Connects"
-            } else {
-                "Would connect"
-            };
-            for address in &piece.step.would_connect {
-                self.print.warning(&format!("{connects} : {address}"));
-            }
-            steps.push(piece.step);
-            if let Some(failure) = piece.failure {
-                return Err(failure);
-            }
-        }
-        if let Some(e) = ran.error {
-            return Err(format!("its sandbox failed: {e}"));
-        }
-        if ran.failed {
-            return Err("a piece failed".into());
-        }
-        let Some(diff) = ran.diff else {
-            return Ok(None);
-        };
-        steps.push(Step::new(self.name, "diff", None, diff.usage, true));
-        self.print.raw(diff.diff.as_bytes());
-        if !self.opts.noop {
-            self.merge(steps)?;
-        }
-        Ok(Some(diff))
-    }
-
-    /// Live: the module's layers onto the system, journaled with the service commands its
-    /// scripts deferred, which then run for real, in order, each through the fix-module host.
-    fn merge(&self, steps: &mut Vec<Step>) -> Result<(), String> {
-        let text = std::fs::read_to_string(self.stack.deferred(self.k)).unwrap_or_default();
-        let mut deferred = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let words: Vec<String> =
-                serde_json::from_str(line).map_err(|e| format!("deferred command {line}: {e}"))?;
-            deferred.push(words);
-        }
-        // A `service` or `systemctl` run chrooted into another root still starts and stops
-        // this host's processes (same PID namespace, same service manager): only on request.
-        if self.stack.target.root != Path::new("/") && !self.opts.run_deferred {
-            for words in deferred.drain(..) {
-                self.print.warning(&format!(
-                    "{}: Not executing deferred (the root is not /; --run-deferred runs it): {}",
-                    self.name,
-                    words.join(" ")
-                ));
-            }
-        }
-        let start = SelfUsage::now();
-        let run = &self.stack.run.id;
-        let deferred =
-            crate::apply::deferred::Deferred::new(deferred, &self.options, self.opts.timeout);
-        let result = crate::apply::apply(
-            &self.opts.state_dir,
-            run,
-            self.name,
-            &format!("{run}.m{}", self.k),
-            &self.stack.target.root,
-            &self.stack.merge_layers(self.k),
-            crate::apply::After {
-                node: self.opts.node.clone(),
-                deferred: deferred.clone(),
-            },
-        );
-        steps.push(Step::new(
-            self.name,
-            "merge",
-            None,
-            Usage::of_self_since(start),
-            result.is_ok(),
-        ));
-        let applied = result.map_err(|e| format!("merge failed: {e}"))?;
-        for w in &applied.warnings {
-            self.print.warning(&format!("{}: {w}", self.name));
-        }
-        self.print
-            .info(&format!("Merged {}: {} path(s)", self.name, applied.paths));
-        let mut failure = None;
-        let owner = crate::apply::deferred::Owner {
-            root: &self.stack.target.root,
-            node: &self.opts.node,
-            module: self.name,
-        };
-        let lock_dir = self.opts.state_dir.join("locks");
-        for words in &deferred.commands {
-            let shown = words.join(" ");
-            self.print.info(&format!("Executing deferred : {shown}"));
-            // The same path a replay of the journal takes: same request, environment, timeout.
-            let outcome = crate::apply::deferred::run(owner, &deferred, words, &lock_dir)
-                .map_err(|e| e.to_string());
-            // Every deferred command runs, even after one failed: each is its own service.
-            if let Err(e) =
-                outcome.and_then(|o| self.record(steps, "deferred", Some(shown), o, true))
-            {
-                failure.get_or_insert(e);
-            }
-        }
-        if let Some(journal) = &applied.journal {
-            crate::apply::journal::remove(journal).map_err(|e| e.to_string())?;
-        }
-        match failure {
-            Some(e) => Err(format!("merged, but {e}")),
-            None => Ok(()),
-        }
-    }
-}
-
-/// What a module's run calls with the earlier module's diff, as soon as it comes.
-type OnReply<'a> = dyn FnMut(&mut Vec<Step>, Option<Result<Diffed, String>>) + 'a;
 
 /// A module that succeeded whose diff is being made.
 struct Pending {
@@ -606,7 +140,7 @@ fn flush(
         module: None,
         earlier: Some(p.job.clone()),
     });
-    let diffed = reply.map_or_else(|e| Some(Err(e)), |r| r.earlier);
+    let diffed = reply.map_or_else(|e| Some(Err(e.to_string())), |r| r.earlier);
     record_diff(p, diffed, results, steps, print);
 }
 
@@ -614,8 +148,10 @@ fn flush(
 /// only this process's own mount namespace (and its sandbox's) sees, and that vanishes with
 /// it, however it ends: nothing to delete afterwards, no churn of the disk's inodes.
 fn in_memory(run: &Path) -> Result<(), DanceError> {
-    let fail = |what: &str, e: nix::errno::Errno| {
-        DanceError::Worker(format!("cannot {what} for {}: {e}", run.display()))
+    let fail = |what: &'static str, source: nix::errno::Errno| DanceError::RunFolder {
+        what,
+        path: run.to_owned(),
+        source,
     };
     crate::sys::private_mount_namespace().map_err(|e| fail("unshare a mount namespace", e))?;
     nix::mount::mount(
@@ -813,8 +349,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         hostname: stack.hostname().map(str::to_owned),
         root: stack.target.root.clone(),
     };
-    let mut worker =
-        Worker::start(&setup, &stack.run.path.join("sandbox.json")).map_err(DanceError::Worker)?;
+    let mut worker = Worker::start(&setup, &stack.run.path.join("sandbox.json"))?;
     let home = super::pieces::root_home(&stack.target.root);
     let mut results: Vec<ModuleResult> = Vec::new();
     let mut failed_live = None;
@@ -822,7 +357,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     // printed, and its changes counted, when that module's reply comes, before anything of it.
     let mut pending: Option<Pending> = None;
     // The next module, laid out while the one before runs.
-    let mut prepared: Option<(usize, Result<ModuleRequest, String>)> = None;
+    let mut prepared: Option<(usize, Result<ModuleRequest, ModuleError>)> = None;
     let fetched_path = |name: &str| match fetched.get(name) {
         Some(Ok(f)) => f.path.clone(),
         _ => PathBuf::new(),
@@ -892,25 +427,20 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                 print: &print,
                 home: &home,
             };
-            let mut earlier = pending.take();
+            let earlier = pending.take();
             let job = earlier.as_ref().map(|p| p.job.clone());
-            let mut on_reply = |steps: &mut Vec<Step>, diffed: Option<Result<Diffed, String>>| {
-                if let Some(p) = earlier.take() {
-                    record_diff(p, diffed, &mut results, steps, &print);
-                }
-                print.info(&format!("Processing {name}"));
-                print.module(name);
-            };
             let ahead = prepared.take().filter(|(j, _)| *j == k).map(|(_, m)| m);
-            let next = order
-                .modules
-                .get(k + 1)
-                .filter(|n| matches!(fetched.get(*n), Some(Ok(_))));
-            let next_fetched = next.map(|n| fetched_path(n)).unwrap_or_default();
-            let mut while_waiting = || {
-                // A module whose parameters cannot travel is failed when its turn comes.
-                let next = next.and_then(|n| Some((n, module_options(&tree, n).ok()?)));
+            let turn = module.send(&mut worker, job, ahead);
+            if turn.running() {
+                // While the worker runs it, the dance lays out the next module; one whose
+                // parameters cannot travel is failed when its turn comes.
+                let next = order
+                    .modules
+                    .get(k + 1)
+                    .filter(|n| matches!(fetched.get(*n), Some(Ok(_))))
+                    .and_then(|n| Some((n, module_options(&tree, n).ok()?)));
                 if let Some((next_name, options)) = next {
+                    let next_fetched = fetched_path(next_name);
                     let next_run = ModuleRun {
                         opts,
                         stack: &stack,
@@ -923,15 +453,15 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                     };
                     prepared = Some((k + 1, next_run.prepare()));
                 }
-            };
-            let outcome = module.run(
-                &mut worker,
-                &mut steps,
-                job,
-                &mut on_reply,
-                ahead,
-                &mut while_waiting,
-            );
+            }
+            let (diffed, ran) = module.receive(&mut worker, turn);
+            // The earlier module's diff is shown before anything of this one.
+            if let Some(p) = earlier {
+                record_diff(p, diffed, &mut results, &mut steps, &print);
+            }
+            print.info(&format!("Processing {name}"));
+            print.module(name);
+            let outcome = ran.and_then(|ran| module.finish(ran, &mut steps));
             // The earlier module's layer is free now: no root stacks on it, its diff is made.
             stack.settle()?;
             match outcome {
@@ -956,7 +486,8 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                         (ModuleStatus::Failed { reason }, (0, 0, 0))
                     }
                 },
-                Err(reason) => {
+                Err(e) => {
+                    let reason = e.to_string();
                     print.error(&format!("{name}: {reason}"));
                     if !opts.noop && failed_live.is_none() {
                         failed_live = Some(k);

@@ -113,7 +113,7 @@ impl Program {
 /// byte order, as the kernel reads them).
 fn instructions(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, SandboxError> {
     const SIZE: usize = std::mem::size_of::<libc::sock_filter>();
-    if bytes.is_empty() || bytes.len() % SIZE != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(SIZE) {
         return Err(failed("compile")(std::io::Error::other(format!(
             "libseccomp exported {} bytes, not whole instructions",
             bytes.len()

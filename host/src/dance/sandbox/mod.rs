@@ -35,7 +35,7 @@ mod roots;
 mod runner;
 mod wire;
 
-pub use client::Worker;
+pub use client::{Worker, WorkerError};
 pub use init::sandbox_main;
 pub use wire::{
     read_setup, DiffJob, Diffed, ModuleRequest, Ran, Record, Records, Reply, Request, Setup,

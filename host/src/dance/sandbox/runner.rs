@@ -213,7 +213,9 @@ fn runner(
         return Ok(());
     };
     let diff = make_diff(setup, shared, job)?;
-    Record::Diff(diff).append(results).map_err(prep(&r.results))
+    Record::Diff(Box::new(diff))
+        .append(results)
+        .map_err(prep(&r.results))
 }
 
 /// What a confined child runs.
@@ -318,7 +320,7 @@ fn confined(
             })
             .map_err(|e| SandboxError::Caps(e.to_string()))?;
     }
-    let mut report = |piece: PieceResult| Record::Piece(piece).append(results);
+    let mut report = |piece: PieceResult| Record::Piece(Box::new(piece)).append(results);
     let run = match part {
         Part::Templates => pieces::run_templates(plan, &mut report, real, connects.as_ref()),
         Part::Pieces => pieces::run_pieces(plan, &mut report, real, connects.as_ref()),

@@ -22,9 +22,9 @@ use crate::sandbox::{LayerInfo, Network, ShimConfig};
 #[serde(rename_all = "snake_case")]
 pub enum Record {
     /// A piece ran: a template, the delivery, a script.
-    Piece(PieceResult),
+    Piece(Box<PieceResult>),
     /// The module's diff, made by its runner (live: the merge needs it at once).
-    Diff(Diffed),
+    Diff(Box<Diffed>),
     /// The sandbox itself failed (not a piece): why.
     Failed(String),
 }
@@ -83,8 +83,8 @@ impl Records {
 
     fn decode(&mut self, line: &[u8]) {
         match serde_json::from_slice::<Record>(line) {
-            Ok(Record::Piece(p)) => self.pieces.push(p),
-            Ok(Record::Diff(d)) => self.diff = Some(d),
+            Ok(Record::Piece(p)) => self.pieces.push(*p),
+            Ok(Record::Diff(d)) => self.diff = Some(*d),
             Ok(Record::Failed(e)) => {
                 self.failure.get_or_insert(e);
             }
@@ -261,10 +261,10 @@ mod tests {
         let mut records = Records::open(&path).unwrap();
         assert!(records.update().is_empty(), "nothing written yet");
 
-        Record::Piece(piece("00-a", None))
+        Record::Piece(Box::new(piece("00-a", None)))
             .append(&mut file)
             .unwrap();
-        Record::Piece(piece("10-b", Some("exec 10-b failed")))
+        Record::Piece(Box::new(piece("10-b", Some("exec 10-b failed"))))
             .append(&mut file)
             .unwrap();
         let new: Vec<_> = records
@@ -281,7 +281,7 @@ mod tests {
             summary: (1, 0, 0),
             ..Diffed::default()
         };
-        Record::Diff(diff).append(&mut file).unwrap();
+        Record::Diff(Box::new(diff)).append(&mut file).unwrap();
         Record::Failed("cannot mount /x".into())
             .append(&mut file)
             .unwrap();
@@ -311,7 +311,7 @@ mod tests {
         let dir = Scratch::new("cut");
         let path = dir.0.join("results");
         let mut line = Vec::new();
-        Record::Piece(piece("00-a", None))
+        Record::Piece(Box::new(piece("00-a", None)))
             .append(&mut line)
             .unwrap();
         // A process killed while it wrote leaves half a line.
