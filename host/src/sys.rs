@@ -387,18 +387,7 @@ pub fn make_mounts_private() -> Result<(), nix::errno::Errno> {
 
 /// Mounts a read-only overlay of `lowers` (topmost first) on `target`.
 pub fn mount_overlay_readonly(lowers: &[&Path], target: &Path) -> Result<(), nix::errno::Errno> {
-    use nix::mount::{mount, MsFlags};
-    let data = format!(
-        "lowerdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
-        overlay_lowerdir(lowers)?
-    );
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
-        Some(data.as_str()),
-    )
+    crate::sandbox::mounts::overlay_read_only(&mut crate::sandbox::mounts::Kernel, lowers, target)
 }
 
 /// The `lowerdir=` value for `lowers` (topmost first). Mount options fit in one page, which

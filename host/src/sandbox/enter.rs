@@ -28,6 +28,7 @@ use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
 
+use super::mounts::Kernel;
 use super::shims::ShimMode;
 use super::{Network, SandboxError, ShimConfig, Spec};
 
@@ -231,49 +232,7 @@ pub(crate) fn mount_overlay_as(
     work: &Path,
     volatile: bool,
 ) -> Result<(), SandboxError> {
-    // Scratch layers are `volatile` (no syncs while scripts write: a merge makes what it
-    // needs durable itself). overlayfs marks such a work folder, and refuses it until the
-    // mark is removed; the sandbox that used it last has ended, so it goes.
-    if volatile {
-        let _ = std::fs::remove_dir_all(work.join("work/incompat/volatile"));
-    }
-    let lowerdir = crate::sys::overlay_lowerdir(lowers)
-        .map_err(sys("enter the layers' folder for", target.display()))?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
-        lowerdir,
-        crate::sys::overlay_escape(upper),
-        crate::sys::overlay_escape(work)
-    );
-    let overlay = |data: &str| {
-        mount(
-            Some("overlay"),
-            target,
-            Some("overlay"),
-            MsFlags::MS_NODEV,
-            Some(data),
-        )
-    };
-    if !volatile {
-        return overlay(&data).map_err(sys("mount overlay", format!("on {}", target.display())));
-    }
-    // Kernels before 5.10 know no `volatile`: the same layer, with syncs.
-    overlay(&format!("{data},volatile"))
-        .or_else(|e| {
-            if e == Errno::EINVAL {
-                overlay(&data)
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(sys(
-            "mount overlay",
-            format!(
-                "on {} (lower {})",
-                target.display(),
-                lowers.last().map_or(Path::new("?"), |p| p).display()
-            ),
-        ))
+    super::mounts::overlay(&mut Kernel, target, lowers, (upper, work), volatile)
 }
 
 /// The sandbox's `/dev` in `merged`, with disco's tools and, in noop, the shims.
@@ -407,23 +366,7 @@ pub(crate) fn bind_read_only(
     target: &Path,
     device: bool,
 ) -> Result<(), SandboxError> {
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(sys("bind", target.display()))?;
-    // `nodev` unless it is the device itself: a device node that came with what is bound (a
-    // module's folder, a read-only filesystem) must not open, read-only or not.
-    let mut flags =
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
-    if !device {
-        flags |= MsFlags::MS_NODEV;
-    }
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-        .map_err(sys("remount read-only", target.display()))
+    super::mounts::bind_read_only(&mut Kernel, source, target, device)
 }
 
 /// `/sys` read-only: scripts may read hardware facts, never change them.

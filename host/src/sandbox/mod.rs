@@ -10,6 +10,7 @@
 pub mod connect;
 pub mod enter;
 pub mod mountinfo;
+pub mod mounts;
 pub mod outbound;
 pub mod paths;
 pub mod run;

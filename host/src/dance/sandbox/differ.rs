@@ -16,6 +16,7 @@ use super::wire::{differ_limit, DiffJob, Diffed, Setup};
 use crate::dance::report::{SelfUsage, Usage};
 use crate::diff::{self, Change, DiffOptions, Layer};
 use crate::sandbox::enter::{prep, sys};
+use crate::sandbox::mounts::Kernel;
 use crate::sandbox::{LayerInfo, SandboxError};
 
 /// Makes `job`'s diff (in a mount namespace of this process's own, where its views go).
@@ -98,7 +99,7 @@ fn module_diff(setup: &Setup, shared: &Shared, r: &DiffJob) -> Result<Vec<Change
                 lowers_above: beneath.clone(),
                 ..layer.clone()
             };
-            let live = live_base(&probe, &shared.empty, views, i)?;
+            let live = live_base(&probe, &shared.empty, views, i, &mut Kernel)?;
             let view = views.join(format!("fs{i}"));
             std::fs::create_dir_all(&view).map_err(prep(&view))?;
             let lowers: Vec<&Path> = beneath

@@ -20,6 +20,7 @@ use super::wire::{Diffed, ModuleRequest, Ran, Record, Records, Setup};
 use crate::dance::pieces::{self, PieceResult, Plan};
 use crate::sandbox::connect::Watcher;
 use crate::sandbox::enter::{self, prep, sys};
+use crate::sandbox::mounts::Kernel;
 use crate::sandbox::paths::{DEFER_SHIM_DIR, SHIM_DIR};
 use crate::sandbox::seccomp::Program;
 use crate::sandbox::SandboxError;
@@ -190,18 +191,18 @@ fn runner(
     if let Some(root) = templates {
         // Bound into the module's root before anything is rendered into it.
         std::fs::create_dir_all(&r.rendered.0).map_err(prep(&r.rendered.0))?;
-        mount_root(setup, shared, root)?;
+        mount_root(setup, shared, root, &mut Kernel)?;
         let child = spawn_confined(shared, root, r, results, Part::Templates, setup.noop)?;
         // The module's root is mounted while the templates render (it shows the rendered
         // files through a bind of their folder, whatever is written there later).
-        let mounted = pieces.map(|root| mount_root(setup, shared, root));
+        let mounted = pieces.map(|root| mount_root(setup, shared, root, &mut Kernel));
         if !finish_confined(child, r, &shared.proc, Part::Templates, &mut records) {
             return Ok(());
         }
         mounted.transpose()?;
         write_rendered(r, &records.pieces)?;
     } else if let Some(root) = pieces {
-        mount_root(setup, shared, root)?;
+        mount_root(setup, shared, root, &mut Kernel)?;
     }
     if let Some(root) = pieces {
         let child = spawn_confined(shared, root, r, results, Part::Pieces, setup.noop)?;
