@@ -177,10 +177,27 @@ pub fn state_lock(state_dir: &Path, wait: bool) -> Result<std::fs::File, DanceEr
     Ok(lock)
 }
 
-/// Runs a dance and returns its report (also saved under the state directory).
-pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
-    let started = Instant::now();
-    let started_at = SystemTime::now();
+/// A client parameter's value (`STATE/parameters`), if it is set and readable.
+fn client_value(client: &Path, key: &str) -> Option<String> {
+    let tree = Tree::open(client).ok()?;
+    match tree.get(&KeyPath::parse(key).ok()?).ok()? {
+        Value::Text(t) => Some(t),
+        Value::Dir => None,
+    }
+}
+
+/// What a dance holds from its start: its locks, its root, and its options with the network
+/// settled.
+struct Begun {
+    lock: std::fs::File,
+    root_lock: Option<crate::apply::lock::RootLock>,
+    root: PathBuf,
+    opts: DanceOptions,
+}
+
+/// The state directory 0700, the dance's locks, what a killed dance left finished (live) or
+/// named (noop), and the network from the command line or else the client's parameters.
+fn begin(opts: &DanceOptions) -> Result<Begun, DanceError> {
     crate::apply::journal::private_dir(&opts.state_dir).map_err(DanceError::Apply)?;
     let lock = state_lock(&opts.state_dir, opts.wait)?;
     // One dance per root, whatever its state directory.
@@ -220,19 +237,12 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
 
     // The client's own parameters say where the server is and how to reach it.
     let client = opts.state_dir.join("parameters");
-    let client_value = |key: &str| -> Option<String> {
-        let tree = Tree::open(&client).ok()?;
-        match tree.get(&KeyPath::parse(key).ok()?).ok()? {
-            Value::Text(t) => Some(t),
-            Value::Dir => None,
-        }
-    };
     // The network, from the command line or else the client's parameters, settled once for
     // everything below.
     let resolved = DanceOptions {
         network: Some(match opts.network {
             Some(network) => network,
-            None => match client_value(NETWORK_PARAMETER) {
+            None => match client_value(&client, NETWORK_PARAMETER) {
                 None => crate::sandbox::Network::default(),
                 Some(value) => {
                     <crate::sandbox::Network as clap::ValueEnum>::from_str(value.trim(), false)
@@ -245,20 +255,37 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         }),
         ..opts.clone()
     };
-    let opts = &resolved;
+    Ok(Begun {
+        lock,
+        root_lock,
+        root,
+        opts: resolved,
+    })
+}
+
+/// The parameters and the modules fetched, in order.
+struct Gathered {
+    params: Fetched,
+    fetched: FetchResults,
+    order: order::Order,
+}
+
+/// Fetches the source's parameters and the node's modules (then whatever they pull in), each
+/// fetch a step, and orders them by their `requires`.
+fn gather(opts: &DanceOptions, steps: &mut Vec<Step>) -> Result<Gathered, DanceError> {
+    let client = opts.state_dir.join("parameters");
     let source_text = opts
         .source
         .clone()
-        .or_else(|| client_value("disco/server/uri"))
+        .or_else(|| client_value(&client, "disco/server/uri"))
         .ok_or_else(|| DanceError::NoSource(client.clone()))?;
     let source: Source = source_text.parse()?;
     let fetcher = Fetcher::new(
         source.clone(),
-        client_value("disco/client/cmds/rsync").as_deref(),
+        client_value(&client, "disco/client/cmds/rsync").as_deref(),
         opts.state_dir.join("cache"),
         opts.jobs,
     )?;
-    let mut steps = Vec::new();
 
     let params = fetcher.fetch_params()?;
     steps.push(Step::new(
@@ -280,7 +307,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     // Fetch the listed modules in parallel, then whatever they pull in, one by one.
     let mut fetched = FetchResults::new();
     for (name, r) in wanted.iter().zip(fetcher.fetch_modules(&wanted)) {
-        record(&mut fetched, &mut steps, name, r);
+        record(&mut fetched, steps, name, r);
     }
     let local = matches!(source, Source::Local(_));
     let order = {
@@ -297,7 +324,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                     .fetch_modules(&[name.to_owned()])
                     .pop()
                     .expect("one result per module");
-                record(&mut fetched, &mut steps, name, r);
+                record(&mut fetched, steps, name, r);
             }
             match &fetched[name] {
                 Ok(f) => Requires::read(&f.path.join("requires")).map(Some),
@@ -309,15 +336,28 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         };
         order::order(&opts.node, &wanted, &mut lookup)?
     };
+    Ok(Gathered {
+        params,
+        fetched,
+        order,
+    })
+}
 
+/// The run's layers, and the disco layer with the merged parameters and a folder per module;
+/// returns them and the merged parameter tree.
+fn lay_out(
+    opts: &DanceOptions,
+    order: &order::Order,
+    fetched: &FetchResults,
+    params: &Fetched,
+) -> Result<(Stack, Tree), DanceError> {
     // The run's layers, and the disco layer with the merged parameters and the modules.
     let target = Target::discover(&opts.root, &opts.state_dir)?;
     let run = RunDir::create(&target.state_dir)?;
     if opts.noop {
         in_memory(&run.path)?;
     }
-    let id = run.id.clone();
-    let mut stack = Stack::new(target, run, opts.hostname.clone())?;
+    let stack = Stack::new(target, run, opts.hostname.clone())?;
     let merged = stack.disco_host().join("parameters");
     let mut layers: Vec<PathBuf> = order
         .modules
@@ -336,6 +376,51 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             std::fs::create_dir_all(&path).map_err(io(&path))?;
         }
     }
+    Ok((stack, tree))
+}
+
+/// Keeps the layer of live module `k`, which failed, as the run's, for `disco diff RUN`.
+fn keep_failed_layer(stack: &Stack, k: usize, report: &DanceReport) -> Result<(), DanceError> {
+    let info = crate::sandbox::RunInfo {
+        id: report.id.clone(),
+        root: stack.target.root.clone(),
+        noop: false,
+        created: report.started_unix,
+        layers: stack
+            .merge_layers(k)
+            .into_iter()
+            .map(|(upper, fs)| crate::sandbox::LayerInfo {
+                mount_point: Path::new("/").join(&fs),
+                work: upper.with_file_name("work"),
+                upper,
+                lower: stack.target.root.join(&fs),
+                lowers_above: Vec::new(),
+            })
+            .collect(),
+    };
+    stack.run.save(&info)?;
+    Ok(())
+}
+
+/// Runs a dance and returns its report (also saved under the state directory).
+pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let Begun {
+        lock,
+        root_lock,
+        root,
+        opts,
+    } = begin(opts)?;
+    let opts = &opts;
+    let mut steps = Vec::new();
+    let Gathered {
+        params,
+        fetched,
+        order,
+    } = gather(opts, &mut steps)?;
+    let (mut stack, tree) = lay_out(opts, &order, &fetched, &params)?;
+    let id = stack.run.id.clone();
 
     let print = Printer::new(opts.progress, order.modules.len());
     // One sandbox for the whole dance; each module gets its own root in it.
@@ -533,24 +618,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     };
     // A failed live module's layer stays for `disco diff RUN`.
     if let Some(k) = failed_live {
-        let info = crate::sandbox::RunInfo {
-            id: report.id.clone(),
-            root: stack.target.root.clone(),
-            noop: false,
-            created: report.started_unix,
-            layers: stack
-                .merge_layers(k)
-                .into_iter()
-                .map(|(upper, fs)| crate::sandbox::LayerInfo {
-                    mount_point: Path::new("/").join(&fs),
-                    work: upper.with_file_name("work"),
-                    upper,
-                    lower: stack.target.root.join(&fs),
-                    lowers_above: Vec::new(),
-                })
-                .collect(),
-        };
-        stack.run.save(&info)?;
+        keep_failed_layer(&stack, k, &report)?;
     }
     report::save(&opts.state_dir, &report)?;
     drop(worker);
