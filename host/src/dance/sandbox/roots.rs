@@ -180,6 +180,16 @@ mod tests {
         ]
     }
 
+    /// `/dev`, `/proc` and `/sys`, the worker's, bound into every root (`/proc` is there
+    /// already).
+    const SHARED_TREES: &[&str] = &[
+        "mkdir /run/d/m2/root/dev",
+        "mount /run/d/sandbox/dev /run/d/m2/root/dev - MS_BIND | MS_REC -",
+        "mount /run/d/sandbox/proc /run/d/m2/root/proc - MS_BIND | MS_REC -",
+        "mkdir /run/d/m2/root/sys",
+        "mount /run/d/sandbox/sys /run/d/m2/root/sys - MS_BIND | MS_REC -",
+    ];
+
     fn plan(noop: bool, kernel: &mut Recorder) -> Vec<String> {
         let layers = layers();
         let module = (
@@ -218,16 +228,13 @@ mod tests {
             "mount overlay /run/d/m2/root/boot overlay MS_RDONLY | MS_NODEV lowerdir=/boot:/run/d/sandbox/empty,redirect_dir=off,metacopy=off,index=off,xino=off",
             // The state directory hidden (only where it exists).
             "mount /run/d/sandbox/empty /run/d/m2/root/var/lib/disco - MS_BIND -",
-            "mkdir /run/d/m2/root/dev",
-            "mount /run/d/sandbox/dev /run/d/m2/root/dev - MS_BIND | MS_REC -",
-            "mount /run/d/sandbox/proc /run/d/m2/root/proc - MS_BIND | MS_REC -",
-            "mkdir /run/d/m2/root/sys",
-            "mount /run/d/sandbox/sys /run/d/m2/root/sys - MS_BIND | MS_REC -",
+        ];
+        let tail = [
             // The fetched module: read-only, nosuid, nodev.
             "mount /cache/m2 /run/d/m2/root/var/disco/modules/m2 - MS_BIND -",
             "mount - /run/d/m2/root/var/disco/modules/m2 - MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND -",
         ];
-        assert_eq!(plan, expected);
+        assert_eq!(plan, [&expected[..], SHARED_TREES, &tail[..]].concat());
     }
 
     #[test]
@@ -249,16 +256,13 @@ mod tests {
             "mount /boot /run/d/m2/root/boot - MS_BIND -",
             "mount - /run/d/m2/root/boot - MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND -",
             "mount /run/d/sandbox/empty /run/d/m2/root/var/lib/disco - MS_BIND -",
-            "mkdir /run/d/m2/root/dev",
-            "mount /run/d/sandbox/dev /run/d/m2/root/dev - MS_BIND | MS_REC -",
-            "mount /run/d/sandbox/proc /run/d/m2/root/proc - MS_BIND | MS_REC -",
-            "mkdir /run/d/m2/root/sys",
-            "mount /run/d/sandbox/sys /run/d/m2/root/sys - MS_BIND | MS_REC -",
+        ];
+        let tail = [
             "mount /cache/m2 /run/d/m2/root/var/disco/modules/m2 - MS_BIND -",
             "mount - /run/d/m2/root/var/disco/modules/m2 - MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND -",
             // The shims' record of deferred commands: the module's own file.
             "mount /run/d/m2/deferred.jsonl /run/d/m2/root/dev/.disco/deferred - MS_BIND -",
         ];
-        assert_eq!(plan, expected);
+        assert_eq!(plan, [&expected[..], SHARED_TREES, &tail[..]].concat());
     }
 }

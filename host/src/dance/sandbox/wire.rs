@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::dance::pieces::{PieceResult, Plan};
 use crate::dance::report::Usage;
 use crate::diff;
-use crate::sandbox::{LayerInfo, Network, ShimConfig};
+use crate::sandbox::{LayerInfo, Network, SandboxError, ShimConfig};
 
 /// One line of a module's results file: what its confined children, its runner and the
 /// sandbox report, in the order it happens. The file is the host's, written on a descriptor
@@ -215,10 +215,15 @@ pub(super) fn differ_limit(job: &DiffJob) -> Duration {
         .map_or(Duration::from_secs(600), |t| t + Duration::from_secs(30))
 }
 
-/// Reads the set-up that `disco __dance-sandbox` is given (written by [`Worker::start`]).
-pub fn read_setup(path: &Path) -> Result<Setup, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+/// Reads the set-up that `disco __dance-sandbox` is given (written by
+/// [`super::Worker::start`]).
+pub fn read_setup(path: &Path) -> Result<Setup, SandboxError> {
+    let failed = |source| SandboxError::Setup {
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(failed)?;
+    serde_json::from_slice(&bytes).map_err(|e| failed(e.into()))
 }
 
 #[cfg(test)]
