@@ -2,6 +2,8 @@
 # The live merge of a scratch layer (10,000 small files; 1,000 files of 1 MB) onto an empty
 # folder, against `cp -a` of the same layer, and `cp -a` plus one syncfs (`sync -f`), in one
 # hyperfine run. The merge stages, syncfs'es, renames and syncfs'es: its crash guarantee.
+# Then the undo record (issue 19): the same 10,000 files merged over older versions of
+# themselves, with and without keeping what they replace, and `disco rollback` of that merge.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
@@ -27,3 +29,22 @@ print(f"{sys.argv[2]}: cp -a {r['cp -a']*1e3:.0f} ms, cp -a + sync {r['cp -a + s
       f"merge / cp -a = {r['disco merge']/r['cp -a']:.2f}x, merge / (cp -a + sync) = {r['disco merge']/r['cp -a + sync -f']:.2f}x")
 PY
 done
+
+# Undo: every file replaces an older one, which the merge keeps aside (a second link).
+mkdir -p "$work/base/etc/app"
+for i in $(seq 1 10000); do echo "old file $i" > "$work/base/etc/app/f$i"; done
+fresh="rm -rf $work/live $work/state && cp -a $work/base $work/live"
+merge="$disco --state-dir $work/state __apply --upper $work/small --live $work/live"
+hyperfine -N --warmup 1 --runs "${RUNS:-5}" --export-json "$work/undo.json" \
+    --prepare "sh -c '$fresh'" -n "merge, no undo" "$merge --no-undo" \
+    --prepare "sh -c '$fresh'" -n "merge with undo" "$merge" \
+    --prepare "sh -c '$fresh && $merge >/dev/null 2>&1'" -n "rollback" \
+    "$disco --state-dir $work/state rollback --root $work/live"
+python3 - "$work/undo.json" <<'PY'
+import json, sys
+r = {x["command"]: x["median"] for x in json.load(open(sys.argv[1]))["results"]}
+plain, undo, back = r["merge, no undo"], r["merge with undo"], r["rollback"]
+print(f"undo: merge without undo {plain*1e3:.0f} ms, with undo {undo*1e3:.0f} ms "
+      f"(+{(undo/plain-1)*100:.1f}%, goal <= 10%), rollback {back*1e3:.0f} ms "
+      f"= {back/undo:.2f}x the merge (goal <= 1.5x)")
+PY

@@ -37,6 +37,12 @@ pub enum Error {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A lock level that is none of the four (`--lock`).
+    #[error(transparent)]
+    BadLock(#[from] crate::supervise::BadLockLevel),
+    /// A `--since` that is no time.
+    #[error(transparent)]
+    BadSince(#[from] crate::serve::BadSince),
     /// A document could not be written.
     #[error("cannot write the request: {0}")]
     Document(#[from] protocol::WriteError),
@@ -67,7 +73,7 @@ impl Error {
     /// The exit status this error ends `disco` with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::BadOption { .. } => EXIT_USAGE,
+            Error::BadOption { .. } | Error::BadLock(_) | Error::BadSince(_) => EXIT_USAGE,
             // `disco fix` is a drop-in event handler: its errors exit with a ReturnCode too.
             Error::Supervise(e) => e.return_code().exit_status(),
             Error::Apply(crate::apply::ApplyError::Busy { .. })

@@ -79,6 +79,50 @@ pub enum ApplyError {
         /// The lock file.
         lock: PathBuf,
     },
+    /// A path a dance changed was changed again since: a rollback would lose that change.
+    #[error("{path} {why}: refusing to roll back dance {dance} (`--force` restores it and keeps the newer version beside it){more}")]
+    ChangedSince {
+        /// The dance.
+        dance: String,
+        /// The live path.
+        path: PathBuf,
+        /// What changed.
+        why: String,
+        /// How many other paths changed, said.
+        more: String,
+    },
+    /// A newer dance changed the same root and must be rolled back first.
+    #[error("dance {newer} is newer than {dance} on {root}: roll it back first (`disco rollback {newer}`)")]
+    NewerDance {
+        /// The dance asked for.
+        dance: String,
+        /// The newest dance after it.
+        newer: String,
+        /// The root.
+        root: PathBuf,
+    },
+    /// No dance onto this root can be rolled back.
+    #[error("no live dance onto {root} can be rolled back{known}")]
+    NoUndo {
+        /// The root.
+        root: PathBuf,
+        /// The dances that can, said.
+        known: String,
+    },
+    /// A rollback of another dance is unfinished.
+    #[error("the rollback of dance {dance} is unfinished: `disco rollback {dance}` finishes it")]
+    RollbackPending {
+        /// The dance.
+        dance: String,
+    },
+    /// The undo record cannot put a path back.
+    #[error("dance {dance} cannot be rolled back: {why}")]
+    CannotUndo {
+        /// The dance.
+        dance: String,
+        /// Why.
+        why: String,
+    },
     /// A deferred command could not be run.
     #[error("deferred command {command}: {why}")]
     Deferred {

@@ -86,6 +86,10 @@ pub struct FsRecord {
     pub id: Identity,
     /// Its staging folder's name, when the merge stages something there.
     pub staging: Option<String>,
+    /// Its undo folder's name: where the merge keeps what it replaces there (see
+    /// [`super::undo`]). `None` in journals of a disco without undo records.
+    #[serde(default)]
+    pub undo: Option<String>,
 }
 
 /// How far a merge went.
@@ -173,19 +177,11 @@ impl Journal {
         let dir = dir(state_dir);
         private_dir(&dir)?;
         let path = dir.join(format!("{name}.json"));
-        let tmp = dir.join(format!(".{name}.json.tmp"));
         let json = serde_json::to_vec(self).map_err(|e| ApplyError::Journal {
             path: path.clone(),
             why: e.to_string(),
         })?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            fsync_dir(&dir)
-        };
-        write().map_err(|e| ApplyError::io("write", &path, e))?;
+        write_durably(&path, &json)?;
         Ok(path)
     }
 
@@ -229,6 +225,23 @@ impl Journal {
             top.join(rel)
         }
     }
+}
+
+/// Writes `bytes` to `path` durably: beside it, fsync, rename over it, fsync the folder.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), ApplyError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(path.file_name().unwrap_or_default());
+    tmp.push(".tmp");
+    let tmp = dir.join(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        fsync_dir(dir)
+    };
+    write().map_err(|e| ApplyError::io("write", path, e))
 }
 
 /// Removes a finished journal, durably.

@@ -9,14 +9,18 @@
 //! what was staged for it before the merge is called done.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::sys::stat::FileStat;
 use nix::sys::time::TimeSpec;
 
 use super::deferred::Deferred;
 use super::journal::{self, FsRecord, Identity, Journal, Phase};
 use super::staging::{self, Staging};
+use super::undo::{self, Stamp};
 use super::{at, plan, ApplyError, Op};
 
 /// What a merge changed.
@@ -38,15 +42,17 @@ pub struct After {
     pub node: String,
     /// The deferred service commands, with what they run with.
     pub deferred: Deferred,
+    /// Keep no undo record (`--keep-undo 0`): what the merge replaces is removed.
+    pub no_undo: bool,
 }
 
 /// The live side of a journal, opened: the root and each filesystem's top, checked against
 /// the identities the journal recorded.
-struct Opened {
-    tops: Vec<OwnedFd>,
+pub(super) struct Opened {
+    pub(super) tops: Vec<OwnedFd>,
 }
 
-fn open(j: &Journal) -> Result<Opened, ApplyError> {
+pub(super) fn open(j: &Journal) -> Result<Opened, ApplyError> {
     let root = at::open_root(&j.root)?;
     let now = Identity::of(root.as_fd(), &j.root)?;
     if !j.root_id.same(&now) {
@@ -73,12 +79,27 @@ fn open(j: &Journal) -> Result<Opened, ApplyError> {
     Ok(Opened { tops })
 }
 
-/// The staging folder of each filesystem of a journal (`None` where nothing is staged).
-type Stagings = Vec<Option<Staging>>;
+/// The folders a merge writes in on each filesystem of a journal: where it stages (`None`
+/// where nothing is staged) and where it keeps what it replaces (`None` when the journal has
+/// none, or it was lost).
+#[derive(Default)]
+struct Folders {
+    staging: Vec<Option<Staging>>,
+    undo: Vec<Option<Staging>>,
+}
 
-/// A new random staging name for each filesystem whose plan stages something.
-fn name_stagings(j: &mut Journal) -> Result<(), ApplyError> {
+/// A new random staging name for each filesystem whose plan stages something, and, when the
+/// merge keeps an undo record, a new undo folder name for each.
+fn name_stagings(j: &mut Journal, undo: bool) -> Result<(), ApplyError> {
     for i in 0..j.filesystems.len() {
+        j.filesystems[i].undo = if undo {
+            Some(
+                staging::new_name_with(undo::PREFIX)
+                    .map_err(|e| ApplyError::io("draw a random name", &j.root, e))?,
+            )
+        } else {
+            None
+        };
         let stages = j
             .ops
             .iter()
@@ -95,17 +116,27 @@ fn name_stagings(j: &mut Journal) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Phase one: every new file, link and node written in fresh staging folders, and durable;
-/// returns each staged entry's inode.
-fn stage(j: &Journal, opened: &Opened) -> Result<(Stagings, BTreeMap<u32, u64>), ApplyError> {
-    let mut stagings = Vec::new();
-    for (i, fs) in j.filesystems.iter().enumerate() {
-        let shown = j.shown(i, Path::new(""));
-        stagings.push(match &fs.staging {
-            Some(name) => Some(Staging::create(opened.tops[i].as_fd(), &shown, name)?),
-            None => None,
-        });
+/// Phase one: fresh staging and undo folders, every new file, link and node written in the
+/// staging folders, and durable; returns each staged entry's inode.
+fn stage(j: &Journal, opened: &Opened) -> Result<(Folders, BTreeMap<u32, u64>), ApplyError> {
+    let mut folders = Folders::default();
+    let made = (|| {
+        for (i, fs) in j.filesystems.iter().enumerate() {
+            let shown = j.shown(i, Path::new(""));
+            let create = |name: &Option<String>| match name {
+                Some(name) => Staging::create(opened.tops[i].as_fd(), &shown, name).map(Some),
+                None => Ok(None),
+            };
+            folders.staging.push(create(&fs.staging)?);
+            folders.undo.push(create(&fs.undo)?);
+        }
+        Ok(())
+    })();
+    if let Err(e) = made {
+        remove_folders(folders, opened);
+        return Err(e);
     }
+    let stagings = &folders.staging;
     let mut inodes = BTreeMap::new();
     let result = (|| {
         for op in &j.ops {
@@ -144,9 +175,9 @@ fn stage(j: &Journal, opened: &Opened) -> Result<(Stagings, BTreeMap<u32, u64>),
         Ok(())
     })();
     match result {
-        Ok(()) => Ok((stagings, inodes)),
+        Ok(()) => Ok((folders, inodes)),
         Err(e) => {
-            remove_stagings(stagings, opened);
+            remove_folders(folders, opened);
             Err(e)
         }
     }
@@ -160,12 +191,22 @@ fn remove_stagings(stagings: Vec<Option<Staging>>, opened: &Opened) {
     }
 }
 
-/// Opens the staging folders a replay finds (a lost one is `None`).
-fn reopen_stagings(j: &Journal, opened: &Opened) -> Result<Vec<Option<Staging>>, ApplyError> {
+/// Removes staging and undo folders of a merge that changed nothing live.
+fn remove_folders(folders: Folders, opened: &Opened) {
+    remove_stagings(folders.staging, opened);
+    remove_stagings(folders.undo, opened);
+}
+
+/// Opens the folders named `names` that a replay finds (a lost one is `None`).
+pub(super) fn reopen(
+    j: &Journal,
+    opened: &Opened,
+    names: impl Fn(&FsRecord) -> Option<&String>,
+) -> Result<Vec<Option<Staging>>, ApplyError> {
     let mut out = Vec::new();
     for (i, fs) in j.filesystems.iter().enumerate() {
         let shown = j.shown(i, Path::new(""));
-        out.push(match &fs.staging {
+        out.push(match names(fs) {
             Some(name) => match Staging::open(opened.tops[i].as_fd(), name, &shown) {
                 Ok(s) => Some(s),
                 Err(ApplyError::Io { source, .. })
@@ -181,35 +222,129 @@ fn reopen_stagings(j: &Journal, opened: &Opened) -> Result<Vec<Option<Staging>>,
     Ok(out)
 }
 
+/// Opens the staging and undo folders a replay finds.
+fn reopen_folders(j: &Journal, opened: &Opened) -> Result<Folders, ApplyError> {
+    Ok(Folders {
+        staging: reopen(j, opened, |fs| fs.staging.as_ref())?,
+        undo: reopen(j, opened, |fs| fs.undo.as_ref())?,
+    })
+}
+
+/// Keeps what is at `name` in `dir` (the path of operation `i`, which it is about to replace
+/// or delete) in the undo folder: renamed there, or for a file another operation replaces
+/// (`link`), linked there so the path is never empty. Done once: what a replay finds at the
+/// path after it was kept came later, and is removed as before. Where it cannot be kept (a
+/// folder that overlayfs will not rename), it is removed and a mark in the undo folder says
+/// so. Without an undo folder it is removed. Returns what the entry was when it was kept
+/// now (its change time moves as it is linked or renamed), for [`undo::Record::before`].
+fn keep_aside(
+    undo: Option<&Staging>,
+    i: usize,
+    (dir, name): (BorrowedFd<'_>, &OsStr),
+    here: &FileStat,
+    link: bool,
+    shown: &Path,
+) -> Result<Option<Stamp>, ApplyError> {
+    let remove = || at::remove(dir, name, shown).map(|_| None);
+    let Some(u) = undo else {
+        return remove();
+    };
+    let aside = undo::aside_name(i);
+    if at::stat(u.fd(), &aside, shown)?.is_some() {
+        return if link { Ok(None) } else { remove() };
+    }
+    if at::is_dir(here) {
+        // A mount point is never moved, as it is never emptied.
+        let parent =
+            nix::sys::stat::fstat(dir).map_err(|e| ApplyError::io("stat", shown, e.into()))?;
+        if here.st_dev != parent.st_dev {
+            return Err(ApplyError::OtherFilesystem(shown.to_owned()));
+        }
+    }
+    let kept = if link && !at::is_dir(here) {
+        nix::unistd::linkat(
+            dir,
+            name,
+            u.fd(),
+            aside.as_os_str(),
+            nix::fcntl::AtFlags::empty(),
+        )
+    } else {
+        nix::fcntl::renameat(dir, name, u.fd(), aside.as_os_str())
+    };
+    match kept {
+        Ok(()) => Ok(Some(Stamp::of(here))),
+        Err(Errno::EXDEV | Errno::EMLINK | Errno::EPERM) => {
+            let mut mark = aside;
+            mark.push(".lost");
+            nix::fcntl::openat(
+                u.fd(),
+                mark.as_os_str(),
+                nix::fcntl::OFlag::O_CREAT
+                    | nix::fcntl::OFlag::O_WRONLY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| ApplyError::io("mark", shown, e.into()))?;
+            if link {
+                // The rename of the new entry replaces a file; a folder must go first.
+                if at::is_dir(here) {
+                    remove()?;
+                }
+                Ok(None)
+            } else {
+                remove()
+            }
+        }
+        Err(e) => Err(ApplyError::io("keep for undo", shown, e.into())),
+    }
+}
+
 /// Phase two: the live tree changed in plan order, one atomic step at a time. A staged entry
 /// that is no longer staged is in place already when its path holds its inode (a replay of a
 /// commit cut short); otherwise it is returned as not applied.
 fn commit(
     j: &Journal,
     opened: &Opened,
-    stagings: &[Option<Staging>],
+    folders: &Folders,
     inodes: &BTreeMap<u32, u64>,
-) -> Result<(usize, Vec<PathBuf>), ApplyError> {
+) -> Result<Committed, ApplyError> {
+    let stagings = &folders.staging;
     let mut paths = 0;
     let mut missing = Vec::new();
+    let mut before = BTreeMap::new();
+    let mut kept = |i: usize, stamp: Option<Stamp>| {
+        if let Some(stamp) = stamp {
+            before.insert(u32::try_from(i).unwrap_or(u32::MAX), stamp);
+        }
+    };
     for (i, op) in j.ops.iter().enumerate() {
         let (fs, rel) = op.target();
         let shown = j.shown(fs, rel);
         let (dir, name) = at::parent(opened.tops[fs].as_fd(), rel, &shown)?;
+        let undo = folders.undo.get(fs).and_then(Option::as_ref);
         match op {
             Op::Delete { .. } => {
                 // A replay must not delete what a later operation already put in its place.
                 let here = at::stat(dir.as_fd(), name, &shown)?;
-                if !replaced_already(&j.ops[i + 1..], fs, rel, here.as_ref(), inodes) {
-                    at::remove(dir.as_fd(), name, &shown)?;
+                if let Some(st) = &here {
+                    if !replaced_already(&j.ops[i + 1..], fs, rel, here.as_ref(), inodes) {
+                        kept(
+                            i,
+                            keep_aside(undo, i, (dir.as_fd(), name), st, false, &shown)?,
+                        );
+                    }
                 }
             }
             Op::Dir { attrs, .. } => {
                 match at::stat(dir.as_fd(), name, &shown)? {
                     Some(st) if at::is_dir(&st) => {}
                     other => {
-                        if other.is_some() {
-                            at::remove(dir.as_fd(), name, &shown)?;
+                        if let Some(st) = &other {
+                            kept(
+                                i,
+                                keep_aside(undo, i, (dir.as_fd(), name), st, false, &shown)?,
+                            );
                         }
                         nix::sys::stat::mkdirat(
                             dir.as_fd(),
@@ -244,8 +379,14 @@ fn commit(
                     }
                     continue;
                 };
-                if at::stat(dir.as_fd(), name, &shown)?.is_some_and(|st| at::is_dir(&st)) {
-                    at::remove(dir.as_fd(), name, &shown)?;
+                if let Some(st) = at::stat(dir.as_fd(), name, &shown)? {
+                    kept(
+                        i,
+                        keep_aside(undo, i, (dir.as_fd(), name), &st, true, &shown)?,
+                    );
+                    if at::is_dir(&st) && at::stat(dir.as_fd(), name, &shown)?.is_some() {
+                        at::remove(dir.as_fd(), name, &shown)?;
+                    }
                 }
                 nix::fcntl::renameat(s.fd(), entry.as_os_str(), dir.as_fd(), name)
                     .map_err(|e| ApplyError::io("rename into", &shown, e.into()))?;
@@ -255,7 +396,10 @@ fn commit(
     }
     // Folder times last: every rename above touched its folder's.
     for op in j.ops.iter().rev() {
-        if let Op::Dir { fs, path, attrs } = op {
+        if let Op::Dir {
+            fs, path, attrs, ..
+        } = op
+        {
             let shown = j.shown(*fs, path);
             let (dir, name) = at::parent(opened.tops[*fs].as_fd(), path, &shown)?;
             let fd = at::open_dir(dir.as_fd(), name, &shown)?;
@@ -267,7 +411,21 @@ fn commit(
             .map_err(|e| ApplyError::io("set times of", &shown, e.into()))?;
         }
     }
-    Ok((paths, missing))
+    Ok(Committed {
+        paths,
+        missing,
+        before,
+    })
+}
+
+/// What a commit did.
+struct Committed {
+    /// Operations carried out.
+    paths: usize,
+    /// Paths whose staged copy was gone (a replay after a lost staging folder).
+    missing: Vec<PathBuf>,
+    /// Operation → what its path held when the commit kept it aside.
+    before: BTreeMap<u32, Stamp>,
 }
 
 /// Whether what is at a path now (`here`) is what a later operation on it put there: the
@@ -294,13 +452,16 @@ fn replaced_already(
 
 /// Checks, through descriptors, that every path the plan changed holds what was staged for it
 /// (the same inode), is a folder, or is gone, as its last operation says: anything else (a
-/// folder renamed under the merge by someone else) fails the merge.
-fn verify(j: &Journal, opened: &Opened, inodes: &BTreeMap<u32, u64>) -> Result<(), ApplyError> {
-    let mut last: BTreeMap<(usize, &Path), &Op> = BTreeMap::new();
-    for op in &j.ops {
-        last.insert(op.target(), op);
-    }
-    for ((fs, rel), op) in last {
+/// folder renamed under the merge by someone else) fails the merge. Returns what each path
+/// holds, by its last operation, for the undo record.
+fn verify(
+    j: &Journal,
+    opened: &Opened,
+    inodes: &BTreeMap<u32, u64>,
+) -> Result<BTreeMap<u32, Stamp>, ApplyError> {
+    let mut stamps = BTreeMap::new();
+    for ((fs, rel), i) in undo::last_ops(&j.ops) {
+        let op = &j.ops[i];
         let shown = j.shown(fs, rel);
         let here = match at::parent(opened.tops[fs].as_fd(), rel, &shown) {
             Ok((dir, name)) => at::stat(dir.as_fd(), name, &shown)?,
@@ -323,7 +484,76 @@ fn verify(j: &Journal, opened: &Opened, inodes: &BTreeMap<u32, u64>) -> Result<(
         if let Some(why) = why {
             return Err(ApplyError::Verify { path: shown, why });
         }
+        if let Some(st) = &here {
+            stamps.insert(u32::try_from(i).unwrap_or(u32::MAX), Stamp::of(st));
+        }
     }
+    Ok(stamps)
+}
+
+/// Turns a merge that is done and checked into an undo record (see [`undo`]): which
+/// operations kept an entry aside or could not, what each path holds now, and how much the
+/// kept entries weigh. An undo folder that kept nothing is removed. Written durably before
+/// the journal says the merge is committed.
+fn record_undo(
+    state_dir: &Path,
+    name: &str,
+    j: &Journal,
+    opened: &Opened,
+    undo_folders: Vec<Option<Staging>>,
+    after: BTreeMap<u32, Stamp>,
+    before: BTreeMap<u32, Stamp>,
+) -> Result<(), ApplyError> {
+    let mut record = undo::Record {
+        version: undo::VERSION,
+        journal: j.clone(),
+        asides: Vec::new(),
+        after,
+        before,
+        lost: Vec::new(),
+        bytes: 0,
+        at_ms: crate::dance::report::unix_ms(),
+        rollback: None,
+    };
+    for (fs, (kept, rec)) in undo_folders
+        .into_iter()
+        .zip(record.journal.filesystems.iter_mut())
+        .enumerate()
+    {
+        let Some(u) = kept else {
+            if rec.undo.take().is_some() {
+                record.lost.push(format!(
+                    "the undo folder of {} is gone",
+                    j.shown(fs, Path::new("")).display()
+                ));
+            }
+            continue;
+        };
+        let names = undo::names(u.fd(), &u.shown)?;
+        if names.is_empty() {
+            let _ = u.remove(opened.tops[fs].as_fd());
+            rec.undo = None;
+            continue;
+        }
+        for n in names {
+            let text = n.to_string_lossy();
+            if let Some(i) = text
+                .strip_suffix(".lost")
+                .and_then(|i| i.parse::<usize>().ok())
+            {
+                if let Some(op) = j.ops.get(i) {
+                    let (f, rel) = op.target();
+                    record.lost.push(j.shown(f, rel).display().to_string());
+                }
+            } else if let Ok(i) = text.parse::<u32>() {
+                record.bytes += undo::usage(u.fd(), &n, &u.shown.join(&n));
+                record.asides.push(i);
+            }
+        }
+    }
+    record.asides.sort_unstable();
+    record.lost.sort();
+    record.write(state_dir, name)?;
     Ok(())
 }
 
@@ -352,6 +582,7 @@ pub fn apply(
     if let Some(journal) = journal::pending_for_root(state_dir, root) {
         return Err(ApplyError::Pending(journal));
     }
+    let no_undo = after.no_undo;
     let root_fd = at::open_root(root)?;
     let mut j = Journal {
         version: journal::VERSION,
@@ -380,6 +611,7 @@ pub fn apply(
             rel: rel.clone(),
             id: Identity::of(top.as_fd(), &shown)?,
             staging: None,
+            undo: None,
         });
         j.ops.extend(ops);
         tops.push((upper.clone(), top));
@@ -387,7 +619,7 @@ pub fn apply(
     if j.ops.is_empty() && j.deferred.commands.is_empty() {
         return Ok(Applied::default());
     }
-    name_stagings(&mut j)?;
+    name_stagings(&mut j, !no_undo)?;
     // The scratch layers were written without syncs (`volatile`); the journal will point at
     // them, so they must be on disk before it exists.
     for (upper, _) in &tops {
@@ -412,7 +644,7 @@ pub fn apply(
         ..Applied::default()
     };
     if !j.ops.is_empty() {
-        let (stagings, inodes) = match stage(&j, &opened) {
+        let (folders, inodes) = match stage(&j, &opened) {
             Ok(staged) => staged,
             Err(e) => {
                 journal::remove(&path)?;
@@ -423,23 +655,32 @@ pub fn apply(
             inodes: inodes.clone(),
         };
         j.write(state_dir, name)?;
-        let finish = || -> Result<usize, ApplyError> {
-            let (paths, missing) = commit(&j, &opened, &stagings, &inodes)?;
-            if let Some(path) = missing.into_iter().next() {
+        let finish = |folders: Folders| -> Result<usize, ApplyError> {
+            let done = commit(&j, &opened, &folders, &inodes)?;
+            if let Some(path) = done.missing.into_iter().next() {
                 return Err(ApplyError::Verify {
                     path,
                     why: "its staged copy vanished before it was put in place".into(),
                 });
             }
-            verify(&j, &opened, &inodes)?;
+            let after = verify(&j, &opened, &inodes)?;
             sync_tops(&j, &opened)?;
-            Ok(paths)
+            remove_stagings(folders.staging, &opened);
+            record_undo(
+                state_dir,
+                name,
+                &j,
+                &opened,
+                folders.undo,
+                after,
+                done.before,
+            )?;
+            Ok(done.paths)
         };
-        applied.paths = finish().map_err(|e| ApplyError::Commit {
+        applied.paths = finish(folders).map_err(|e| ApplyError::Commit {
             journal: path.clone(),
             source: Box::new(e),
         })?;
-        remove_stagings(stagings, &opened);
     }
     if j.deferred.commands.is_empty() {
         journal::remove(&path)?;
@@ -480,9 +721,10 @@ pub fn replay(state_dir: &Path, path: &Path, j: &mut Journal) -> Result<Replayed
         Phase::Committed => return Ok(Replayed::Finished { paths: 0 }),
         Phase::Planned => {
             // Nothing live changed yet: stage again from the scratch layers, into fresh folders.
-            for s in reopen_stagings(j, &opened)?.into_iter().enumerate() {
+            let old = reopen_folders(j, &opened)?;
+            for s in old.staging.into_iter().chain(old.undo).enumerate() {
                 if let (i, Some(s)) = s {
-                    s.remove(opened.tops[i].as_fd())?;
+                    s.remove(opened.tops[i % j.filesystems.len()].as_fd())?;
                 }
             }
             let lost: Vec<&Path> = j
@@ -500,21 +742,22 @@ pub fn replay(state_dir: &Path, path: &Path, j: &mut Journal) -> Result<Replayed
                     lost.len() - 1
                 )));
             }
-            name_stagings(j)?;
+            let undo = j.filesystems.iter().any(|f| f.undo.is_some());
+            name_stagings(j, undo)?;
             j.write(state_dir, &name)?;
-            let (stagings, inodes) = stage(j, &opened)?;
+            let (folders, inodes) = stage(j, &opened)?;
             j.phase = Phase::Staged {
                 inodes: inodes.clone(),
             };
             j.write(state_dir, &name)?;
-            match finish_staged(j, &opened, stagings, &inodes)? {
+            match finish_staged(state_dir, &name, j, &opened, folders, &inodes)? {
                 Ok(p) => paths = p,
                 Err(not_applied) => return Ok(Replayed::Unfinishable(not_applied)),
             }
         }
         Phase::Staged { inodes } => {
-            let stagings = reopen_stagings(j, &opened)?;
-            match finish_staged(j, &opened, stagings, &inodes)? {
+            let folders = reopen_folders(j, &opened)?;
+            match finish_staged(state_dir, &name, j, &opened, folders, &inodes)? {
                 Ok(p) => paths = p,
                 Err(not_applied) => return Ok(Replayed::Unfinishable(not_applied)),
             }
@@ -528,13 +771,19 @@ pub fn replay(state_dir: &Path, path: &Path, j: &mut Journal) -> Result<Replayed
 /// Commits what is staged, checks, syncs and removes the staging folders; `Err(message)` when
 /// staged copies were lost, saying what was and was not applied.
 fn finish_staged(
+    state_dir: &Path,
+    name: &str,
     j: &Journal,
     opened: &Opened,
-    stagings: Vec<Option<Staging>>,
+    folders: Folders,
     inodes: &BTreeMap<u32, u64>,
 ) -> Result<Result<usize, String>, ApplyError> {
-    let (paths, missing) = commit(j, opened, &stagings, inodes)?;
-    remove_stagings(stagings, opened);
+    let Committed {
+        paths,
+        missing,
+        before,
+    } = commit(j, opened, &folders, inodes)?;
+    remove_stagings(folders.staging, opened);
     if !missing.is_empty() {
         let shown: Vec<String> = missing
             .iter()
@@ -550,8 +799,9 @@ fn finish_staged(
             if missing.len() > 5 { ", ..." } else { "" }
         )));
     }
-    verify(j, opened, inodes)?;
+    let after = verify(j, opened, inodes)?;
     sync_tops(j, opened)?;
+    record_undo(state_dir, name, j, opened, folders.undo, after, before)?;
     Ok(Ok(paths))
 }
 
@@ -560,7 +810,7 @@ pub fn clean_staging(j: &Journal) {
     let Ok(opened) = open(j) else {
         return;
     };
-    if let Ok(stagings) = reopen_stagings(j, &opened) {
+    if let Ok(stagings) = reopen(j, &opened, |fs| fs.staging.as_ref()) {
         remove_stagings(stagings, &opened);
     }
 }
@@ -586,6 +836,7 @@ mod tests {
                 rel: PathBuf::new(),
                 id,
                 staging: None,
+                undo: None,
             }],
             ops: vec![Op::File {
                 fs: 0,
@@ -603,12 +854,12 @@ mod tests {
             phase: Phase::Planned,
             deferred: Deferred::default(),
         };
-        name_stagings(&mut j).unwrap();
+        name_stagings(&mut j, true).unwrap();
         let opened = open(&j).unwrap();
-        let (stagings, inodes) = stage(&j, &opened).unwrap();
-        let (paths, missing) = commit(&j, &opened, &stagings, &inodes).unwrap();
-        assert_eq!((paths, missing.len()), (1, 0));
-        remove_stagings(stagings, &opened);
+        let (folders, inodes) = stage(&j, &opened).unwrap();
+        let done = commit(&j, &opened, &folders, &inodes).unwrap();
+        assert_eq!((done.paths, done.missing.len()), (1, 0));
+        remove_folders(folders, &opened);
         (j, opened, inodes)
     }
 

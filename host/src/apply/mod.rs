@@ -8,6 +8,8 @@
 //! - `at`: live paths reached only through descriptors (openat2, no symlinks, no mount crossing);
 //! - `staging`: the unpredictable, checked staging folder of each changed filesystem;
 //! - `merge`: stage, `syncfs`, rename into place, check every path, `syncfs`; and its replay;
+//! - `undo`: what each merge replaced, kept aside, and the record that lets it be undone;
+//! - `rollback`: undoing a dance's merges, newest first, through the same discipline;
 //! - `recover`: finishing (or setting aside) what a killed dance left, with bounds;
 //! - `deferred`: the service commands a live module recorded, run after its merge;
 //! - `lock`: one dance per root, whatever the state directory;
@@ -22,7 +24,9 @@ pub mod lock;
 pub mod merge;
 pub mod plan;
 pub mod recover;
+pub mod rollback;
 pub mod staging;
+pub mod undo;
 
 pub use error::ApplyError;
 pub use journal::{pending, Journal};

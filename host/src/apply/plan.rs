@@ -52,6 +52,10 @@ pub enum Op {
         path: PathBuf,
         /// Its attributes.
         attrs: Attrs,
+        /// The live folder's attributes when the plan was made, which a rollback restores;
+        /// `None` when there was no folder there (the merge makes it).
+        #[serde(default)]
+        before: Option<Attrs>,
     },
     /// A regular file: `source` (in the scratch layer) staged as `staged`, renamed to `path`.
     File {
@@ -358,10 +362,15 @@ impl Planner<'_> {
                 // only what changes in it is merged.
                 let same = live_is_dir && same_attrs(&attrs, &l, lm.as_ref())?;
                 if !same {
+                    let before = match lm.as_ref().filter(|_| live_is_dir) {
+                        Some(m) => Some(attrs_of(&l, m)?),
+                        None => None,
+                    };
                     self.ops.push(Op::Dir {
                         fs,
                         path: r.clone(),
                         attrs,
+                        before,
                     });
                 }
                 self.dir(&u, &r)?;

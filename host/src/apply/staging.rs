@@ -40,8 +40,13 @@ fn err<'a>(what: &'static str, shown: &'a Path) -> impl FnOnce(Errno) -> ApplyEr
 
 /// A staging folder's name that no one can predict: nothing visible derives it.
 pub fn new_name() -> std::io::Result<String> {
+    new_name_with(PREFIX)
+}
+
+/// A name that starts with `prefix` and that no one can predict.
+pub fn new_name_with(prefix: &str) -> std::io::Result<String> {
     let random = crate::sys::random_bytes(16)?;
-    Ok(std::iter::once(PREFIX.to_owned())
+    Ok(std::iter::once(prefix.to_owned())
         .chain(random.iter().map(|b| format!("{b:02x}")))
         .collect())
 }

@@ -17,6 +17,9 @@ pub struct ApplyArgs {
     /// The live folder beneath it.
     #[arg(long)]
     pub live: PathBuf,
+    /// Keep no undo record (what a dance with `--keep-undo 0` does).
+    #[arg(long)]
+    pub no_undo: bool,
 }
 
 pub(super) fn exec(args: ApplyArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
@@ -33,7 +36,10 @@ pub(super) fn exec(args: ApplyArgs, global: &super::GlobalArgs) -> Result<ExitCo
         &name,
         &live,
         &[(args.upper, PathBuf::new())],
-        crate::apply::After::default(),
+        crate::apply::After {
+            no_undo: args.no_undo,
+            ..crate::apply::After::default()
+        },
     )?;
     for w in &applied.warnings {
         crate::output::warning(w);

@@ -55,6 +55,14 @@ pub struct DanceArgs {
     /// this host's services); by default they are reported and not run.
     #[arg(long)]
     pub run_deferred: bool,
+    /// Live: keep the undo records of this many dances onto the root, for `disco rollback`
+    /// (0 keeps none).
+    #[arg(long, value_name = "N", default_value_t = crate::apply::undo::DEFAULT_KEEP)]
+    pub keep_undo: usize,
+    /// Live: at most this many bytes of replaced content in the kept undo records (suffixes
+    /// K, M, G); older dances' records go first.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_undo_size)]
+    pub keep_undo_size: u64,
     /// Write the dance's outcome for node_exporter to DIR/disco_dance.prom.
     #[arg(long, value_name = "DIR")]
     pub textfile: Option<PathBuf>,
@@ -228,7 +236,7 @@ fn sinks(args: &DanceArgs, state_dir: &std::path::Path, report: &dance::report::
     for path in &args.sink_plugin {
         match crate::serve::Plugin::load(path) {
             Ok(plugin) => all.push(Box::new(plugin)),
-            Err(e) => crate::output::warning(&e),
+            Err(e) => crate::output::warning(&e.to_string()),
         }
     }
     all.dance_report(&dance::schema::dance_json(report));
@@ -276,6 +284,8 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
         wait: !args.no_wait,
         run_deferred: args.run_deferred,
         network: args.network,
+        keep_undo: args.keep_undo,
+        keep_undo_bytes: args.keep_undo_size,
     };
     let report = dance::dance(&opts)?;
     sinks(&args, &global.state_dir, &report);
@@ -307,4 +317,12 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--keep-undo-size`: a byte count with a K, M, G or T suffix, or 0 (keep no record).
+fn parse_undo_size(s: &str) -> Result<u64, crate::supervise::CgroupError> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    crate::supervise::parse_bytes("--keep-undo-size", s)
 }

@@ -26,8 +26,8 @@ pub(super) fn exec(args: DanceSandboxArgs) -> Result<ExitCode> {
     crate::sys::close_from_3().map_err(SandboxError::Descriptors)?;
     // Before the sandbox's namespaces: its `/sys` is read-only, so its modules' fixes reach
     // their cgroups through descriptors opened here (close-on-exec: no script inherits them).
-    crate::supervise::pin_cgroups();
-    match sandbox::sandbox_main(&setup) {
+    let supervisor = crate::supervise::Supervisor::pinned();
+    match sandbox::sandbox_main(&setup, supervisor) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))),
         Err(e) => {
             crate::output::error(&format!("dance sandbox: {e}"));

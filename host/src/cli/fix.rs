@@ -150,7 +150,7 @@ fn spec(args: &FixArgs, global: &super::GlobalArgs) -> Result<FixSpec> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
-    let lock: LockLevel = args.lock.parse().map_err(Error::Other)?;
+    let lock: LockLevel = args.lock.parse()?;
     let module = module_file(&args.module);
     let mut spec = FixSpec::new(&module, request, host, service);
     for e in &args.env {

@@ -46,8 +46,7 @@ pub(super) fn exec(args: HistoryArgs, global: &GlobalArgs) -> Result<ExitCode> {
         .since
         .as_deref()
         .map(|s| serve::parse_since(s, serve::now()))
-        .transpose()
-        .map_err(Error::Other)?;
+        .transpose()?;
     let dir = global.state_dir.join("history");
     let q = Query {
         host: args.host,
@@ -91,7 +90,12 @@ fn line(v: &serve::FixView, format: HistoryFormat) -> String {
                 })
             });
             let result = match &v.outcome {
-                Some(o) => format!("rc {}: {}", o.return_code, o.comment.replace('\n', " ")),
+                Some(o) => format!(
+                    "rc {}: {}{}",
+                    o.return_code,
+                    o.comment.replace('\n', " "),
+                    usage(&o.outcome["cgroup"])
+                ),
                 None => f.reason.clone().unwrap_or_default(),
             };
             format!(
@@ -105,4 +109,27 @@ fn line(v: &serve::FixView, format: HistoryFormat) -> String {
             )
         }
     }
+}
+
+/// What a fix's cgroup measured, as ` (cpu 12.5 ms, memory peak 2.0 MiB, pids peak 3)`; empty
+/// when the fix had no cgroup.
+fn usage(cgroup: &serde_json::Value) -> String {
+    let Some(c) = cgroup.as_object() else {
+        return String::new();
+    };
+    let ms = |k: &str| c.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    let mut parts = vec![format!(
+        "cpu {:.1} ms",
+        ms("cpu_user_ms") + ms("cpu_system_ms")
+    )];
+    if let Some(b) = c
+        .get("memory_peak_bytes")
+        .and_then(serde_json::Value::as_u64)
+    {
+        parts.push(format!("memory peak {:.1} MiB", b as f64 / 1048576.0));
+    }
+    if let Some(n) = c.get("pids_peak").and_then(serde_json::Value::as_u64) {
+        parts.push(format!("pids peak {n}"));
+    }
+    format!(" ({})", parts.join(", "))
 }

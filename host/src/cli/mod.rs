@@ -18,6 +18,7 @@ mod remote;
 mod report;
 mod request;
 mod result;
+mod rollback;
 mod sandbox_init;
 mod serve;
 mod shell;
@@ -114,6 +115,8 @@ pub enum Command {
     Fleet(fleet::FleetArgs),
     /// Finish the merges a killed live dance left, or set them aside with --discard.
     Recover(recover::RecoverArgs),
+    /// Undo a live dance (the newest, or DANCE), file for file, from its undo records.
+    Rollback(rollback::RollbackArgs),
     /// Internal: run one fix for `disco serve` (spec and request on stdin).
     #[command(name = "__serve-fix", hide = true)]
     ServeFix(serve::ServeFixArgs),
@@ -152,6 +155,7 @@ pub fn dispatch(cli: Cli) -> crate::error::Result<ExitCode> {
         Command::History(args) => history::exec(args, &cli.global),
         Command::ServeFix(args) => serve::exec_fix(args),
         Command::Recover(args) => recover::exec(args, &cli.global),
+        Command::Rollback(args) => rollback::exec(args, &cli.global),
         Command::Fleet(args) => fleet::exec(args),
         Command::Shell(args) => shell::exec(args, &cli.global),
         Command::Dance(args) => dance::exec(args, &cli.global),

@@ -40,13 +40,36 @@ pub(super) fn exec(args: ReportArgs, global: &super::GlobalArgs) -> Result<ExitC
         std::fs::write(path, crate::dance::html::render(&dance))
             .map_err(|source| Error::Other(format!("cannot write {}: {source}", path.display())))?;
     }
+    let rollbackable = crate::apply::undo::rollbackable(&global.state_dir, None);
     let text = match args.format {
-        ReportFormat::Text => report::render_text(&dance),
-        ReportFormat::Json => crate::dance::schema::dance_json(&dance),
+        ReportFormat::Text => {
+            let mut text = report::render_text(&dance);
+            // The seed's format, plus one line once undo records are kept.
+            if !rollbackable.is_empty() {
+                text.push_str(&rollback_line(&dance, &rollbackable));
+            }
+            text
+        }
+        ReportFormat::Json => crate::dance::schema::dance_json_with(&dance, Some(&rollbackable)),
     };
     std::io::stdout()
         .write_all(text.as_bytes())
         .map_err(Error::Write)?;
     // The report was printed: that succeeded even when the dance it describes failed.
     Ok(ExitCode::SUCCESS)
+}
+
+/// The report's last line: whether this dance can be rolled back, and which can.
+fn rollback_line(dance: &report::DanceReport, rollbackable: &[String]) -> String {
+    let which = rollbackable.join(", ");
+    let this = if dance.noop {
+        "a noop dance changes nothing to roll back"
+    } else if rollbackable.first() == Some(&dance.id) {
+        "can be rolled back now (`disco rollback`)"
+    } else if rollbackable.contains(&dance.id) {
+        "can be rolled back after the newer dances"
+    } else {
+        "cannot be rolled back (no undo record is kept)"
+    };
+    format!("report: rollback: this dance {this}; dances that can be rolled back, newest first: {which}\n")
 }

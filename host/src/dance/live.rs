@@ -46,6 +46,7 @@ impl ModuleRun<'_> {
             crate::apply::After {
                 node: self.opts.node.clone(),
                 deferred: deferred.clone(),
+                no_undo: self.opts.keep_undo == 0,
             },
         );
         steps.push(Step::new(

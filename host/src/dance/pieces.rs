@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::report::{SelfUsage, Step, Usage};
 use crate::sandbox::connect::Watcher;
-use crate::supervise::{self, FixSpec, LockLevel};
+use crate::supervise::{FixSpec, LockLevel, Supervisor};
 
 /// One script of the plan.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -118,7 +118,7 @@ pub fn root_home(root: &Path) -> PathBuf {
 
 /// Runs one script or template through the host and describes how it went.
 fn run_piece(
-    plan: &Plan,
+    (plan, supervisor): (&Plan, &Supervisor),
     step: &str,
     item: &str,
     file: &Path,
@@ -133,7 +133,7 @@ fn run_piece(
     spec.lock = LockLevel::None;
     spec.lock_dir = PathBuf::from(crate::sandbox::paths::LOCK_DIR);
     spec.env = env;
-    match supervise::run(&spec) {
+    match supervisor.run(&spec) {
         Ok(outcome) => {
             let step = Step::from_fix(&plan.module, step, Some(item.to_owned()), &outcome);
             let failure = (!step.ok).then(|| {
@@ -186,10 +186,11 @@ pub fn run_templates(
     report: &mut Report<'_>,
     real_path: &OsStr,
     connects: Option<&Watcher>,
+    supervisor: &Supervisor,
 ) -> std::io::Result<()> {
     for t in &plan.templates {
         let mut r = run_piece(
-            plan,
+            (plan, supervisor),
             "template",
             &t.item,
             &t.file,
@@ -214,6 +215,7 @@ pub fn run_pieces(
     report: &mut Report<'_>,
     real_path: &OsStr,
     connects: Option<&Watcher>,
+    supervisor: &Supervisor,
 ) -> std::io::Result<()> {
     let sources: Vec<&PathBuf> = plan.deliver.iter().filter(|p| p.is_dir()).collect();
     if !sources.is_empty() {
@@ -253,7 +255,7 @@ pub fn run_pieces(
     }
     for script in &plan.scripts {
         let mut result = run_piece(
-            plan,
+            (plan, supervisor),
             "exec",
             &script.item,
             &script.file,

@@ -49,6 +49,10 @@ pub struct DanceOptions {
     /// In noop, the sandbox's network; `None` reads `disco/client/network` from the client's
     /// parameters (`loopback`, the default, or `outbound`).
     pub network: Option<crate::sandbox::Network>,
+    /// Live: how many dances' undo records to keep onto the root (for `disco rollback`).
+    pub keep_undo: usize,
+    /// Live: how many bytes of replaced content the kept undo records may hold.
+    pub keep_undo_bytes: u64,
 }
 
 fn usage_of(f: &Fetched) -> Usage {
@@ -222,6 +226,17 @@ fn begin(opts: &DanceOptions) -> Result<Begun, DanceError> {
             ));
         }
     } else {
+        // A rollback cut short is finished first, by `disco rollback`: dancing on a half
+        // undone system would record that state as the one to go back to.
+        if let Some(d) = crate::apply::undo::dances(&opts.state_dir, Some(&root))
+            .map_err(DanceError::Apply)?
+            .into_iter()
+            .find(crate::apply::undo::Dance::rolling_back)
+        {
+            return Err(DanceError::Apply(
+                crate::apply::ApplyError::RollbackPending { dance: d.id },
+            ));
+        }
         for line in crate::apply::recover(
             &opts.state_dir,
             &opts.state_dir.join("locks"),
@@ -621,6 +636,13 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         keep_failed_layer(&stack, k, &report)?;
     }
     report::save(&opts.state_dir, &report)?;
+    if !opts.noop {
+        for line in
+            crate::apply::undo::prune(&opts.state_dir, &root, opts.keep_undo, opts.keep_undo_bytes)
+        {
+            print.info(&line);
+        }
+    }
     drop(worker);
     drop(stack);
     drop((lock, root_lock));

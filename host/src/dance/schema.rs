@@ -232,10 +232,24 @@ struct DanceJson<'a> {
     totals: Totals,
     modules: Vec<ModuleJson<'a>>,
     steps: Vec<StepJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<RollbackJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct RollbackJson<'a> {
+    possible: bool,
+    dances: &'a [String],
 }
 
 /// A dance's report as one JSON document of the schema (with a final newline).
 pub fn dance_json(report: &DanceReport) -> String {
+    dance_json_with(report, None)
+}
+
+/// A dance's report as [`dance_json`] does it, saying which dances `disco rollback` can undo
+/// (`rollbackable`, newest first) when given.
+pub fn dance_json_with(report: &DanceReport, rollbackable: Option<&[String]>) -> String {
     let start = report.started_unix_ms();
     let mut totals = Totals {
         steps: report.steps.len(),
@@ -300,6 +314,10 @@ pub fn dance_json(report: &DanceReport) -> String {
             .iter()
             .map(|s| StepJson::of(s, start))
             .collect(),
+        rollback: rollbackable.map(|dances| RollbackJson {
+            possible: dances.contains(&report.id),
+            dances,
+        }),
     };
     to_text(&doc)
 }

@@ -104,20 +104,87 @@ fn evaluate(c: &Candidate, names: &Names, opts: &DiffOptions) -> Result<Option<C
         read(&c.lower).map_err(inside)?,
         read(&c.upper).map_err(inside)?,
     );
+    Ok(change(&c.path, old, new, max))
+}
+
+/// The change from `old` to `new` at `path`, if they differ.
+fn change(
+    path: &std::path::Path,
+    old: Option<Examined>,
+    new: Option<Examined>,
+    max: u64,
+) -> Option<Change> {
     let (kind, content) = match (&old, &new) {
         (None, Some(new)) => (ChangeKind::Created, content(None, Some(new), max)),
         (Some(old), None) => (ChangeKind::Deleted, content(Some(old), None, max)),
-        (Some(old), Some(new)) if old.meta == new.meta => return Ok(None),
+        (Some(old), Some(new)) if old.meta == new.meta => return None,
         (Some(old), Some(new)) => (ChangeKind::Modified, content(Some(old), Some(new), max)),
-        (None, None) => return Ok(None),
+        (None, None) => return None,
     };
-    Ok(Some(Change {
-        path: c.path.clone(),
+    Some(Change {
+        path: path.to_owned(),
         kind,
         old: old.map(|e| e.meta),
         new: new.map(|e| e.meta),
         content,
-    }))
+    })
+}
+
+/// Attributes that replace those of an entry (a folder whose mode, owner and extended
+/// attributes a rollback restores in place).
+#[derive(Clone, Copy, Debug)]
+pub struct Restored<'a> {
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Extended attributes, as name and raw value.
+    pub xattrs: &'a [(String, Vec<u8>)],
+}
+
+/// What changes at one path going from the entry `now` to the entry `then` (either may be
+/// absent; `then_attrs` replaces `then`'s attributes), shown as `shown`: the diff a rollback
+/// prints. Unlike [`compute`], both sides are arbitrary paths of the live system.
+pub fn between(
+    shown: &std::path::Path,
+    now: Option<&std::path::Path>,
+    then: Option<&std::path::Path>,
+    then_attrs: Option<Restored<'_>>,
+    opts: &DiffOptions,
+) -> Result<Option<Change>, DiffError> {
+    let names = Names::load(&opts.names_root);
+    let max = opts.max_content_bytes;
+    let read = |path: Option<&std::path::Path>| -> Result<Option<Examined>, DiffError> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        let st = match std::fs::symlink_metadata(path) {
+            Ok(st) => st,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(DiffError::io("stat", path, e)),
+        };
+        examine(
+            path,
+            &st,
+            std::os::unix::fs::MetadataExt::dev(&st),
+            &names,
+            max,
+            opts.deadline,
+        )
+        .map(Some)
+    };
+    let old = read(now)?;
+    let mut new = read(then)?;
+    if let (Some(e), Some(attrs)) = (new.as_mut(), then_attrs) {
+        super::meta::restore(&mut e.meta, attrs, &names);
+    }
+    // Both sides live on the same filesystem; a device number says nothing a rollback changes.
+    if let (Some(o), Some(n)) = (&old, new.as_mut()) {
+        n.meta.device = o.meta.device;
+    }
+    Ok(change(shown, old, new, max))
 }
 
 /// The content change between two sides, either of which may be absent (created, deleted).

@@ -311,6 +311,27 @@ fn read_xattrs(path: &Path) -> Result<(Option<String>, BTreeMap<String, String>)
     Ok((selinux, others))
 }
 
+/// Gives `meta` the attributes a rollback restores: mode bits, owner, extended attributes.
+pub(crate) fn restore(meta: &mut Meta, attrs: super::compare::Restored<'_>, names: &Names) {
+    meta.mode = (meta.mode & 0o170000) | (attrs.mode & 0o7777);
+    meta.uid = attrs.uid;
+    meta.gid = attrs.gid;
+    meta.owner = names.user(attrs.uid);
+    meta.group = names.group(attrs.gid);
+    meta.selinux = None;
+    meta.xattrs.clear();
+    for (name, value) in attrs.xattrs {
+        if OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        if name == SELINUX_XATTR {
+            meta.selinux = Some(xattr_text(value));
+        } else {
+            meta.xattrs.insert(name.clone(), xattr_text(value));
+        }
+    }
+}
+
 /// An xattr value as text: the string without its C terminator when it is printable UTF-8 (as
 /// SELinux contexts are), else `0x` and hex, as `getfattr -e hex` shows it.
 fn xattr_text(value: &[u8]) -> String {

@@ -14,7 +14,7 @@ mod meta;
 mod render;
 mod walk;
 
-pub use compare::{compute, summary};
+pub use compare::{between, compute, summary, Restored};
 pub use content::{is_binary, normal_diff};
 pub use entry::{Change, ChangeKind, Content, DiffOptions, FileType, Layer, Meta};
 pub use error::DiffError;

@@ -1,19 +1,15 @@
-//! From alerts to fixes: dedup, cool-down, storm control, one fix at a time per target, a
-//! global concurrency limit and a bounded queue.
+//! From alerts to fixes, the executor of `policy.rs`: the state under one lock, the worker
+//! threads (`max_concurrent`), the recorder thread, and the order of journal and queue.
 //!
-//! [`Dispatcher::decide`] takes a whole webhook at once, under one lock: each firing alert that
-//! a rule turns into a fix is `deduplicated` (the same fingerprint for the same target was
-//! accepted within the rule's cool-down, or earlier in this very request), `suppressed` (the
-//! target already had `storm_limit` fixes accepted in the storm window) or `queued`. When the
-//! queued fixes do not fit in the bounded queue the whole request is refused (503, nothing
-//! recorded as accepted) so that Alertmanager retries it; a partial accept would make its retry
-//! look like duplicates. The caller journals the decisions and then hands the ticket back
+//! [`Dispatcher::decide`] takes a whole webhook at once, under one lock, and asks the policy
+//! (`Admissions::decide`) what each alert amounts to; a request whose fixes do not fit the
+//! bounded queue is refused whole (503, nothing recorded as accepted) so that Alertmanager
+//! retries it. The caller journals the decisions and then hands the ticket back
 //! ([`Dispatcher::enqueue`]): no fix can end (and journal its outcome) before its decision is
 //! on disk.
 //!
-//! Workers (`max_concurrent` threads) take targets from a ready queue; a target with a running
-//! fix is never ready, so two fixes never run for one target at once, and its fixes run in
-//! arrival order.
+//! Workers take the next fix the policy's `Schedule` gives (one per target at a time, in
+//! arrival order).
 //!
 //! A worker hands each ended fix to one recorder thread and takes the next fix at once: the
 //! outcome's `fdatasync` and the `fixhistory` file need not hold a slot that a module could use.
@@ -21,7 +17,6 @@
 //! sync, then writes their `fixhistory` lines, metrics and sinks. A target stays busy until its
 //! outcome is recorded, so its fixes are still recorded in order and never overlap.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,14 +25,14 @@ use std::thread::JoinHandle;
 use super::alertmanager::Payload;
 use super::history::{self, Decision, FixRecord, Journal, OutcomeRecord, Record};
 use super::metrics::{Gauges, Metrics};
+use super::policy::{Admissions, Ask, Schedule, Verdict};
 use super::rotate::Retention;
 use super::rules::{Planned, Rules};
 use super::runner::{Ran, Runner};
 use super::sinks::Sinks;
 use crate::output;
 
-/// `service@host`.
-pub type Target = (String, String);
+pub use super::policy::Target;
 
 /// One accepted fix, waiting or running.
 #[derive(Debug, Clone)]
@@ -58,14 +53,6 @@ impl Job {
     }
 }
 
-#[derive(Debug, Default)]
-struct TargetState {
-    queue: VecDeque<Job>,
-    running: bool,
-    /// When fixes were accepted for it, within the storm window.
-    accepted: VecDeque<f64>,
-}
-
 /// A fix that ended, waiting for the recorder.
 #[derive(Debug)]
 struct Ended {
@@ -78,17 +65,17 @@ struct Ended {
 
 #[derive(Debug, Default)]
 struct State {
-    targets: HashMap<Target, TargetState>,
-    ready: VecDeque<Target>,
-    /// Accepted and not started (reserved by a ticket, or in a target's queue).
+    /// What the policy remembers of acceptances.
+    admissions: Admissions,
+    /// Queued fixes and busy targets.
+    schedule: Schedule<Job>,
+    /// Accepted and not started (reserved by a ticket, or in the schedule).
     queued: usize,
     running: usize,
     /// Fixes that ended and are not recorded yet (their targets are still busy).
     ended: Vec<Ended>,
     /// Fixes the recorder is recording now.
     recording: usize,
-    /// The last acceptance of each fingerprint for each target.
-    seen: HashMap<(String, Target), f64>,
     stopping: bool,
 }
 
@@ -163,7 +150,8 @@ impl Dispatcher {
     /// Rebuilds cool-down and storm state from the history, so a restart does not re-run
     /// what ran a minute ago.
     pub fn seed(&self, records: &[FixRecord], rules: &Rules, now: f64) {
-        let from = now - rules.horizon.as_secs_f64();
+        let horizon = rules.horizon.as_secs_f64();
+        let from = now - horizon;
         let mut st = self.lock();
         for f in records {
             if f.decision != Decision::Queued || f.time < from {
@@ -172,9 +160,8 @@ impl Dispatcher {
             let (Some(h), Some(s)) = (&f.host, &f.service) else {
                 continue;
             };
-            let t = (h.clone(), s.clone());
-            st.seen.insert((f.fingerprint.clone(), t.clone()), f.time);
-            st.targets.entry(t).or_default().accepted.push_back(f.time);
+            st.admissions
+                .admit(&f.fingerprint, &(h.clone(), s.clone()), f.time, horizon);
         }
     }
 
@@ -211,25 +198,38 @@ impl Dispatcher {
             .iter()
             .map(|a| {
                 let rule = if a.is_resolved() { None } else { rules.find(a) };
-                (a, rule.map(|r| r.plan(a)))
+                (a, a.fingerprint(), rule.map(|r| r.plan(a)))
+            })
+            .collect();
+        let asks: Vec<Ask<'_>> = planned
+            .iter()
+            .map(|(alert, fingerprint, plan)| match plan {
+                None if alert.is_resolved() => Ask::Resolved,
+                None => Ask::Unmatched,
+                Some(Err(why)) => Ask::Rejected(why.to_string()),
+                Some(Ok(p)) => Ask::Fix {
+                    fingerprint,
+                    target: (p.host.clone(), p.service.clone()),
+                    limits: p.limits,
+                },
             })
             .collect();
         let mut st = self.lock();
         if st.stopping {
             return Err(Busy("the server is stopping".to_owned()));
         }
-        // Decide against the state plus what this request already decided.
-        let mut seen_here: HashSet<(String, Target)> = HashSet::new();
-        let mut accepted_here: HashMap<Target, u32> = HashMap::new();
+        let verdicts = st
+            .admissions
+            .decide(&asks, now, st.queued, self.max_queue)
+            .map_err(|full| Busy(full.to_string()))?;
         let mut records = Vec::new();
         let mut jobs = Vec::new();
-        for (alert, plan) in planned {
-            let fingerprint = alert.fingerprint();
+        for ((alert, fingerprint, plan), verdict) in planned.into_iter().zip(verdicts) {
             let mut rec = FixRecord {
                 time: now,
                 id: self.next_id(),
                 request: request.to_owned(),
-                fingerprint: fingerprint.clone(),
+                fingerprint,
                 alertname: alert.labels.get("alertname").cloned().unwrap_or_default(),
                 rule: None,
                 host: None,
@@ -239,66 +239,28 @@ impl Dispatcher {
                 decision: Decision::Resolved,
                 reason: None,
             };
-            let plan = match plan {
-                None if alert.is_resolved() => {
-                    rec.reason = Some("the alert is resolved; nothing runs".to_owned());
-                    records.push(rec);
-                    continue;
-                }
-                None => {
-                    rec.decision = Decision::Unmatched;
-                    rec.reason = Some("no rule matches the alert's labels".to_owned());
-                    records.push(rec);
-                    continue;
-                }
-                Some(Err(why)) => {
-                    rec.decision = Decision::Rejected;
-                    rec.reason = Some(why);
-                    records.push(rec);
-                    continue;
-                }
-                Some(Ok(p)) => p,
+            if let Some(Ok(plan)) = &plan {
+                rec.rule = Some(plan.rule.clone());
+                rec.host = Some(plan.host.clone());
+                rec.service = Some(plan.service.clone());
+                rec.module = Some(plan.module.clone());
+                rec.options = plan.options.clone();
+            }
+            (rec.decision, rec.reason) = match verdict {
+                Verdict::Resolved => (
+                    Decision::Resolved,
+                    Some("the alert is resolved; nothing runs".to_owned()),
+                ),
+                Verdict::Unmatched => (
+                    Decision::Unmatched,
+                    Some("no rule matches the alert's labels".to_owned()),
+                ),
+                Verdict::Rejected(why) => (Decision::Rejected, Some(why)),
+                Verdict::Deduplicated(why) => (Decision::Deduplicated, Some(why)),
+                Verdict::Suppressed(why) => (Decision::Suppressed, Some(why)),
+                Verdict::Queued => (Decision::Queued, None),
             };
-            rec.rule = Some(plan.rule.clone());
-            rec.host = Some(plan.host.clone());
-            rec.service = Some(plan.service.clone());
-            rec.module = Some(plan.module.clone());
-            rec.options = plan.options.clone();
-            let target = (plan.host.clone(), plan.service.clone());
-            let key = (fingerprint, target.clone());
-            let cooldown = plan.limits.cooldown.as_secs_f64();
-            let window_start = now - plan.limits.storm_window.as_secs_f64();
-            let last = st.seen.get(&key).copied();
-            let in_window = st.targets.get(&target).map_or(0, |t| {
-                t.accepted.iter().filter(|&&at| at >= window_start).count()
-            }) + *accepted_here.get(&target).unwrap_or(&0) as usize;
-            if seen_here.contains(&key) {
-                rec.decision = Decision::Deduplicated;
-                rec.reason = Some(
-                    "the same alert for the same target came earlier in this request".to_owned(),
-                );
-            } else if let Some(at) = last.filter(|&at| now - at < cooldown) {
-                rec.decision = Decision::Deduplicated;
-                rec.reason = Some(format!(
-                    "the same alert for {}@{} was accepted {:.1} s ago (cool-down {} s)",
-                    plan.service,
-                    plan.host,
-                    now - at,
-                    cooldown
-                ));
-            } else if in_window >= plan.limits.storm_limit as usize {
-                rec.decision = Decision::Suppressed;
-                rec.reason = Some(format!(
-                    "{in_window} fixes for {}@{} in the last {} s (storm limit {})",
-                    plan.service,
-                    plan.host,
-                    plan.limits.storm_window.as_secs_f64(),
-                    plan.limits.storm_limit
-                ));
-            } else {
-                rec.decision = Decision::Queued;
-                seen_here.insert(key);
-                *accepted_here.entry(target).or_default() += 1;
+            if let (Decision::Queued, Some(Ok(plan))) = (rec.decision, plan) {
                 jobs.push(Job {
                     id: rec.id.clone(),
                     received: now,
@@ -308,27 +270,14 @@ impl Dispatcher {
             }
             records.push(rec);
         }
-        if st.queued + jobs.len() > self.max_queue {
-            return Err(Busy(format!(
-                "the queue is full ({} queued, {} more asked, bound {})",
-                st.queued,
-                jobs.len(),
-                self.max_queue
-            )));
-        }
         // Commit: reserve the room and remember the acceptances.
         st.queued += jobs.len();
+        let horizon = rules.horizon.as_secs_f64();
         for j in &jobs {
-            let t = j.target();
-            st.seen.insert((j.fingerprint.clone(), t.clone()), now);
-            let accepted = &mut st.targets.entry(t).or_default().accepted;
-            accepted.push_back(now);
-            let from = now - rules.horizon.as_secs_f64();
-            while accepted.front().is_some_and(|&at| at < from) {
-                accepted.pop_front();
-            }
+            st.admissions
+                .admit(&j.fingerprint, &j.target(), now, horizon);
         }
-        prune(&mut st, now, rules.horizon.as_secs_f64());
+        st.admissions.prune(now, horizon);
         drop(st);
         for r in &records {
             self.recorder.metrics.decision(r.decision.as_str());
@@ -349,13 +298,7 @@ impl Dispatcher {
     pub fn enqueue(&self, ticket: Ticket) {
         let mut st = self.lock();
         for job in ticket.jobs {
-            let t = job.target();
-            let ts = st.targets.entry(t.clone()).or_default();
-            let was_idle = !ts.running && ts.queue.is_empty();
-            ts.queue.push_back(job);
-            if was_idle {
-                st.ready.push_back(t);
-            }
+            st.schedule.push(job.target(), job);
         }
         drop(st);
         self.work.notify_all();
@@ -395,10 +338,7 @@ impl Dispatcher {
                 if st.stopping {
                     return;
                 }
-                if let Some(t) = st.ready.pop_front() {
-                    let ts = st.targets.get_mut(&t).expect("a ready target exists");
-                    let job = ts.queue.pop_front().expect("a ready target has a fix");
-                    ts.running = true;
+                if let Some((_, job)) = st.schedule.start() {
                     st.queued -= 1;
                     st.running += 1;
                     break job;
@@ -411,7 +351,7 @@ impl Dispatcher {
             let finished = history::now();
             let mut st = self.lock();
             st.running -= 1;
-            // The target stays busy (`ts.running`) until the recorder has recorded the outcome.
+            // The target stays busy until the recorder has recorded the outcome.
             st.ended.push(Ended {
                 job,
                 ran,
@@ -440,10 +380,8 @@ impl Dispatcher {
             let mut st = self.lock();
             st.recording = 0;
             for t in targets {
-                let ts = st.targets.get_mut(&t).expect("a running target exists");
-                ts.running = false;
-                if !ts.queue.is_empty() && !st.stopping {
-                    st.ready.push_back(t);
+                let stopping = st.stopping;
+                if st.schedule.done(&t, stopping) {
                     self.work.notify_one();
                 }
             }
@@ -499,6 +437,7 @@ impl Dispatcher {
                 e.ran.return_code,
                 e.finished - e.started,
                 (e.started - e.job.received).max(0.0),
+                e.ran.cgroup.as_ref(),
             );
             r.sinks.fix_result(json);
         }
@@ -511,15 +450,8 @@ impl Dispatcher {
     pub fn stop(&self, workers: Vec<JoinHandle<()>>) {
         let mut st = self.lock();
         st.stopping = true;
-        let mut cancelled = Vec::new();
-        let targets: Vec<Target> = st.targets.keys().cloned().collect();
-        for t in targets {
-            if let Some(ts) = st.targets.get_mut(&t) {
-                cancelled.extend(ts.queue.drain(..));
-            }
-        }
+        let cancelled = st.schedule.cancel_all();
         st.queued -= cancelled.len();
-        st.ready.clear();
         self.work.notify_all();
         self.record.notify_all();
         while st.running > 0 || !st.ended.is_empty() || st.recording > 0 {
@@ -550,22 +482,5 @@ impl Dispatcher {
                 output::error(&e.to_string());
             }
         }
-    }
-}
-
-/// Forgets acceptances older than the longest cool-down or storm window, and idle targets,
-/// once the maps have grown (a fleet's worth of targets stays; a month of them does not).
-fn prune(st: &mut State, now: f64, horizon: f64) {
-    let from = now - horizon;
-    if st.seen.len() > 4096 {
-        st.seen.retain(|_, at| *at >= from);
-    }
-    if st.targets.len() > 4096 {
-        st.targets.retain(|_, t| {
-            while t.accepted.front().is_some_and(|&at| at < from) {
-                t.accepted.pop_front();
-            }
-            t.running || !t.queue.is_empty() || !t.accepted.is_empty()
-        });
     }
 }

@@ -17,12 +17,13 @@ pub enum ServeError {
         source: io::Error,
     },
     /// The rules file is wrong.
-    #[error("rules {path}: {why}")]
+    #[error("rules {path}: {source}")]
     Rules {
         /// The rules file.
         path: PathBuf,
         /// What is wrong, with the rule's name.
-        why: String,
+        #[source]
+        source: super::rules::RuleError,
     },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]

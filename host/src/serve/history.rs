@@ -394,9 +394,14 @@ impl Query {
     }
 }
 
+/// A `since` that is no time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("since '{0}' is not epoch seconds, an RFC 3339 time or an age like 10m")]
+pub struct BadSince(pub String);
+
 /// Parses a `since`: epoch seconds (`1700000000`), an RFC 3339 time
 /// (`2024-01-01T00:00:00Z`), or an age (`90s`, `10m`, `2h`, `7d`) counted back from `now`.
-pub fn parse_since(s: &str, now: f64) -> Result<f64, String> {
+pub fn parse_since(s: &str, now: f64) -> Result<f64, BadSince> {
     if let Ok(t) = s.parse::<f64>() {
         if t.is_finite() {
             return Ok(t);
@@ -412,9 +417,7 @@ pub fn parse_since(s: &str, now: f64) -> Result<f64, String> {
     }
     s.parse::<jiff::Timestamp>()
         .map(|t| t.as_microsecond() as f64 / 1e6)
-        .map_err(|_| {
-            format!("since '{s}' is not epoch seconds, an RFC 3339 time or an age like 10m")
-        })
+        .map_err(|_| BadSince(s.to_owned()))
 }
 
 /// `time` as local time for people, in the style of ctime(3) (`Sun Nov 22 22:47:03 2026`).

@@ -15,7 +15,8 @@
 //!
 //! hyper does the framing (Content-Length or chunked, never both, keep-alive, a body left
 //! unread is drained or the connection closed), so a request cannot be smuggled inside
-//! another.
+//! another. `framing.rs` follows the same bytes to refuse (400, close) a head with more than
+//! one `Content-Length`, which hyper accepts when the values are equal.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::framing::{Heads, Scanner};
 use super::http::escape_control;
 use super::server::App;
 
@@ -240,10 +242,11 @@ impl Drop for InFlight {
     }
 }
 
-/// A connection's I/O, noting when a read brings bytes.
+/// A connection's I/O, noting when a read brings bytes, and framing what it reads.
 struct Watched<I> {
     io: I,
     activity: Arc<Activity>,
+    scanner: Scanner,
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -256,6 +259,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.touch();
+            self.scanner.feed(&buf.filled()[before..]);
         }
         r
     }
@@ -293,13 +297,20 @@ async fn http<I>(
         last: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
     });
+    let heads = Heads::default();
     let service = {
-        let (app, activity) = (Arc::clone(app), Arc::clone(&activity));
+        let (app, activity, heads) = (Arc::clone(app), Arc::clone(&activity), heads.clone());
         service_fn(move |req| {
             let app = Arc::clone(&app);
             let busy = InFlight::new(&activity);
+            // Taken now, in request order: hyper hands the service its requests in order.
+            let repeated = heads.next();
             async move {
-                let resp = app.handle(req, peer).await;
+                let resp = if repeated {
+                    app.repeated_length(peer)
+                } else {
+                    app.handle(req, peer).await
+                };
                 drop(busy);
                 Ok::<_, std::convert::Infallible>(resp)
             }
@@ -308,6 +319,7 @@ async fn http<I>(
     let io = Watched {
         io,
         activity: Arc::clone(&activity),
+        scanner: Scanner::new(heads),
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

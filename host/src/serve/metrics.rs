@@ -1,6 +1,7 @@
 //! Counters for `GET /metrics` and the textfile sink, in a `prometheus-client` registry
 //! written by [`crate::prom::encode`] (the dance's textfile uses the same encoder).
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
@@ -10,9 +11,22 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::prom::{self, Labels, Value};
+use crate::supervise::CgroupUsage;
 
 /// Fix duration buckets, seconds: a fix takes from milliseconds to its timeout.
 const DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 45.0, 120.0, 600.0];
+/// Peak memory buckets, bytes: 1 MiB to 4 GiB by fours.
+const MEMORY_BUCKETS: &[f64] = &[
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+    4294967296.0,
+];
+/// Peak process count buckets.
+const PIDS_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0];
 /// Dispatch latency buckets, seconds: the goal is under 20 ms while capacity is free.
 const DISPATCH_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 10.0];
 
@@ -28,6 +42,9 @@ pub struct Metrics {
     sink_errors: Family<Labels, Counter>,
     duration: Histogram,
     dispatch: Histogram,
+    cpu: Family<Labels, Counter<f64, AtomicU64>>,
+    memory_peak: Histogram,
+    pids_peak: Histogram,
     queued: Gauge,
     running: Gauge,
     max_concurrent: Gauge,
@@ -46,6 +63,9 @@ impl Default for Metrics {
         let sink_errors = Family::<Labels, Counter>::default();
         let duration = Histogram::new(DURATION_BUCKETS.iter().copied());
         let dispatch = Histogram::new(DISPATCH_BUCKETS.iter().copied());
+        let cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        let memory_peak = Histogram::new(MEMORY_BUCKETS.iter().copied());
+        let pids_peak = Histogram::new(PIDS_BUCKETS.iter().copied());
         let (queued, running, max_concurrent) = Default::default();
         // Counters are written with `_total` appended.
         registry.register(
@@ -89,6 +109,21 @@ impl Default for Metrics {
             dispatch.clone(),
         );
         registry.register(
+            "disco_serve_fix_cpu_seconds",
+            "CPU time of every process of the fixes (their cgroups', reparented ones included), by mode.",
+            cpu.clone(),
+        );
+        registry.register(
+            "disco_serve_fix_memory_peak_bytes",
+            "The most memory each fix's processes used at once (with a memory controller).",
+            memory_peak.clone(),
+        );
+        registry.register(
+            "disco_serve_fix_pids_peak",
+            "The most processes each fix had at once (with a pids controller).",
+            pids_peak.clone(),
+        );
+        registry.register(
             "disco_serve_queue_length",
             "Fixes queued, not started.",
             Gauge::clone(&queued),
@@ -113,6 +148,9 @@ impl Default for Metrics {
             sink_errors,
             duration,
             dispatch,
+            cpu,
+            memory_peak,
+            pids_peak,
             queued,
             running,
             max_concurrent,
@@ -163,8 +201,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a finished fix: its code, how long it took, and how long it waited to start.
-    pub fn fix(&self, return_code: u32, duration: f64, dispatch: f64) {
+    /// Records a finished fix: its code, how long it took, how long it waited to start, and
+    /// what its cgroup measured.
+    pub fn fix(&self, return_code: u32, duration: f64, dispatch: f64, usage: Option<&CgroupUsage>) {
         let name = protocol::ReturnCode::new(i64::from(return_code))
             .ok()
             .and_then(|rc| rc.name())
@@ -177,6 +216,19 @@ impl Metrics {
             .inc();
         self.duration.observe(duration);
         self.dispatch.observe(dispatch);
+        if let Some(u) = usage {
+            for (mode, ms) in [("user", u.cpu_user_ms), ("system", u.cpu_system_ms)] {
+                self.cpu
+                    .get_or_create(&labels("mode", mode))
+                    .inc_by(ms / 1000.0);
+            }
+            if let Some(b) = u.memory_peak_bytes {
+                self.memory_peak.observe(b as f64);
+            }
+            if let Some(n) = u.pids_peak {
+                self.pids_peak.observe(n as f64);
+            }
+        }
     }
 
     /// Counts a sink that failed.
@@ -204,7 +256,17 @@ mod tests {
         let m = Metrics::default();
         m.request(200);
         m.decision("queued");
-        m.fix(0, 0.02, 0.003);
+        m.fix(
+            0,
+            0.02,
+            0.003,
+            Some(&CgroupUsage {
+                cpu_user_ms: 1500.0,
+                cpu_system_ms: 250.0,
+                memory_peak_bytes: Some(3 << 20),
+                pids_peak: Some(3),
+            }),
+        );
         m.sink_error("plugin /a\"b");
         let text = m.render(Gauges {
             queued: 2,
@@ -218,6 +280,15 @@ mod tests {
         assert!(text.contains("disco_serve_fixes_total{return_code=\"0\",name=\"MODEXEC_OK\"} 1"));
         assert!(text.contains("disco_serve_dispatch_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("disco_serve_queue_length 2"));
+        assert!(
+            text.contains("disco_serve_fix_cpu_seconds_total{mode=\"user\"} 1.5"),
+            "{text}"
+        );
+        assert!(text.contains("disco_serve_fix_cpu_seconds_total{mode=\"system\"} 0.25"));
+        assert!(text.contains("disco_serve_fix_memory_peak_bytes_bucket{le=\"4194304.0\"} 1"));
+        assert!(text.contains("disco_serve_fix_memory_peak_bytes_bucket{le=\"1048576.0\"} 0"));
+        assert!(text.contains("disco_serve_fix_pids_peak_bucket{le=\"4.0\"} 1"));
+        assert!(text.contains("disco_serve_fix_pids_peak_bucket{le=\"2.0\"} 0"));
         assert!(text.contains("disco_serve_sink_errors_total{sink=\"plugin /a\\\"b\"} 1"));
     }
 }

@@ -69,6 +69,20 @@ fn respond(out: &mut impl Write, result: &FixResult) -> io::Result<()> {
     out.flush()
 }
 
+/// Why `sr fix NAME` names no module to run; its text is the protocol's `ERROR` line.
+#[derive(Debug, thiserror::Error)]
+enum BadModule {
+    /// No name was given.
+    #[error("ERROR sr not given module name")]
+    NoName,
+    /// The name holds a `/`.
+    #[error("ERROR Module name may not include '/'")]
+    Slash,
+    /// No executable module of that name.
+    #[error("ERROR {} is not executable", .0.display())]
+    NotExecutable(PathBuf),
+}
+
 impl Remote {
     /// Serves one session until `exit` or end of input.
     pub fn session(&self, input: &mut impl BufRead, out: &mut impl Write) -> io::Result<()> {
@@ -92,16 +106,16 @@ impl Remote {
         Ok(())
     }
 
-    fn module_path(&self, name: &str) -> Result<PathBuf, String> {
+    fn module_path(&self, name: &str) -> Result<PathBuf, BadModule> {
         if name.is_empty() {
-            return Err("ERROR sr not given module name".to_owned());
+            return Err(BadModule::NoName);
         }
         if name.contains('/') {
-            return Err("ERROR Module name may not include '/'".to_owned());
+            return Err(BadModule::Slash);
         }
         let path = self.module_dir.join("fix").join(name);
         if !is_executable(&path) {
-            return Err(format!("ERROR {} is not executable", path.display()));
+            return Err(BadModule::NotExecutable(path));
         }
         Ok(path)
     }
@@ -109,7 +123,7 @@ impl Remote {
     fn fix(&self, name: &str, input: &mut impl BufRead, out: &mut impl Write) -> io::Result<()> {
         let module = match self.module_path(name) {
             Ok(p) => p,
-            Err(line) => return writeln!(out, "{line}"),
+            Err(why) => return writeln!(out, "{why}"),
         };
         out.write_all(b"OK send SurvivorFixData\n")?;
         out.flush()?;

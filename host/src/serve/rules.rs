@@ -16,7 +16,107 @@ use serde::Deserialize;
 
 use super::alertmanager::Alert;
 use super::ServeError;
-use crate::supervise::LockLevel;
+use crate::supervise::{BadLockLevel, CgroupError, LockLevel};
+
+/// What is wrong with a rules file; one line, naming the rule.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuleError {
+    /// Not TOML, or not the rules file's shape.
+    #[error("line {line}: {message}")]
+    Toml {
+        /// The line.
+        line: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// No rule at all.
+    #[error("no [[rule]]: nothing would ever run")]
+    NoRules,
+    /// A time that is no number of seconds.
+    #[error("{what} = {value} is not a number of seconds")]
+    Seconds {
+        /// The field.
+        what: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// A module named neither by NAME nor by an absolute path.
+    #[error("module '{name}' must be a NAME (looked up as {}/fix/NAME) or an absolute path", .dir.display())]
+    ModuleName {
+        /// The name as given.
+        name: String,
+        /// The module directory.
+        dir: PathBuf,
+    },
+    /// The module cannot be found or resolved.
+    #[error("module {}: {source}", .path.display())]
+    Module {
+        /// The module.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The module is no executable file.
+    #[error("module {} is not executable", .path.display())]
+    NotExecutable {
+        /// The module.
+        path: PathBuf,
+    },
+    /// An option name the protocol does not allow.
+    #[error(
+        "option name '{0}' is not allowed (letters, digits, '_', '-', '.'; not 'module' or '_...')"
+    )]
+    OptionName(String),
+    /// A lock level that is none of the four.
+    #[error(transparent)]
+    Lock(#[from] BadLockLevel),
+    /// A resource limit that cannot be read.
+    #[error(transparent)]
+    Limit(#[from] CgroupError),
+    /// What is wrong with one rule.
+    #[error("rule '{rule}': {source}")]
+    InRule {
+        /// The rule's name.
+        rule: String,
+        /// What is wrong.
+        #[source]
+        source: Box<RuleError>,
+    },
+}
+
+/// A host or service name refused as a lock and fixhistory name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what} '{}' is refused: {why}", .name.escape_debug())]
+pub struct BadTargetName {
+    /// `host` or `service`.
+    pub what: &'static str,
+    /// The name.
+    pub name: String,
+    /// Why.
+    pub why: &'static str,
+}
+
+/// Why a rule cannot make a fix of an alert (recorded as the alert's `rejected` reason).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The alert lacks what names the host or the service.
+    #[error("no {what}: the alert has no {from}")]
+    Missing {
+        /// `host` or `service`.
+        what: &'static str,
+        /// Where it was to come from.
+        from: String,
+    },
+    /// The host or service cannot be a lock name.
+    #[error(transparent)]
+    Target(#[from] BadTargetName),
+    /// The request document cannot be written (a value XML cannot carry).
+    #[error("cannot write the request: {0}")]
+    Request(#[from] protocol::WriteError),
+}
 
 /// The module directory when none is given: `PREFIX/mod`, as the original's `-m`. `PREFIX` is
 /// `/usr/local` unless the build sets `DISCO_PREFIX` (the autotools build does).
@@ -121,8 +221,52 @@ struct RawRule {
     cooldown: Option<f64>,
     storm_limit: Option<u32>,
     storm_window: Option<f64>,
+    memory_max: Option<Amount>,
+    pids_max: Option<Amount>,
+    cpu_max: Option<Amount>,
     #[serde(default)]
     options: BTreeMap<String, OneOrMany<Source>>,
+}
+
+/// A limit as the file gives it: a number, or a string (`"64M"`, `"50%"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Amount {
+    Number(u64),
+    Text(String),
+}
+
+impl Amount {
+    fn text(&self) -> String {
+        match self {
+            Amount::Number(n) => n.to_string(),
+            Amount::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// A rule's resource limits (`memory_max`, `pids_max`, `cpu_max`), read as `disco fix` reads
+/// `--memory-max`, `--pids-max`, `--cpu-max`.
+fn resources(r: &RawRule) -> Result<crate::supervise::Limits, CgroupError> {
+    use crate::supervise::{parse_bytes, parse_percent, parse_pids};
+    let e = |e: CgroupError| e;
+    Ok(crate::supervise::Limits {
+        memory_max: r
+            .memory_max
+            .as_ref()
+            .map(|a| parse_bytes("memory_max", &a.text()).map_err(e))
+            .transpose()?,
+        pids_max: r
+            .pids_max
+            .as_ref()
+            .map(|a| parse_pids("pids_max", &a.text()).map_err(e))
+            .transpose()?,
+        cpu_max: r
+            .cpu_max
+            .as_ref()
+            .map(|a| parse_percent("cpu_max", &a.text()).map_err(e))
+            .transpose()?,
+    })
 }
 
 /// One rule, checked and with its module resolved.
@@ -144,6 +288,8 @@ pub struct Rule {
     pub lock: LockLevel,
     /// Dedup and storm settings.
     pub limits: Limits,
+    /// The fix's resource limits (its cgroup's).
+    pub resources: crate::supervise::Limits,
     /// Option name → its values' sources.
     pub options: Vec<(String, Vec<Source>)>,
 }
@@ -179,11 +325,13 @@ pub struct Planned {
     pub lock: LockLevel,
     /// Dedup and storm settings.
     pub limits: Limits,
+    /// The fix's resource limits (its cgroup's).
+    pub resources: crate::supervise::Limits,
 }
 
-fn seconds(what: &str, v: f64) -> Result<Duration, String> {
+fn seconds(what: &'static str, v: f64) -> Result<Duration, RuleError> {
     if !v.is_finite() || !(0.0..=1e9).contains(&v) {
-        return Err(format!("{what} = {v} is not a number of seconds"));
+        return Err(RuleError::Seconds { what, value: v });
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -203,7 +351,7 @@ pub fn strip_port(instance: &str) -> &str {
 
 /// Checks that `name` can name a lock file and a fixhistory folder: the host's own rules
 /// (no `/`, NUL or leading `.`, no `@` in a host), plus no control characters.
-pub fn check_target_name(what: &str, name: &str) -> Result<(), String> {
+pub fn check_target_name(what: &'static str, name: &str) -> Result<(), BadTargetName> {
     let why = if name.is_empty() {
         "it is empty"
     } else if name.contains('/') || name.contains('\0') {
@@ -219,31 +367,39 @@ pub fn check_target_name(what: &str, name: &str) -> Result<(), String> {
     } else {
         return Ok(());
     };
-    Err(format!(
-        "{what} '{}' is refused: {why}",
-        name.escape_debug()
-    ))
+    Err(BadTargetName {
+        what,
+        name: name.to_owned(),
+        why,
+    })
 }
 
 /// Resolves a rule's module: an absolute path, or a NAME looked up as `DIR/fix/NAME` only.
-pub fn resolve_module(module_dir: &Path, name: &str) -> Result<PathBuf, String> {
+pub fn resolve_module(module_dir: &Path, name: &str) -> Result<PathBuf, RuleError> {
     let path = if Path::new(name).is_absolute() {
         PathBuf::from(name)
     } else if name.contains('/') || name.is_empty() || name.starts_with('.') {
-        return Err(format!(
-            "module '{name}' must be a NAME (looked up as {}/fix/NAME) or an absolute path",
-            module_dir.display()
-        ));
+        return Err(RuleError::ModuleName {
+            name: name.to_owned(),
+            dir: module_dir.to_owned(),
+        });
     } else {
         module_dir.join("fix").join(name)
     };
-    let meta =
-        std::fs::metadata(&path).map_err(|e| format!("module {}: {}", path.display(), e.kind()))?;
+    let gone = |e: std::io::Error| RuleError::Module {
+        path: path.clone(),
+        // The kind alone ("entity not found"), as the path says the rest.
+        source: std::io::Error::from(e.kind()),
+    };
+    let meta = std::fs::metadata(&path).map_err(gone)?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("module {} is not executable", path.display()));
+        return Err(RuleError::NotExecutable { path });
     }
     // Absolute, so that history and fixes name it the same whatever the working directory.
-    std::path::absolute(&path).map_err(|e| format!("module {}: {e}", path.display()))
+    std::path::absolute(&path).map_err(|source| RuleError::Module {
+        path: path.clone(),
+        source,
+    })
 }
 
 impl Source {
@@ -280,22 +436,25 @@ impl Rules {
             path: path.to_owned(),
             source,
         })?;
-        Rules::parse(&text, module_dir).map_err(|why| ServeError::Rules {
+        Rules::parse(&text, module_dir).map_err(|source| ServeError::Rules {
             path: path.to_owned(),
-            why,
+            source,
         })
     }
 
     /// Parses and checks the text of a rules file.
-    pub fn parse(text: &str, module_dir: &Path) -> Result<Rules, String> {
+    pub fn parse(text: &str, module_dir: &Path) -> Result<Rules, RuleError> {
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             // toml's Display spans several lines (a snippet); keep one: the place and the why.
             let line = e.span().map_or(0, |sp| {
                 text[..sp.start.min(text.len())].matches('\n').count() + 1
             });
-            format!("line {line}: {}", e.message().trim())
+            RuleError::Toml {
+                line,
+                message: e.message().trim().to_owned(),
+            }
         })?;
-        let secs = |what: &str, v: Option<f64>, default: Duration| {
+        let secs = |what: &'static str, v: Option<f64>, default: Duration| {
             v.map_or(Ok(default), |v| seconds(what, v))
         };
         let base = Limits {
@@ -310,14 +469,18 @@ impl Rules {
         let timeout = secs("timeout", raw.timeout, crate::supervise::DEFAULT_TIMEOUT)?;
         let module_dir = raw.module_dir.as_deref().unwrap_or(module_dir);
         if raw.rules.is_empty() {
-            return Err("no [[rule]]: nothing would ever run".to_owned());
+            return Err(RuleError::NoRules);
         }
         let mut rules = Vec::new();
         let mut horizon = Duration::ZERO;
         for (i, r) in raw.rules.into_iter().enumerate() {
             let name = r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1));
-            let ctx = |why: String| format!("rule '{name}': {why}");
+            let ctx = |e: RuleError| RuleError::InRule {
+                rule: name.clone(),
+                source: Box::new(e),
+            };
             let module = resolve_module(module_dir, &r.module).map_err(ctx)?;
+            let resources = resources(&r).map_err(|e| ctx(e.into()))?;
             let limits = Limits {
                 cooldown: secs("cooldown", r.cooldown, base.cooldown).map_err(ctx)?,
                 storm_limit: r.storm_limit.unwrap_or(base.storm_limit),
@@ -326,7 +489,7 @@ impl Rules {
             };
             horizon = horizon.max(limits.cooldown).max(limits.storm_window);
             let lock = match &r.lock {
-                Some(l) => l.parse().map_err(ctx)?,
+                Some(l) => l.parse().map_err(|e: BadLockLevel| ctx(e.into()))?,
                 None => LockLevel::ServiceAtHost,
             };
             let mut options = Vec::new();
@@ -334,10 +497,7 @@ impl Rules {
                 if !protocol::options::is_valid_option_name(&opt)
                     || protocol::options::is_reserved_option_name(&opt)
                 {
-                    return Err(ctx(format!(
-                        "option name '{opt}' is not allowed (letters, digits, '_', '-', '.'; \
-                         not 'module' or '_...')"
-                    )));
+                    return Err(ctx(RuleError::OptionName(opt)));
                 }
                 options.push((opt, sources.as_slice().to_vec()));
             }
@@ -361,6 +521,7 @@ impl Rules {
                 timeout: secs("timeout", r.timeout, timeout).map_err(ctx)?,
                 lock,
                 limits,
+                resources,
                 options,
             });
         }
@@ -383,15 +544,18 @@ impl Rule {
 
     /// The fix this rule makes of `alert`, or why it cannot make one (a missing label, a host
     /// name that cannot be a lock name, a value XML cannot carry).
-    pub fn plan(&self, alert: &Alert) -> Result<Planned, String> {
-        let host = self
-            .host
-            .value(alert)
-            .ok_or_else(|| format!("no host: the alert has no {}", self.host.describe()))?;
+    pub fn plan(&self, alert: &Alert) -> Result<Planned, PlanError> {
+        let host = self.host.value(alert).ok_or_else(|| PlanError::Missing {
+            what: "host",
+            from: self.host.describe(),
+        })?;
         let service = self
             .service
             .value(alert)
-            .ok_or_else(|| format!("no service: the alert has no {}", self.service.describe()))?;
+            .ok_or_else(|| PlanError::Missing {
+                what: "service",
+                from: self.service.describe(),
+            })?;
         check_target_name("host", &host)?;
         check_target_name("service", &service)?;
         let mut data = FixData {
@@ -412,9 +576,7 @@ impl Rule {
                 }
             }
         }
-        let request = data
-            .to_xml()
-            .map_err(|e| format!("cannot write the request: {e}"))?;
+        let request = data.to_xml().map_err(PlanError::Request)?;
         Ok(Planned {
             rule: self.name.clone(),
             module: self.module.clone(),
@@ -425,6 +587,7 @@ impl Rule {
             timeout: self.timeout,
             lock: self.lock,
             limits: self.limits,
+            resources: self.resources,
         })
     }
 }
@@ -472,16 +635,62 @@ mod tests {
 
     #[test]
     fn unknown_modules_and_keys_are_errors() {
-        let e =
-            Rules::parse("[[rule]]\nmodule = \"nope\"\n", Path::new("/nonexistent")).unwrap_err();
+        let e = Rules::parse("[[rule]]\nmodule = \"nope\"\n", Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/fix/nope"), "{e}");
         let e = Rules::parse(
             "[[rule]]\nmodule = \"/bin/sh\"\nmatchh = {}\n",
             Path::new("/"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("matchh"), "{e}");
-        let e = Rules::parse("[[rule]]\nmodule = \"a/b\"\n", Path::new("/")).unwrap_err();
+        let e = Rules::parse("[[rule]]\nmodule = \"a/b\"\n", Path::new("/"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("NAME"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_carries_its_resource_limits() {
+        let rules = Rules::parse(
+            "[[rule]]\nmodule = \"/bin/sh\"\nmemory_max = \"64M\"\npids_max = 32\ncpu_max = \"50%\"\n\
+             [[rule]]\nmodule = \"/bin/sh\"\nmemory_max = 134217728\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let r = &rules.rules[0].resources;
+        assert_eq!(
+            (r.memory_max, r.pids_max, r.cpu_max),
+            (Some(64 << 20), Some(32), Some(50))
+        );
+        let r = &rules.rules[1].resources;
+        assert_eq!(
+            (r.memory_max, r.pids_max, r.cpu_max),
+            (Some(128 << 20), None, None)
+        );
+        let mut alert = Alert::default();
+        alert.labels.insert("instance".into(), "db1".into());
+        assert_eq!(
+            rules.rules[0].plan(&alert).unwrap().resources.pids_max,
+            Some(32)
+        );
+        for (field, value) in [
+            ("pids_max", "0"),
+            ("memory_max", "\"5X\""),
+            ("cpu_max", "\"0\""),
+        ] {
+            let e = Rules::parse(
+                &format!("[[rule]]\nname = \"lim\"\nmodule = \"/bin/sh\"\n{field} = {value}\n"),
+                Path::new("/"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with(&format!("rule 'lim': invalid {field}")),
+                "{e}"
+            );
+        }
     }
 }

@@ -1,20 +1,25 @@
-//! Running one queued fix: in a `disco __serve-fix` worker process, which calls
-//! [`supervise::run`] exactly as `disco fix` does.
+//! Running one queued fix: in a `disco __serve-fix` worker process, which runs it through its
+//! one [`Supervisor`] exactly as `disco fix` does.
 //!
-//! Why a process and not a thread: the host finds a module's escaped processes as orphans
-//! re-parented to it (it is a child subreaper), and orphans carry no mark of the fix they came
-//! from (see `supervise/track.rs`). Two fixes supervised by one process at once could claim,
-//! kill or report each other's processes. So a worker runs one fix at a time.
+//! Why processes and not threads of the server: with a cgroup per fix, one supervisor could
+//! run the fixes on the server's own threads (membership tells each fix's processes apart,
+//! `supervise/track.rs`), and `tests/supervise.rs` shows it does. It was measured slower
+//! (`bench/serve.sh`, one after the other, 2 cores: 165 fixes/s and a dispatch p99 of 73 ms
+//! on threads, against 368 fixes/s and 16.8 ms in this pool): every module is forked from the
+//! process that supervises it, and forking the server (tens of threads, a gigabyte of address
+//! space) and tearing that copy down at the module's exec costs each fix far more than forking
+//! a small single-threaded worker.
 //!
 //! Why a pool of workers and not a process per fix: an exec of `disco` costs more than the rest
-//! of a quick fix (`bench/serve.sh`). A worker serves fixes one after another for as long as it
-//! stays clean: after each fix it checks that it has no child left at all, alive or zombie. A
-//! live descendant of a subreaper is always reachable from one of its children (whatever dies
-//! in between, its orphans are re-parented to the subreaper), so "no child" means nothing of any
-//! earlier fix is left to be mistaken for an orphan of the next one: the worker is as clean as a
-//! new process. A worker with something left (a daemon the module started, a process that
-//! would not die) answers and exits instead; what it leaves goes to init as before, and the next
-//! fix gets a new worker.
+//! of a quick fix. A worker serves fixes one after another. With cgroups it keeps serving
+//! after a fix left a daemon: the daemon is a member of that fix's cgroup, so the next fix's
+//! supervisor never takes it (or its children) for its own. Without cgroups, orphans carry no
+//! mark of their fix, so a worker serves on only while it stays clean: after each fix it
+//! checks that it has no child left at all, alive or zombie. A live descendant of a subreaper
+//! is always reachable from one of its children (whatever dies in between, its orphans are
+//! re-parented to the subreaper), so "no child" means nothing of any earlier fix is left to be
+//! mistaken for an orphan of the next one. A worker with something left then answers and exits
+//! instead; what it leaves goes to init as before, and the next fix gets a new worker.
 //!
 //! The worker gets nothing from the alert on its command line: each fix comes on its stdin as
 //! one JSON line (a [`ChildSpec`]) followed by the request document (`request_len` bytes); the
@@ -31,7 +36,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::rules::Planned;
-use crate::supervise::{self, FixSpec, LockLevel};
+use crate::supervise::{CgroupUsage, FixSpec, Limits, LockLevel, Supervisor};
 
 /// What the parent tells `disco __serve-fix` about one fix, as the first line of the fix on its
 /// stdin; the request document follows (`request_len` bytes).
@@ -49,8 +54,42 @@ pub struct ChildSpec {
     pub lock: String,
     /// The lock directory.
     pub lock_dir: PathBuf,
+    /// The rule's resource limits.
+    #[serde(default)]
+    pub limits: LimitSpec,
     /// The length of the request document that follows the line, in bytes.
     pub request_len: u64,
+}
+
+/// A rule's resource limits, as [`ChildSpec`] carries them.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct LimitSpec {
+    /// Bytes of memory.
+    pub memory_max: Option<u64>,
+    /// Processes at once.
+    pub pids_max: Option<u64>,
+    /// Percent of one CPU.
+    pub cpu_max: Option<u32>,
+}
+
+impl From<Limits> for LimitSpec {
+    fn from(l: Limits) -> LimitSpec {
+        LimitSpec {
+            memory_max: l.memory_max,
+            pids_max: l.pids_max,
+            cpu_max: l.cpu_max,
+        }
+    }
+}
+
+impl From<LimitSpec> for Limits {
+    fn from(l: LimitSpec) -> Limits {
+        Limits {
+            memory_max: l.memory_max,
+            pids_max: l.pids_max,
+            cpu_max: l.cpu_max,
+        }
+    }
 }
 
 /// What `disco __serve-fix` answers for one fix, on one line.
@@ -73,6 +112,8 @@ pub struct Ran {
     pub comment: String,
     /// Wall time of the fix, ms.
     pub duration_ms: u64,
+    /// What the fix's cgroup measured (none without cgroups, or when it could not run).
+    pub cgroup: Option<CgroupUsage>,
     /// The host's outcome as JSON (`disco fix --format json`), or `{"error": ...}`.
     pub outcome: serde_json::Value,
 }
@@ -114,6 +155,7 @@ fn failed(why: String) -> Ran {
         return_code: u32::from(protocol::ReturnCode::PROBLEM.value()),
         comment: why.clone(),
         duration_ms: 0,
+        cgroup: None,
         outcome: serde_json::json!({ "error": why }),
     }
 }
@@ -162,6 +204,7 @@ impl Runner {
             timeout_ms: u64::try_from(plan.timeout.as_millis()).unwrap_or(u64::MAX),
             lock: plan.lock.to_string(),
             lock_dir: self.lock_dir.clone(),
+            limits: plan.resources.into(),
             request_len: plan.request.len() as u64,
         };
         let mut input = match serde_json::to_vec(&spec) {
@@ -224,6 +267,7 @@ impl Runner {
                 return_code,
                 comment,
                 duration_ms: outcome["duration_ms"].as_u64().unwrap_or(0),
+                cgroup: serde_json::from_value(outcome["cgroup"].clone()).ok(),
                 outcome,
             };
         }
@@ -245,16 +289,17 @@ impl Drop for Runner {
 }
 
 /// Runs one fix as `spec` says, with `request`; the outcome as JSON.
-fn run_one(c: ChildSpec, request: Vec<u8>) -> serde_json::Value {
+fn run_one(supervisor: &Supervisor, c: ChildSpec, request: Vec<u8>) -> serde_json::Value {
     let lock: LockLevel = match c.lock.parse() {
         Ok(l) => l,
-        Err(why) => return serde_json::json!({ "error": why, "return_code": 4 }),
+        Err(why) => return serde_json::json!({ "error": why.to_string(), "return_code": 4 }),
     };
     let mut spec = FixSpec::new(&c.module, request, c.host, c.service);
     spec.timeout = Duration::from_millis(c.timeout_ms.max(1));
     spec.lock = lock;
     spec.lock_dir = c.lock_dir;
-    match supervise::run(&spec) {
+    spec.limits = c.limits.into();
+    match supervisor.run(&spec) {
         Ok(o) => serde_json::to_value(&o).unwrap_or_default(),
         Err(e) => serde_json::json!({
             "error": e.to_string(),
@@ -265,8 +310,10 @@ fn run_one(c: ChildSpec, request: Vec<u8>) -> serde_json::Value {
 
 /// The worker's side (`disco __serve-fix`): reads fixes from `input` (a [`ChildSpec`] line and
 /// the request, each), runs each under the host, and writes one [`Answer`] line per fix, until
-/// the end of `input`, or until a fix leaves something behind (then it answers and returns).
+/// the end of `input`, or, without cgroups, until a fix leaves something behind (then it
+/// answers and returns).
 pub fn serve_fixes(input: &mut impl BufRead, out: &mut impl Write) -> std::io::Result<()> {
+    let supervisor = Supervisor::new();
     loop {
         let mut head = Vec::new();
         if input.read_until(b'\n', &mut head)? == 0 {
@@ -285,11 +332,12 @@ pub fn serve_fixes(input: &mut impl BufRead, out: &mut impl Write) -> std::io::R
                 if (request.len() as u64) < want {
                     return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
                 }
-                (run_one(c, request), true)
+                (run_one(&supervisor, c, request), true)
             }
         };
-        // Anything left from this fix (alive or a zombie) could pass for an orphan of the next.
-        let retire = !in_step || crate::sys::has_children();
+        // Without cgroups, anything left from this fix (alive or a zombie) could pass for an
+        // orphan of the next; with them, its membership says whose it is.
+        let retire = !in_step || (!supervisor.has_cgroups() && crate::sys::has_children());
         let answer = Answer { outcome, retire };
         serde_json::to_writer(&mut *out, &answer).map_err(std::io::Error::other)?;
         out.write_all(b"\n")?;

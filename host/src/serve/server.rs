@@ -152,6 +152,15 @@ impl App {
         resp.into_hyper()
     }
 
+    /// The answer to a request whose head repeated `Content-Length` (hyper takes equal values
+    /// as one; disco refuses the request and closes the connection, `framing.rs`).
+    pub(super) fn repeated_length(&self, remote: SocketAddr) -> hyper::Response<Full<Bytes>> {
+        let why = "more than one Content-Length field";
+        self.metrics.request(400);
+        self.refusals.warn(&format!("{remote}: 400 {why}"));
+        Response::closing(400, why).into_hyper()
+    }
+
     async fn route(
         self: &Arc<Self>,
         head: &Head,
@@ -210,7 +219,7 @@ impl App {
             None => None,
             Some(s) => match history::parse_since(s, history::now()) {
                 Ok(t) => Some(t),
-                Err(why) => return Response::error(400, &why),
+                Err(why) => return Response::error(400, &why.to_string()),
             },
         };
         let q = Query {

@@ -27,14 +27,47 @@ pub const ABI_VERSION: u32 = 1;
 /// The textfile's name in `--textfile DIR` (node_exporter reads `*.prom`).
 pub const TEXTFILE: &str = "disco_serve.prom";
 
+/// Why a sink failed; one line, naming the sink.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The textfile could not be written.
+    #[error("cannot write {path}: {source}")]
+    Textfile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A plugin could not be loaded: a missing symbol, another ABI version.
+    #[error("sink plugin {path}: {why}")]
+    Load {
+        /// The plugin.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A plugin's call returned an error code.
+    #[error("sink plugin {path}: {call} returned {code}")]
+    Call {
+        /// The plugin.
+        path: PathBuf,
+        /// The function.
+        call: &'static str,
+        /// What it returned.
+        code: i32,
+    },
+}
+
 /// A place results go to.
 pub trait Sink: Send + Sync {
     /// Its name, for messages and the error counter.
     fn name(&self) -> String;
     /// Takes one fix result (the history's outcome record, as JSON).
-    fn on_fix_result(&self, json: &str) -> Result<(), String>;
+    fn on_fix_result(&self, json: &str) -> Result<(), SinkError>;
     /// Takes one dance report (JSON); most sinks ignore them.
-    fn on_dance_report(&self, _json: &str) -> Result<(), String> {
+    fn on_dance_report(&self, _json: &str) -> Result<(), SinkError> {
         Ok(())
     }
 }
@@ -65,14 +98,14 @@ impl Textfile {
     }
 
     /// Writes the file now.
-    pub fn write(&self) -> Result<(), String> {
+    pub fn write(&self) -> Result<(), SinkError> {
         let _one = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let text = self.metrics.render((self.gauges)());
         let tmp = self.dir.join(format!(".{TEXTFILE}.{}", std::process::id()));
         let path = self.dir.join(TEXTFILE);
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            .map_err(|source| SinkError::Textfile { path, source })
     }
 }
 
@@ -81,7 +114,7 @@ impl Sink for Textfile {
         format!("textfile {}", self.dir.display())
     }
 
-    fn on_fix_result(&self, _json: &str) -> Result<(), String> {
+    fn on_fix_result(&self, _json: &str) -> Result<(), SinkError> {
         self.write()
     }
 }
@@ -99,8 +132,11 @@ pub struct Plugin {
 
 impl Plugin {
     /// Loads the plugin at `path` and checks its ABI version and symbols.
-    pub fn load(path: &Path) -> Result<Plugin, String> {
-        let at = |why: String| format!("sink plugin {}: {why}", path.display());
+    pub fn load(path: &Path) -> Result<Plugin, SinkError> {
+        let at = |why: String| SinkError::Load {
+            path: path.to_owned(),
+            why,
+        };
         // SAFETY: loading runs the library's initialisers; the operator named this file as a
         // plugin (like a dlopen'ed module of any daemon), and nothing else is loaded.
         let lib = unsafe { libloading::Library::new(path) }.map_err(|e| at(e.to_string()))?;
@@ -132,7 +168,7 @@ impl Plugin {
         })
     }
 
-    fn call(&self, f: Call, what: &str, json: &str) -> Result<(), String> {
+    fn call(&self, f: Call, call: &'static str, json: &str) -> Result<(), SinkError> {
         let _lib = self.lib.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: `f` came from the library `_lib` keeps loaded; the pointer and length describe
         // `json`, which outlives the call; calls are serialised by the lock.
@@ -140,10 +176,11 @@ impl Plugin {
         if rc == 0 {
             Ok(())
         } else {
-            Err(format!(
-                "sink plugin {}: {what} returned {rc}",
-                self.path.display()
-            ))
+            Err(SinkError::Call {
+                path: self.path.clone(),
+                call,
+                code: rc,
+            })
         }
     }
 }
@@ -153,11 +190,11 @@ impl Sink for Plugin {
         format!("plugin {}", self.path.display())
     }
 
-    fn on_fix_result(&self, json: &str) -> Result<(), String> {
+    fn on_fix_result(&self, json: &str) -> Result<(), SinkError> {
         self.call(self.on_fix, "on_fix_result", json)
     }
 
-    fn on_dance_report(&self, json: &str) -> Result<(), String> {
+    fn on_dance_report(&self, json: &str) -> Result<(), SinkError> {
         self.call(self.on_dance, "on_dance_report", json)
     }
 }
@@ -193,10 +230,10 @@ impl Sinks {
         self.sinks.is_empty()
     }
 
-    fn each(&self, f: impl Fn(&dyn Sink) -> Result<(), String>) {
+    fn each(&self, f: impl Fn(&dyn Sink) -> Result<(), SinkError>) {
         for s in &self.sinks {
             if let Err(why) = f(s.as_ref()) {
-                output::warning(&why);
+                output::warning(&why.to_string());
                 if let Some(m) = &self.metrics {
                     m.sink_error(&s.name());
                 }

@@ -25,7 +25,6 @@ use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -210,27 +209,14 @@ pub struct Hierarchy {
     pins: Vec<OwnedFd>,
 }
 
-/// This process's [`Hierarchy`]: found at the first fix (or by [`pin`]) and never changed
-/// after (a `OnceLock`, not mutable state), so fixes at once share it read-only.
-static HIERARCHY: OnceLock<Hierarchy> = OnceLock::new();
-
-/// This process's [`Hierarchy`].
-pub fn hierarchy() -> &'static Hierarchy {
-    HIERARCHY.get_or_init(|| found(false))
-}
-
-/// Finds the hierarchy now and holds its subtrees open, so that fixes run later by this
-/// process or its forks reach them through `/proc/self/fd` even from mount namespaces where
-/// `/sys/fs/cgroup` is read-only or absent (the dance's sandbox). Call it before entering
-/// such a namespace, in a process that forks but does not exec (the descriptors are
-/// close-on-exec, so no module inherits them).
-pub fn pin() {
-    HIERARCHY.get_or_init(|| found(true));
-}
-
-/// Finds this process's hierarchy, pinned or not, and says the one warning when it has none.
-fn found(pin: bool) -> Hierarchy {
-    {
+impl Hierarchy {
+    /// Finds this process's hierarchy now (see the module documentation), and says the one
+    /// warning when it has none. With `pin`, holds its subtrees open, so that fixes run later
+    /// by this process or its forks reach them through `/proc/self/fd` even from mount
+    /// namespaces where `/sys/fs/cgroup` is read-only or absent (the dance's sandbox): call it
+    /// before entering such a namespace, in a process that forks but does not exec (the
+    /// descriptors are close-on-exec, so no module inherits them).
+    pub fn find(pin: bool) -> Hierarchy {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut h = Hierarchy::discover(
@@ -428,7 +414,7 @@ impl Hierarchy {
 }
 
 /// What a fix's cgroup measured: every member's CPU time, peaks where a controller keeps them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CgroupUsage {
     /// User CPU time of every process that was a member, ms.
     pub cpu_user_ms: f64,

@@ -8,10 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use nix::libc::{SIGKILL, SIGTERM};
-
+use super::escalate::{escalate, Doomed};
 use super::pump::{Pump, Wake};
-use super::timeout::signal_all;
 use super::track::{self, Members};
 use super::{Proc, SuperviseError, Violation, ViolationKind};
 use crate::sys::{self, ProcStat};
@@ -82,6 +80,52 @@ fn holders(inodes: &[u64; 3], table: &[ProcStat]) -> Vec<(ProcStat, Vec<&'static
         .collect()
 }
 
+/// The holders of the module's handles (the ones first named, whatever holds them at each look)
+/// and the module's process group.
+struct Holding<'a> {
+    members: Members<'a>,
+    pgid: i32,
+    doomed: &'a [ProcStat],
+    inodes: &'a [u64; 3],
+}
+
+impl Doomed for Holding<'_> {
+    fn look(&mut self) -> Vec<ProcStat> {
+        let table = sys::proc_table();
+        let mut left: Vec<ProcStat> = table
+            .iter()
+            .filter(|p| p.pgrp == self.pgid && !p.is_zombie())
+            .cloned()
+            .collect();
+        let again = self.doomed.iter().filter_map(|d| {
+            table
+                .iter()
+                .find(|p| p.pid == d.pid && p.start_time == d.start_time && !p.is_zombie())
+        });
+        let holding: Vec<ProcStat> = holders(self.inodes, &table)
+            .into_iter()
+            .map(|h| h.0)
+            .collect();
+        for p in again.chain(holding.iter()) {
+            if !left.iter().any(|l| l.pid == p.pid) {
+                left.push(p.clone());
+            }
+        }
+        left
+    }
+
+    fn any_left(&mut self) -> bool {
+        // Frozen: a holder that forks and exits may be between the two in an unfrozen look.
+        let members = self.members;
+        members.frozen(|| !self.look().is_empty())
+    }
+
+    fn wait(&mut self, until: Instant) -> Result<(), SuperviseError> {
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        Ok(())
+    }
+}
+
 /// Waits (up to `leak_timeout` from now) for the module's handles to be released, and deals
 /// with what holds them after that. Call once the module has been reaped. Each look at the
 /// holders happens with the fix's cgroup frozen, so a holder that forks and exits every few
@@ -141,8 +185,8 @@ pub fn settle(
         }
     };
     // Past the leak timeout: stop reading, name the holders, and end them with the module's
-    // group. The holders get the same TERM, grace, KILL as a module that timed out; whatever
-    // holds the handles at each look is one of them (a holder's children inherit them).
+    // group, with the same TERM, grace, KILL as a module that timed out; whatever holds the
+    // handles at each look is one of them (a holder's children inherit them).
     pump.close_outputs();
     let mut settled = Settled::default();
     let mut doomed: Vec<ProcStat> = Vec::new();
@@ -153,50 +197,15 @@ pub fn settle(
         settled.holders.push((named, held));
         doomed.push(p);
     }
-    let mut signalled: Vec<ProcStat> = Vec::new();
-    // One look (frozen), and `signal` to what it finds unless 0; says whether anything is left.
-    let mut sweep = |signal: i32| -> bool {
-        members.frozen(|| {
-            let table = sys::proc_table();
-            let mut left: Vec<ProcStat> = table
-                .iter()
-                .filter(|p| p.pgrp == tracker.pgid && !p.is_zombie())
-                .cloned()
-                .collect();
-            let again = doomed.iter().filter_map(|d| {
-                table
-                    .iter()
-                    .find(|p| p.pid == d.pid && p.start_time == d.start_time && !p.is_zombie())
-            });
-            let holding: Vec<ProcStat> = holders(inodes, &table).into_iter().map(|h| h.0).collect();
-            for p in again.chain(holding.iter()) {
-                if !left.iter().any(|l| l.pid == p.pid) {
-                    left.push(p.clone());
-                }
-            }
-            if signal != 0 {
-                signal_all(tracker, &left, signal);
-                for p in &left {
-                    if !signalled.iter().any(|s| s.pid == p.pid) {
-                        signalled.push(p.clone());
-                    }
-                }
-            }
-            !left.is_empty()
-        })
+    let mut holding = Holding {
+        members,
+        pgid: tracker.pgid,
+        doomed: &doomed,
+        inodes,
     };
-    let mut any = sweep(SIGTERM);
-    let grace_end = Instant::now() + grace;
-    while any && Instant::now() < grace_end {
-        std::thread::sleep(Duration::from_millis(10).min(grace_end - Instant::now()));
-        any = sweep(0);
-    }
-    let kill_end = Instant::now() + Duration::from_secs(2);
-    while any && Instant::now() < kill_end {
-        sweep(SIGKILL);
-        std::thread::sleep(Duration::from_millis(2));
-        any = sweep(0);
-    }
+    // Only the holders and the group: a proper daemon the module left is background, not a
+    // leak, and is not killed here.
+    let signalled = escalate(members, &mut holding, grace, false)?.signalled;
     track::reap_orphans(&signalled);
     let mut background = members.alive();
     background.retain(|p| !signalled.iter().any(|d| d.pid == p.pid));

@@ -32,18 +32,21 @@ pub enum LockLevel {
     Service,
 }
 
-impl FromStr for LockLevel {
-    type Err = String;
+/// A lock level that is none of the four.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown lock level '{0}' (service@host, host, service or none)")]
+pub struct BadLockLevel(pub String);
 
-    fn from_str(s: &str) -> Result<LockLevel, String> {
+impl FromStr for LockLevel {
+    type Err = BadLockLevel;
+
+    fn from_str(s: &str) -> Result<LockLevel, BadLockLevel> {
         match s {
             "none" => Ok(LockLevel::None),
             "service@host" => Ok(LockLevel::ServiceAtHost),
             "host" => Ok(LockLevel::Host),
             "service" => Ok(LockLevel::Service),
-            _ => Err(format!(
-                "unknown lock level '{s}' (service@host, host, service or none)"
-            )),
+            _ => Err(BadLockLevel(s.to_owned())),
         }
     }
 }

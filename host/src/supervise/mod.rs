@@ -9,6 +9,7 @@
 
 mod cgroup;
 mod error;
+mod escalate;
 mod inspect;
 mod leak;
 mod lock;
@@ -21,12 +22,12 @@ mod timeout;
 mod track;
 
 pub use cgroup::{
-    parse_bytes, parse_percent, parse_pids, pin as pin_cgroups, CgroupError, CgroupUsage, Limits,
+    parse_bytes, parse_percent, parse_pids, CgroupError, CgroupUsage, Limits,
     ROOT_ENV as CGROUP_ROOT_ENV,
 };
 pub use error::SuperviseError;
 pub use inspect::{header_limits, header_lock, Inspection};
-pub use lock::{acquire, Acquired, LockGuard, LockLevel, LockPlan};
+pub use lock::{acquire, Acquired, BadLockLevel, LockGuard, LockLevel, LockPlan};
 pub use outcome::{Exit, FixOutcome, Proc, Rusage, Violation, ViolationKind};
 pub use run::{run, Supervisor};
 pub use spec::{

@@ -7,7 +7,7 @@ use protocol::ReturnCode;
 
 use std::path::Path;
 
-use super::cgroup::{self, CgroupError, FixCgroup, Limits};
+use super::cgroup::{CgroupError, FixCgroup, Hierarchy, Limits};
 use super::inspect::inspect;
 use super::lock::{self, Acquired, LockPlan};
 use super::outcome::judge;
@@ -29,8 +29,11 @@ fn members_of<'a>(cg: &'a FixCgroup, tracker: &'a Tracker<'a>) -> Members<'a> {
 
 /// The fix's cgroup with `limits`: `None` (the `/proc` tracking alone) when this host has no
 /// writable cgroup v2 and no limit is asked for; an error when a limit cannot be enforced.
-fn fix_cgroup(spec: &FixSpec, limits: Limits) -> Result<Option<FixCgroup>, SuperviseError> {
-    let hierarchy = cgroup::hierarchy();
+fn fix_cgroup(
+    hierarchy: &Hierarchy,
+    spec: &FixSpec,
+    limits: Limits,
+) -> Result<Option<FixCgroup>, SuperviseError> {
     let refused = |source| SuperviseError::Cgroup {
         module: spec.module.clone(),
         source,
@@ -60,20 +63,43 @@ pub fn run(spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
     Supervisor::new().run(spec)
 }
 
-/// The fix-module host. Holds what its fixes share (the modules running now, what earlier fixes
-/// left in the background) and nothing global, so several supervisors, and several fixes of
-/// one supervisor on several threads, can run in one process. Fixes of one supervisor never
-/// claim each other's processes when the host has cgroups; without cgroups, orphans carry no
-/// mark of their fix and concurrent fixes should run in processes of their own.
-#[derive(Debug, Default)]
+/// The fix-module host. Holds what its fixes share (where their cgroups go, the modules running
+/// now, what earlier fixes left in the background) and nothing global, so several supervisors,
+/// and several fixes of one supervisor on several threads, can run in one process. Fixes of
+/// one supervisor never claim each other's processes when the host has cgroups; without
+/// cgroups, orphans carry no mark of their fix and concurrent fixes should run in processes of
+/// their own.
+#[derive(Debug)]
 pub struct Supervisor {
+    hierarchy: Hierarchy,
     registry: Registry,
 }
 
 impl Supervisor {
-    /// A supervisor with no fix run yet.
+    /// A supervisor with no fix run yet, its cgroup subtree found now (with the one warning
+    /// when this host has no writable cgroup v2).
     pub fn new() -> Supervisor {
-        Supervisor::default()
+        Supervisor {
+            hierarchy: Hierarchy::find(false),
+            registry: Registry::default(),
+        }
+    }
+
+    /// A supervisor whose cgroup subtrees are held open, so that it (and its forks) still
+    /// reach them from a mount namespace where `/sys/fs/cgroup` is read-only or gone (the
+    /// dance's sandbox). Make it before entering such a namespace, in a process that forks but
+    /// does not exec: the descriptors are close-on-exec.
+    pub fn pinned() -> Supervisor {
+        Supervisor {
+            hierarchy: Hierarchy::find(true),
+            registry: Registry::default(),
+        }
+    }
+
+    /// Whether its fixes get cgroups (this host has a writable cgroup v2): only then are
+    /// fixes that run at once told apart by membership.
+    pub fn has_cgroups(&self) -> bool {
+        self.hierarchy.v2().is_ok()
     }
 
     /// Runs one fix under the Survivor rules and says what it amounted to.
@@ -84,11 +110,18 @@ impl Supervisor {
     /// the timeout, plus the grace after SIGTERM, plus the leak timeout (plus the time
     /// SIGKILLed processes take to vanish).
     pub fn run(&self, spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
-        run_fix(&self.registry, spec)
+        run_fix(self, spec)
     }
 }
 
-fn run_fix(registry: &Registry, spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
+impl Default for Supervisor {
+    fn default() -> Supervisor {
+        Supervisor::new()
+    }
+}
+
+fn run_fix(supervisor: &Supervisor, spec: &FixSpec) -> Result<FixOutcome, SuperviseError> {
+    let registry = &supervisor.registry;
     let started = Instant::now();
     let deadline = started + spec.timeout;
     let mut outcome = FixOutcome {
@@ -168,7 +201,7 @@ fn run_fix(registry: &Registry, spec: &FixSpec) -> Result<FixOutcome, SuperviseE
     // Its cgroup, made before it starts; without a writable cgroup v2, the `/proc` tracking
     // alone (the warning was said once, when the hierarchy was found).
     let limits = spec.limits.stricter(inspection.header_limits);
-    let cgroup = fix_cgroup(spec, limits)?;
+    let cgroup = fix_cgroup(&supervisor.hierarchy, spec, limits)?;
     let child = match spawn::spawn(spec, cgroup.as_ref(), registry) {
         Ok(child) => child,
         Err(e) => {

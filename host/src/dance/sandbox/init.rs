@@ -21,12 +21,13 @@ use crate::sandbox::paths::{DEFERRED, DEFER_SHIM_DIR, SHIM_DIR};
 use crate::sandbox::seccomp::Program;
 use crate::sandbox::shims::ShimMode;
 use crate::sandbox::SandboxError;
+use crate::supervise::Supervisor;
 
 /// `disco __dance-sandbox SETUP`: the namespaces, then the worker as their PID 1; returns the
 /// exit status.
 /// Its caller (`disco __dance-sandbox`) has closed every inherited descriptor but 0, 1 and 2,
 /// and pinned the cgroups its fixes use.
-pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
+pub fn sandbox_main(setup: &Setup, supervisor: Supervisor) -> Result<i32, SandboxError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     // A session of its own, without the dance's terminal: no script can push keystrokes into
     // the user's shell (TIOCSTI) through /dev/tty.
@@ -47,7 +48,7 @@ pub fn sandbox_main(setup: &Setup) -> Result<i32, SandboxError> {
     // SAFETY: this process is single-threaded (nothing started a thread before here).
     match unsafe { fork() }.map_err(sys("fork", "the dance's worker"))? {
         ForkResult::Child => {
-            let code = match worker_main(setup) {
+            let code = match worker_main(setup, supervisor) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: dance sandbox: {e}");
@@ -69,9 +70,11 @@ pub(super) struct Shared {
     pub(super) proc: PathBuf,
     pub(super) sys: PathBuf,
     pub(super) empty: PathBuf,
+    /// Runs every template and script (its cgroup subtrees pinned before the namespaces).
+    pub(super) supervisor: Supervisor,
 }
 
-fn worker_main(setup: &Setup) -> Result<(), SandboxError> {
+fn worker_main(setup: &Setup, supervisor: Supervisor) -> Result<(), SandboxError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(sys("set", "PR_SET_PDEATHSIG"))?;
     // Not dumpable: a script must not reach the host's tree through /proc/1/root or /cwd.
     nix::sys::prctl::set_dumpable(false).map_err(sys("set", "PR_SET_DUMPABLE"))?;
@@ -89,6 +92,7 @@ fn worker_main(setup: &Setup) -> Result<(), SandboxError> {
         proc: base.join("proc"),
         sys: base.join("sys"),
         empty: base.join("empty"),
+        supervisor,
     };
     let mut shims = vec![(SHIM_DIR, ShimMode::Report)];
     if !setup.noop {

@@ -156,6 +156,7 @@ mod tests {
             proc: "/run/d/sandbox/proc".into(),
             sys: "/run/d/sandbox/sys".into(),
             empty: "/run/d/sandbox/empty".into(),
+            supervisor: crate::supervise::Supervisor::new(),
         }
     }
 

@@ -24,6 +24,7 @@ use crate::sandbox::mounts::Kernel;
 use crate::sandbox::paths::{DEFER_SHIM_DIR, SHIM_DIR};
 use crate::sandbox::seccomp::Program;
 use crate::sandbox::SandboxError;
+use crate::supervise::Supervisor;
 
 /// Runs one module (its runner, see [`run_module`]) and reads what it reported, once: every
 /// piece, in order, whatever happened after it.
@@ -250,7 +251,7 @@ fn spawn_confined(
                 root,
                 &r.plan,
                 part,
-                (noop, &shared.filter),
+                (noop, &shared.filter, &shared.supervisor),
                 (&path, &real),
                 &mut results,
             );
@@ -287,7 +288,7 @@ fn confined(
     root: &Root<'_>,
     plan: &Plan,
     part: Part,
-    (noop, filter): (bool, &Program),
+    (noop, filter, supervisor): (bool, &Program, &Supervisor),
     (path, real): (&std::ffi::OsStr, &std::ffi::OsStr),
     results: &mut std::fs::File,
 ) -> Result<(), SandboxError> {
@@ -323,8 +324,10 @@ fn confined(
     }
     let mut report = |piece: PieceResult| Record::Piece(Box::new(piece)).append(results);
     let run = match part {
-        Part::Templates => pieces::run_templates(plan, &mut report, real, connects.as_ref()),
-        Part::Pieces => pieces::run_pieces(plan, &mut report, real, connects.as_ref()),
+        Part::Templates => {
+            pieces::run_templates(plan, &mut report, real, connects.as_ref(), supervisor)
+        }
+        Part::Pieces => pieces::run_pieces(plan, &mut report, real, connects.as_ref(), supervisor),
     };
     run.map_err(|source| SandboxError::Exec {
         command: plan.module.clone(),
