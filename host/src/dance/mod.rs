@@ -10,6 +10,7 @@ pub mod deliver;
 mod error;
 pub mod exec;
 pub mod fetch;
+mod gather;
 pub mod html;
 pub mod layers;
 mod live;

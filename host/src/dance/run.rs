@@ -2,19 +2,19 @@
 //! them, merge the parameter trees, then for each module in order: deliver its files, render
 //! its templates, run its scripts, report its diff. Everything is measured for `disco report`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::fetch::{Fetched, Fetcher, Source};
+use super::fetch::Fetched;
+use super::gather::{client_value, gather, FetchResults, Gathered};
 use super::layers::Stack;
 use super::module::{module_options, ModuleError, ModuleRun};
-use super::order::{self, Requires};
+use super::order;
 use super::progress::Printer;
 use super::report::{self, DanceReport, ModuleResult, ModuleStatus, Step, Usage};
 use super::sandbox::{DiffJob, Diffed, ModuleRequest, Request, Setup, Worker};
 use super::DanceError;
-use crate::params::{KeyPath, Tree, Value};
+use crate::params::{KeyPath, Tree};
 use crate::sandbox::{RunDir, Target};
 
 /// The client parameter that chooses a noop dance's network when `--network` is not given.
@@ -55,39 +55,11 @@ pub struct DanceOptions {
     pub keep_undo_bytes: u64,
 }
 
-fn usage_of(f: &Fetched) -> Usage {
-    // A local source ran nothing: only the wall time.
-    let mut usage = f.rusage.unwrap_or_default();
-    usage.real = f.elapsed;
-    usage
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DanceError + '_ {
     move |source| DanceError::Io {
         path: path.to_owned(),
         source,
     }
-}
-
-type FetchResults = BTreeMap<String, Result<Fetched, String>>;
-
-/// Records a module's fetch as a step and keeps its result.
-fn record(
-    fetched: &mut FetchResults,
-    steps: &mut Vec<Step>,
-    name: &str,
-    r: Result<Fetched, super::fetch::FetchError>,
-) {
-    let step = match &r {
-        Ok(f) => Step::new(name, "fetch", None, usage_of(f), true),
-        Err(e) => {
-            // A failed rsync was measured too.
-            let usage = e.usage().map_or(Usage::default(), |(u, _)| u);
-            Step::new(name, "fetch", None, usage, false)
-        }
-    };
-    steps.push(step);
-    fetched.insert(name.to_owned(), r.map_err(|e| e.to_string()));
 }
 
 /// A module that succeeded whose diff is being made.
@@ -181,15 +153,6 @@ pub fn state_lock(state_dir: &Path, wait: bool) -> Result<std::fs::File, DanceEr
     Ok(lock)
 }
 
-/// A client parameter's value (`STATE/parameters`), if it is set and readable.
-fn client_value(client: &Path, key: &str) -> Option<String> {
-    let tree = Tree::open(client).ok()?;
-    match tree.get(&KeyPath::parse(key).ok()?).ok()? {
-        Value::Text(t) => Some(t),
-        Value::Dir => None,
-    }
-}
-
 /// What a dance holds from its start: its locks, its root, and its options with the network
 /// settled.
 struct Begun {
@@ -275,86 +238,6 @@ fn begin(opts: &DanceOptions) -> Result<Begun, DanceError> {
         root_lock,
         root,
         opts: resolved,
-    })
-}
-
-/// The parameters and the modules fetched, in order.
-struct Gathered {
-    params: Fetched,
-    fetched: FetchResults,
-    order: order::Order,
-}
-
-/// Fetches the source's parameters and the node's modules (then whatever they pull in), each
-/// fetch a step, and orders them by their `requires`.
-fn gather(opts: &DanceOptions, steps: &mut Vec<Step>) -> Result<Gathered, DanceError> {
-    let client = opts.state_dir.join("parameters");
-    let source_text = opts
-        .source
-        .clone()
-        .or_else(|| client_value(&client, "disco/server/uri"))
-        .ok_or_else(|| DanceError::NoSource(client.clone()))?;
-    let source: Source = source_text.parse()?;
-    let fetcher = Fetcher::new(
-        source.clone(),
-        client_value(&client, "disco/client/cmds/rsync").as_deref(),
-        opts.state_dir.join("cache"),
-        opts.jobs,
-    )?;
-
-    let params = fetcher.fetch_params()?;
-    steps.push(Step::new(
-        report::INTERNAL,
-        "fetch_params",
-        None,
-        usage_of(&params),
-        true,
-    ));
-    let source_tree = Tree::open(&params.path)?;
-    let node_modules = KeyPath::parse(&format!("{}/modules", opts.node))?;
-    let wanted = source_tree
-        .keys(&node_modules)
-        .map_err(|_| DanceError::NoModules {
-            node: opts.node.clone(),
-            from: source.to_string(),
-        })?;
-
-    // Fetch the listed modules in parallel, then whatever they pull in, one by one.
-    let mut fetched = FetchResults::new();
-    for (name, r) in wanted.iter().zip(fetcher.fetch_modules(&wanted)) {
-        record(&mut fetched, steps, name, r);
-    }
-    let local = matches!(source, Source::Local(_));
-    let order = {
-        let mut lookup = |name: &str| -> Result<Option<Requires>, order::OrderError> {
-            if !fetched.contains_key(name) {
-                if local {
-                    if let Source::Local(dir) = &source {
-                        if !dir.join("modules").join(name).is_dir() {
-                            return Ok(None);
-                        }
-                    }
-                }
-                let r = fetcher
-                    .fetch_modules(&[name.to_owned()])
-                    .pop()
-                    .expect("one result per module");
-                record(&mut fetched, steps, name, r);
-            }
-            match &fetched[name] {
-                Ok(f) => Requires::read(&f.path.join("requires")).map(Some),
-                // For a local source, a module that is not there cannot be found.
-                Err(_) if local => Ok(None),
-                // A failed fetch fails that module, when its turn comes.
-                Err(_) => Ok(Some(Requires::default())),
-            }
-        };
-        order::order(&opts.node, &wanted, &mut lookup)?
-    };
-    Ok(Gathered {
-        params,
-        fetched,
-        order,
     })
 }
 
