@@ -4,10 +4,12 @@
 # templates and scripts directly with bash, in one hyperfine run (root only: the sandbox).
 # Each dance runs twice: with noop's own network namespace (the default) and, to measure what
 # the namespace costs, with the host's (`--network host`, hidden from --help).
+# BASELINE=/path/to/an/older/disco adds that binary's two noop dances to the same run, so a
+# change is measured against its floor and its predecessor under the same load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
-disco=$PWD/target/release/disco
+disco=${CARGO_TARGET_DIR:-$PWD/target}/release/disco
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -31,12 +33,18 @@ for m in $site/modules/*; do
 done
 FLOOR
 
+baseline=()
+if [ -n "${BASELINE:-}" ]; then
+    baseline=(-n 'example: baseline dance --noop' "$BASELINE --state-dir $work/state-base dance --noop --source contrib/example-site --node localhost.localdomain"
+              -n '100 modules: baseline dance --noop' "$BASELINE --state-dir $work/state-base dance --noop --source $site --node bench.node")
+fi
 hyperfine -N --warmup 2 --runs "${RUNS:-10}" --export-json "$work/dance.json" \
     -n 'example: disco dance --noop' "$disco --state-dir $work/state dance --noop --source contrib/example-site --node localhost.localdomain" \
     -n 'example: disco dance --noop --network host' "$disco --state-dir $work/state dance --noop --network host --source contrib/example-site --node localhost.localdomain" \
     -n '100 modules: bash floor' "bash $work/floor.sh" \
     -n '100 modules: disco dance --noop' "$disco --state-dir $work/state dance --noop --source $site --node bench.node" \
-    -n '100 modules: disco dance --noop --network host' "$disco --state-dir $work/state dance --noop --network host --source $site --node bench.node"
+    -n '100 modules: disco dance --noop --network host' "$disco --state-dir $work/state dance --noop --network host --source $site --node bench.node" \
+    "${baseline[@]}"
 python3 - "$work/dance.json" <<'PY'
 import json, sys
 res = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
@@ -51,4 +59,8 @@ print(f"median: example dance {ex*1e3:.1f} ms (host network {ex_host*1e3:.1f} ms
       f"costs {(ex-ex_host)*1e3:+.1f} ms; minimum {ex_min*1e3:.1f} vs {ex_host_min*1e3:.1f} ms, "
       f"{(ex_min-ex_host_min)*1e3:+.1f} ms); 100 modules: bash floor {floor*1e3:.0f} ms, "
       f"disco {big*1e3:.0f} ms (host network {big_host*1e3:.0f} ms) -> disco / floor = {big/floor:.2f}x")
+if "100 modules: baseline dance --noop" in r:
+    base, ex_base = r["100 modules: baseline dance --noop"], r["example: baseline dance --noop"]
+    print(f"baseline (same run): example dance {ex_base*1e3:.1f} ms; 100 modules {base*1e3:.0f} ms "
+          f"-> baseline / floor = {base/floor:.2f}x; this build / baseline = {big/base:.2f}x")
 PY

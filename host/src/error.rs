@@ -52,6 +52,9 @@ pub enum Error {
     /// A merge, or the recovery of one, failed.
     #[error(transparent)]
     Apply(#[from] crate::apply::ApplyError),
+    /// A sandbox could not be set up (`disco shell`, `__sandbox`, `__dance-sandbox`).
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     /// A dance failed before it could report.
     #[error(transparent)]
     Dance(#[from] crate::dance::DanceError),

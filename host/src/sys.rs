@@ -387,18 +387,7 @@ pub fn make_mounts_private() -> Result<(), nix::errno::Errno> {
 
 /// Mounts a read-only overlay of `lowers` (topmost first) on `target`.
 pub fn mount_overlay_readonly(lowers: &[&Path], target: &Path) -> Result<(), nix::errno::Errno> {
-    use nix::mount::{mount, MsFlags};
-    let data = format!(
-        "lowerdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
-        overlay_lowerdir(lowers)?
-    );
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
-        Some(data.as_str()),
-    )
+    crate::sandbox::mounts::overlay_read_only(&mut crate::sandbox::mounts::Kernel, lowers, target)
 }
 
 /// The `lowerdir=` value for `lowers` (topmost first). Mount options fit in one page, which
@@ -662,6 +651,39 @@ pub fn socket_type_of(pid: i32, fd: i32) -> io::Result<i32> {
         return Err(io::Error::last_os_error());
     }
     Ok(kind)
+}
+
+/// Loads the classic BPF program `program` (whole `sock_filter`s) as a seccomp filter on this
+/// thread, with `flags` (`SECCOMP_FILTER_FLAG_*`); returns the notification listener when
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER` is among them. One system call: libseccomp's own load
+/// probes the kernel's API first, a dozen calls in each process that loads a filter. Without
+/// `no_new_privs` the caller needs `CAP_SYS_ADMIN`. See seccomp(2).
+pub fn seccomp_load(
+    program: &[libc::sock_filter],
+    flags: libc::c_ulong,
+) -> io::Result<Option<OwnedFd>> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `program`, valid for reads of `len` instructions for the whole
+    // call; the kernel copies it before returning.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER == 0 {
+        return Ok(None);
+    }
+    // SAFETY: with NEW_LISTENER the kernel returns a new descriptor that nothing else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(rc as i32) }))
 }
 
 #[cfg(test)]

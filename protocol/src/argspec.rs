@@ -650,8 +650,9 @@ impl ArgSpec {
     /// Checks a request's options: fills in defaults, then checks every value against its
     /// argument's format. Reports every problem, in declaration order, then the undeclared
     /// arguments given (`debugfile` and `debugsyslog` are always allowed, and left out of
-    /// the result). File and directory arguments are checked on the real filesystem.
-    pub fn check(&self, options: &Options) -> Result<Args, ArgErrors> {
+    /// the result). File and directory arguments are checked through `paths`: the caller's
+    /// filesystem (this crate does no I/O beyond parsing).
+    pub fn check(&self, options: &Options, paths: &dyn Paths) -> Result<Args, ArgErrors> {
         let mut errors = Vec::new();
         let mut args = Vec::new();
         for (name, format) in &self.0 {
@@ -666,7 +667,7 @@ impl ArgSpec {
                 }
             };
             let before = errors.len();
-            let values = check_values(name, format, values, &mut errors);
+            let values = check_values(name, format, values, paths, &mut errors);
             if errors.len() == before {
                 args.push((name.clone(), values));
             }
@@ -690,6 +691,7 @@ fn check_values(
     arg: &str,
     format: &ArgFormat,
     values: Vec<String>,
+    paths: &dyn Paths,
     errors: &mut Vec<ArgError>,
 ) -> Vec<String> {
     if values.len() > 1 {
@@ -705,7 +707,7 @@ fn check_values(
     values
         .into_iter()
         .map(|value| {
-            match check_type(arg, format.kind, &value) {
+            match check_type(arg, format.kind, &value, paths) {
                 Ok(normal) => {
                     check_choices(arg, format, &value, errors);
                     check_between(arg, format, &value, errors);
@@ -722,7 +724,12 @@ fn check_values(
 }
 
 /// Checks a value against its type; `Ok(Some(v))` when the checked value is `v` instead.
-fn check_type(arg: &str, kind: ArgType, value: &str) -> Result<Option<String>, ArgError> {
+fn check_type(
+    arg: &str,
+    kind: ArgType,
+    value: &str,
+    paths: &dyn Paths,
+) -> Result<Option<String>, ArgError> {
     let owned = || (arg.to_owned(), value.to_owned());
     match kind {
         ArgType::Boolean => match parse_boolean(value) {
@@ -736,11 +743,11 @@ fn check_type(arg: &str, kind: ArgType, value: &str) -> Result<Option<String>, A
             let (arg, value) = owned();
             Err(ArgError::NotANumber { arg, value })
         }
-        ArgType::Directory if !std::fs::metadata(value).is_ok_and(|m| m.is_dir()) => {
+        ArgType::Directory if !paths.is_dir(value) => {
             let (arg, path) = owned();
             Err(ArgError::DirectoryMissing { arg, path })
         }
-        ArgType::File if !is_file_like(value) => {
+        ArgType::File if !paths.is_file_like(value) => {
             let (arg, path) = owned();
             Err(ArgError::FileMissing { arg, path })
         }
@@ -788,25 +795,14 @@ fn check_type(arg: &str, kind: ArgType, value: &str) -> Result<Option<String>, A
     }
 }
 
-/// Whether `path` is a file, symbolic link (even dangling), named pipe or socket, as the Perl
-/// library's `-f || -l || -p || -S`: directories and devices are not.
-fn is_file_like(path: &str) -> bool {
-    // `metadata` follows a link, so a link to a file is a file; a link itself also counts.
-    if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-        return true;
-    }
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return false;
-    };
-    let kind = meta.file_type();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() || kind.is_socket() {
-            return true;
-        }
-    }
-    kind.is_symlink()
+/// What checking `directory` and `file` arguments asks of a filesystem: the caller answers
+/// (the host, from its own; a test, from what it made up).
+pub trait Paths {
+    /// Whether `path` is a directory (a link to one counts).
+    fn is_dir(&self, path: &str) -> bool;
+    /// Whether `path` is a file, symbolic link (even dangling), named pipe or socket, as the
+    /// Perl library's `-f || -l || -p || -S`: directories and devices are not.
+    fn is_file_like(&self, path: &str) -> bool;
 }
 
 /// Checks `one(…)` and `any(…)`; with `flags`, `any` applies to each flag character, since a
@@ -911,6 +907,22 @@ impl Args {
 mod tests {
     use super::*;
 
+    /// The real filesystem, as the host answers.
+    struct Disk;
+    impl Paths for Disk {
+        fn is_dir(&self, path: &str) -> bool {
+            std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+        }
+        fn is_file_like(&self, path: &str) -> bool {
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::metadata(path).is_ok_and(|m| m.is_file())
+                || std::fs::symlink_metadata(path).is_ok_and(|m| {
+                    let kind = m.file_type();
+                    kind.is_fifo() || kind.is_socket() || kind.is_symlink()
+                })
+        }
+    }
+
     fn initd() -> ArgSpec {
         ArgSpec::new([
             ("service", "string list"),
@@ -928,7 +940,7 @@ mod tests {
     fn errors_of(format: &str, values: &[&str]) -> Vec<String> {
         let spec = ArgSpec::new([("a", format)]).unwrap();
         let options: Options = values.iter().map(|v| ("a", *v)).collect();
-        match spec.check(&options) {
+        match spec.check(&options, &Disk) {
             Ok(_) => Vec::new(),
             Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
         }
@@ -937,7 +949,11 @@ mod tests {
     fn checked(format: &str, values: &[&str]) -> Vec<String> {
         let spec = ArgSpec::new([("a", format)]).unwrap();
         let options: Options = values.iter().map(|v| ("a", *v)).collect();
-        spec.check(&options).unwrap().get("a").unwrap().to_vec()
+        spec.check(&options, &Disk)
+            .unwrap()
+            .get("a")
+            .unwrap()
+            .to_vec()
     }
 
     fn spec_error(format: &str) -> String {
@@ -971,7 +987,7 @@ mod tests {
     #[test]
     fn initd_defaults_fill_in() {
         let args = initd()
-            .check(&opts(&[("service", "sshd"), ("service", "cron")]))
+            .check(&opts(&[("service", "sshd"), ("service", "cron")]), &Disk)
             .unwrap();
         assert_eq!(args.get("service").unwrap(), ["sshd", "cron"]);
         assert_eq!(args.first("order"), Some("fifo"));
@@ -985,7 +1001,7 @@ mod tests {
     #[test]
     fn initd_refusals() {
         let err = initd()
-            .check(&opts(&[("service", "sshd"), ("order", "lifo")]))
+            .check(&opts(&[("service", "sshd"), ("order", "lifo")]), &Disk)
             .unwrap_err();
         assert_eq!(
             err.0,
@@ -998,19 +1014,22 @@ mod tests {
             err.to_string(),
             "Value 'lifo' for argument 'order' is not permitted"
         );
-        let err = initd().check(&opts(&[("stop", "no")])).unwrap_err();
+        let err = initd().check(&opts(&[("stop", "no")]), &Disk).unwrap_err();
         assert_eq!(err.to_string(), "Required argument 'service' not provided");
     }
 
     #[test]
     fn every_error_reported_in_declaration_order_then_unknown() {
         let err = initd()
-            .check(&opts(&[
-                ("bogus", "x"),
-                ("stop", "maybe"),
-                ("order", "fifo"),
-                ("order", "filo"),
-            ]))
+            .check(
+                &opts(&[
+                    ("bogus", "x"),
+                    ("stop", "maybe"),
+                    ("order", "fifo"),
+                    ("order", "filo"),
+                ]),
+                &Disk,
+            )
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -1025,11 +1044,14 @@ mod tests {
     #[test]
     fn debug_options_allowed_in_requests_but_not_declarations() {
         let args = initd()
-            .check(&opts(&[
-                ("service", "a"),
-                ("debugfile", "/tmp/x"),
-                ("debugsyslog", "1"),
-            ]))
+            .check(
+                &opts(&[
+                    ("service", "a"),
+                    ("debugfile", "/tmp/x"),
+                    ("debugsyslog", "1"),
+                ]),
+                &Disk,
+            )
             .unwrap();
         assert_eq!(args.get("debugfile"), None);
         assert_eq!(
@@ -1174,16 +1196,16 @@ mod tests {
     fn defaults_are_validated() {
         let spec = ArgSpec::new([("n", "optional number default(ten)")]).unwrap();
         assert_eq!(
-            spec.check(&Options::new()).unwrap_err().to_string(),
+            spec.check(&Options::new(), &Disk).unwrap_err().to_string(),
             "Value 'ten' for argument 'n' is not a number"
         );
         let spec = ArgSpec::new([("b", "optional boolean default(No)")]).unwrap();
-        let args = spec.check(&Options::new()).unwrap();
+        let args = spec.check(&Options::new(), &Disk).unwrap();
         assert_eq!(args.first("b"), Some("0"));
         assert_eq!(args.flag("b"), Some(false));
         // Optional without default and left out: absent.
         let spec = ArgSpec::new([("s", "optional string")]).unwrap();
-        let args = spec.check(&Options::new()).unwrap();
+        let args = spec.check(&Options::new(), &Disk).unwrap();
         assert!(args.is_empty());
         assert_eq!(args.first("s"), None);
         assert_eq!(args.flag("s"), None);
@@ -1392,16 +1414,15 @@ mod tests {
         ])
         .unwrap();
         let args = spec
-            .check(&opts(&[("exittext", "hi"), ("exitcode", "4")]))
+            .check(&opts(&[("exittext", "hi"), ("exitcode", "4")]), &Disk)
             .unwrap();
         assert_eq!(args.first("exitcode"), Some("4"));
         assert_eq!(args.first("exittext"), Some("hi"));
         let err = spec
-            .check(&opts(&[
-                ("exitcode", "1001"),
-                ("extra", "1"),
-                ("more", "2"),
-            ]))
+            .check(
+                &opts(&[("exitcode", "1001"), ("extra", "1"), ("more", "2")]),
+                &Disk,
+            )
             .unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use protocol::argspec::{ArgErrors, ArgSpec};
+use protocol::argspec::{ArgErrors, ArgSpec, Paths};
 use protocol::{Document, FixData, FixResult, ReturnCode};
 
 use crate::error::{Error, Result};
@@ -75,7 +75,9 @@ pub fn check(
     let data = FixData::parse(request)
         .map_err(|e| format!("Valid XML document not provided ({e})"))?
         .doc;
-    let args = spec.check(&data.options).map_err(|e| e.to_string())?;
+    let args = spec
+        .check(&data.options, &HostPaths)
+        .map_err(|e| e.to_string())?;
     Ok(spec
         .iter()
         .map(|(name, format)| {
@@ -144,6 +146,27 @@ pub(super) fn exec(args: ArgsArgs) -> Result<ExitCode> {
             out.flush().map_err(Error::Write)?;
             Ok(ExitCode::from(ReturnCode::MISCONFIG.exit_status()))
         }
+    }
+}
+
+/// This host's filesystem, where `directory` and `file` arguments are checked.
+struct HostPaths;
+
+impl Paths for HostPaths {
+    fn is_dir(&self, path: &str) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+    }
+
+    fn is_file_like(&self, path: &str) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        // `metadata` follows a link, so a link to a file is a file; a link itself also counts.
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            return true;
+        }
+        std::fs::symlink_metadata(path).is_ok_and(|m| {
+            let kind = m.file_type();
+            kind.is_fifo() || kind.is_socket() || kind.is_symlink()
+        })
     }
 }
 

@@ -307,7 +307,14 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
     let report = dance::dance(&opts)?;
     sinks(&args, &global.state_dir, &report);
     match args.format {
-        DanceFormat::Json => print!("{}", dance::schema::dance_json(&report)),
+        // As `disco report --format json` prints it, with which dances can be rolled back.
+        DanceFormat::Json => print!(
+            "{}",
+            dance::schema::dance_json_with(
+                &report,
+                Some(&crate::apply::undo::rollbackable(&global.state_dir, None))
+            )
+        ),
         DanceFormat::Text => {
             let (ok, failed, skipped) = report.counts();
             let line = format!(

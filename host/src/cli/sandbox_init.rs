@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::sandbox::{enter, Spec};
+use crate::sandbox::{enter, SandboxError, Spec};
 
 /// Arguments of `disco __sandbox`.
 #[derive(Debug, Args)]
@@ -28,8 +28,10 @@ pub(super) fn exec(args: SandboxInitArgs) -> Result<ExitCode> {
         path: args.spec.clone(),
         source,
     })?;
-    let spec: Spec = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Other(format!("{}: {e}", args.spec.display())))?;
+    let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| SandboxError::Setup {
+        path: args.spec.clone(),
+        source: e.into(),
+    })?;
     match enter::enter(&spec, &args.command, &args.cwd) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))),
         Err(e) => {

@@ -66,8 +66,19 @@ pub enum DanceError {
         source: crate::supervise::SuperviseError,
     },
     /// The dance's sandbox could not be started or stopped serving.
-    #[error("{0}")]
-    Worker(String),
+    #[error(transparent)]
+    Worker(#[from] super::sandbox::WorkerError),
+    /// The run folder of a noop dance could not be kept in memory.
+    #[error("cannot {what} for {path}: {source}")]
+    RunFolder {
+        /// What could not be done.
+        what: &'static str,
+        /// The run folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
+    },
     /// A module's layers could not be compared.
     #[error(transparent)]
     Diff(#[from] crate::diff::DiffError),

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use protocol::{Document, FixData, Options};
 
-use super::layers::DISCO_DIR;
 use super::DanceError;
+use crate::sandbox::paths::DISCO_DIR;
 
 /// The SurvivorFixData a module's pieces get: its parameters as ModuleOptions.
 pub fn request(module: &str, options: &Options, timeout: Duration) -> Result<Vec<u8>, DanceError> {

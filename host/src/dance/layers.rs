@@ -23,8 +23,7 @@ use crate::sandbox::{LayerInfo, RunDir, Target};
 
 use super::DanceError;
 
-/// Where disco's files appear inside every sandbox of a dance.
-pub const DISCO_DIR: &str = "/var/disco";
+pub use crate::sandbox::paths::DISCO_DIR;
 
 /// The layout of one dance's layers.
 #[derive(Debug)]
@@ -200,7 +199,7 @@ impl Stack {
 
     /// Module `k`'s diff, as the worker makes it: its scratch layers against what lies
     /// beneath them now, within `timeout` (the module's).
-    pub fn diff_job(&self, k: usize, timeout: std::time::Duration) -> super::worker::DiffJob {
+    pub fn diff_job(&self, k: usize, timeout: std::time::Duration) -> super::sandbox::DiffJob {
         let layers = self
             .module_uppers(k)
             .into_iter()
@@ -213,7 +212,7 @@ impl Stack {
                 lowers_above: Vec::new(),
             })
             .collect();
-        super::worker::DiffJob {
+        super::sandbox::DiffJob {
             dir: self.module_dir(k),
             layers,
             beneath: self.beneath(),

@@ -2,12 +2,12 @@
 //! sandbox (see `worker`): its templates in a throwaway root, then its files and rendered
 //! templates delivered and each script in name order in the module's own root.
 //!
-//! Each piece's result goes out as one JSON line to a file of the host's, on a descriptor
-//! opened before the process entered the root and closed on exec, in the order the pieces ran:
-//! scripts neither inherit it nor can reach the file, so they cannot forge or erase results.
+//! Each piece's result goes to `report` as soon as it is known, in the order the pieces ran;
+//! the runner sends it on (`sandbox::wire::Record::Piece`) to a file of the host's, on a
+//! descriptor opened before the process entered the root and closed on exec: scripts neither
+//! inherit it nor can reach the file, so they cannot forge or erase results.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -83,10 +83,8 @@ pub struct PieceResult {
     pub output: Option<Vec<u8>>,
 }
 
-fn emit(results: &mut std::fs::File, r: &PieceResult) -> Result<(), String> {
-    let line = serde_json::to_string(r).map_err(|e| e.to_string())?;
-    writeln!(results, "{line}").map_err(|e| format!("results: {e}"))
-}
+/// Where each piece's result goes, as soon as it is known.
+pub type Report<'a> = dyn FnMut(PieceResult) -> std::io::Result<()> + 'a;
 
 /// The environment every piece of `plan` gets from the host (on top of `PATH` and the
 /// host's own), `noop` as the piece runs.
@@ -96,7 +94,7 @@ fn piece_env(plan: &Plan, noop: bool, real_path: &OsStr) -> Vec<(OsString, OsStr
         ("DISCO_NODE".into(), plan.node.clone().into()),
         (
             "DISCO_PARAMETERS".into(),
-            format!("{}/parameters", super::layers::DISCO_DIR).into(),
+            format!("{}/parameters", crate::sandbox::paths::DISCO_DIR).into(),
         ),
         ("NOOP".into(), if noop { "true" } else { "false" }.into()),
         ("DISCO_REAL_PATH".into(), real_path.to_owned()),
@@ -133,7 +131,7 @@ fn run_piece(
     spec.plain_output = true;
     spec.timeout = plan.timeout;
     spec.lock = LockLevel::None;
-    spec.lock_dir = PathBuf::from("/dev/.disco/locks");
+    spec.lock_dir = PathBuf::from(crate::sandbox::paths::LOCK_DIR);
     spec.env = env;
     match supervisor.run(&spec) {
         Ok(outcome) => {
@@ -181,15 +179,15 @@ fn run_piece(
     }
 }
 
-/// Renders the plan's templates (always in noop), each result with its output on
-/// `results`; stops at the first that fails.
+/// Renders the plan's templates (always in noop), each result with its output to
+/// `report`; stops at the first that fails.
 pub fn run_templates(
     plan: &Plan,
-    results: &mut std::fs::File,
+    report: &mut Report<'_>,
     real_path: &OsStr,
     connects: Option<&Watcher>,
     supervisor: &Supervisor,
-) -> Result<(), String> {
+) -> std::io::Result<()> {
     for t in &plan.templates {
         let mut r = run_piece(
             (plan, supervisor),
@@ -202,7 +200,7 @@ pub fn run_templates(
         );
         r.step.would_connect = connects.map(Watcher::take).unwrap_or_default();
         let stop = r.failure.is_some();
-        emit(results, &r)?;
+        report(r)?;
         if stop {
             break;
         }
@@ -210,15 +208,15 @@ pub fn run_templates(
     Ok(())
 }
 
-/// Delivers the plan's files and runs its scripts, each result on `results`; stops at the
+/// Delivers the plan's files and runs its scripts, each result to `report`; stops at the
 /// first piece that fails. In noop, `connects` says which connections each piece attempted.
 pub fn run_pieces(
     plan: &Plan,
-    results: &mut std::fs::File,
+    report: &mut Report<'_>,
     real_path: &OsStr,
     connects: Option<&Watcher>,
     supervisor: &Supervisor,
-) -> Result<(), String> {
+) -> std::io::Result<()> {
     let sources: Vec<&PathBuf> = plan.deliver.iter().filter(|p| p.is_dir()).collect();
     if !sources.is_empty() {
         let start = SelfUsage::now();
@@ -243,17 +241,14 @@ pub fn run_pieces(
             failure.is_none(),
         );
         let stop = failure.is_some();
-        emit(
-            results,
-            &PieceResult {
-                step,
-                stdout: String::new(),
-                stderr: String::new(),
-                warnings: Vec::new(),
-                failure,
-                output: None,
-            },
-        )?;
+        report(PieceResult {
+            step,
+            stdout: String::new(),
+            stderr: String::new(),
+            warnings: Vec::new(),
+            failure,
+            output: None,
+        })?;
         if stop {
             return Ok(());
         }
@@ -270,7 +265,7 @@ pub fn run_pieces(
         );
         result.step.would_connect = connects.map(Watcher::take).unwrap_or_default();
         let stop = result.failure.is_some();
-        emit(results, &result)?;
+        report(result)?;
         if stop {
             break;
         }

@@ -2,24 +2,20 @@
 //! them, merge the parameter trees, then for each module in order: deliver its files, render
 //! its templates, run its scripts, report its diff. Everything is measured for `disco report`.
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use protocol::Options;
-
-use super::exec;
-use super::fetch::{Fetched, Fetcher, Source};
-use super::layers::{Stack, DISCO_DIR};
-use super::order::{self, Requires};
-use super::pieces::{PieceResult, Plan, Script, Template};
-use super::report::{self, DanceReport, ModuleResult, ModuleStatus, SelfUsage, Step, Usage};
-use super::worker::{DiffJob, Diffed, ModuleRequest, Request, Setup, Worker};
+use super::fetch::Fetched;
+use super::gather::{client_value, gather, FetchResults, Gathered};
+use super::layers::Stack;
+use super::module::{module_options, ModuleError, ModuleRun};
+use super::order;
+use super::progress::Printer;
+use super::report::{self, DanceReport, ModuleResult, ModuleStatus, Step, Usage};
+use super::sandbox::{DiffJob, Diffed, ModuleRequest, Request, Setup, Worker};
 use super::DanceError;
-use crate::params::{KeyPath, Tree, Value};
+use crate::params::{KeyPath, Tree};
 use crate::sandbox::{RunDir, Target};
-use crate::supervise::FixOutcome;
 
 /// The client parameter that chooses a noop dance's network when `--network` is not given.
 pub const NETWORK_PARAMETER: &str = "disco/client/network";
@@ -59,507 +55,12 @@ pub struct DanceOptions {
     pub keep_undo_bytes: u64,
 }
 
-/// Progress lines on stdout, in the order things happen: `info:`, `warning:`, `error:`,
-/// and what scripts print.
-struct Printer {
-    on: bool,
-    color: bool,
-    /// A progress bar on stderr, when stderr is a terminal; lines are printed around it.
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Printer {
-    fn new(on: bool, modules: usize) -> Printer {
-        // A dance with nothing to count (the early replay's printer) draws no bar.
-        let bar = (on && modules > 0 && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(modules as u64);
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed}")
-            {
-                bar.set_style(style);
-            }
-            bar
-        });
-        Printer {
-            on,
-            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-            bar,
-        }
-    }
-
-    fn suspend(&self, f: impl FnOnce()) {
-        match &self.bar {
-            Some(bar) => bar.suspend(f),
-            None => f(),
-        }
-    }
-
-    fn module(&self, name: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(name.to_owned());
-        }
-    }
-
-    fn module_done(&self) {
-        if let Some(bar) = &self.bar {
-            bar.inc(1);
-        }
-    }
-
-    fn line(&self, prefix: &str, color: &str, msg: &str) {
-        if !self.on {
-            return;
-        }
-        self.suspend(|| {
-            let mut out = std::io::stdout().lock();
-            // A closed stdout must not stop the dance halfway.
-            let _ = if self.color {
-                writeln!(out, "\x1b[{color}m{prefix}\x1b[0m {msg}")
-            } else {
-                writeln!(out, "{prefix} {msg}")
-            };
-        });
-    }
-    fn info(&self, msg: &str) {
-        self.line("info:", "32", msg);
-    }
-    fn warning(&self, msg: &str) {
-        self.line("warning:", "33", msg);
-    }
-    fn error(&self, msg: &str) {
-        self.line("error:", "31", msg);
-    }
-    fn raw(&self, text: &[u8]) {
-        if self.on && !text.is_empty() {
-            self.suspend(|| {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(text);
-                if !text.ends_with(b"\n") {
-                    let _ = out.write_all(b"\n");
-                }
-            });
-        }
-    }
-}
-
-fn usage_of(f: &Fetched) -> Usage {
-    // A local source ran nothing: only the wall time.
-    let mut usage = f.rusage.unwrap_or_default();
-    usage.real = f.elapsed;
-    usage
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DanceError + '_ {
     move |source| DanceError::Io {
         path: path.to_owned(),
         source,
     }
 }
-
-/// The module's parameters (`MODULE/...` of the merged tree) as ModuleOptions: each value's
-/// path below the module, with `.` for `/` (option names have no `/`). A value the protocol
-/// cannot carry (a NUL byte, a character XML 1.0 forbids), or one that cannot be read, fails
-/// the module with an error naming the parameter: never a request with options missing.
-fn module_options(tree: &Tree, module: &str) -> Result<Options, DanceError> {
-    let mut options = Options::new();
-    let Ok(key) = KeyPath::parse(module) else {
-        return Ok(options);
-    };
-    let entries = match tree.dump(Some(&key)) {
-        Ok(entries) => entries,
-        Err(crate::params::ParamError::NotFound { .. }) => return Ok(options),
-        Err(e) => {
-            return Err(DanceError::Parameter {
-                key: module.to_owned(),
-                why: e.to_string(),
-            })
-        }
-    };
-    for (path, value) in entries {
-        if let (Some(value), Some(rel)) = (value, path.strip_prefix(&format!("{module}/"))) {
-            if let Some(bad) = value.chars().find(|c| !protocol::is_xml_char(*c)) {
-                return Err(DanceError::Parameter {
-                    key: path.clone(),
-                    why: format!(
-                        "its value holds U+{:04X}, which a SurvivorFixData request cannot carry",
-                        u32::from(bad)
-                    ),
-                });
-            }
-            options.push(rel.replace('/', "."), value);
-        }
-    }
-    Ok(options)
-}
-
-/// Relative paths of the regular files under `dir`, sorted.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            match e.file_type() {
-                Ok(t) if t.is_dir() => walk(base, &path, out),
-                Ok(t) if t.is_file() => {
-                    if let Ok(rel) = path.strip_prefix(base) {
-                        out.push(rel.to_path_buf());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
-type FetchResults = BTreeMap<String, Result<Fetched, String>>;
-
-/// Records a module's fetch as a step and keeps its result.
-fn record(
-    fetched: &mut FetchResults,
-    steps: &mut Vec<Step>,
-    name: &str,
-    r: Result<Fetched, super::fetch::FetchError>,
-) {
-    let step = match &r {
-        Ok(f) => Step::new(name, "fetch", None, usage_of(f), true),
-        Err(e) => {
-            // A failed rsync was measured too.
-            let usage = e.usage().map_or(Usage::default(), |(u, _)| u);
-            Step::new(name, "fetch", None, usage, false)
-        }
-    };
-    steps.push(step);
-    fetched.insert(name.to_owned(), r.map_err(|e| e.to_string()));
-}
-
-/// One module's pieces, in order; returns why it failed, if it did.
-struct ModuleRun<'a> {
-    opts: &'a DanceOptions,
-    stack: &'a Stack,
-    k: usize,
-    name: &'a str,
-    fetched: &'a Path,
-    options: Options,
-    print: &'a Printer,
-    /// `HOME` for the module's pieces.
-    home: &'a Path,
-}
-
-impl ModuleRun<'_> {
-    fn inside(&self, rel: &Path) -> PathBuf {
-        Path::new(DISCO_DIR)
-            .join("modules")
-            .join(self.name)
-            .join(rel)
-    }
-
-    /// Records what the host decided of a piece and prints what it printed.
-    fn record(
-        &self,
-        steps: &mut Vec<Step>,
-        step: &str,
-        item: Option<String>,
-        outcome: FixOutcome,
-        show_stdout: bool,
-    ) -> Result<FixOutcome, String> {
-        if show_stdout {
-            self.print.raw(&outcome.stdout);
-        }
-        self.print.raw(outcome.stderr_tail.as_bytes());
-        for v in &outcome.violations {
-            self.print
-                .warning(&format!("{}: {}: {}", self.name, v.kind, v.detail));
-        }
-        let recorded = Step::from_fix(self.name, step, item.clone(), &outcome);
-        let ok = recorded.ok;
-        steps.push(recorded);
-        if ok {
-            Ok(outcome)
-        } else {
-            Err(format!(
-                "{step} {} failed: {}",
-                item.unwrap_or_default(),
-                super::report::describe_failure(&outcome)
-            ))
-        }
-    }
-
-    /// What the worker needs to run the module.
-    fn prepare(&self) -> Result<ModuleRequest, String> {
-        // The module's scratch layers exist from here on, even when nothing runs in them.
-        let layers = self
-            .stack
-            .module_layers(self.k, self.opts.noop)
-            .map_err(|e| e.to_string())?;
-        // The fetched module itself appears, read-only, at /var/disco/modules/NAME.
-        let staged = self.fetched;
-        let rendered = (
-            self.stack.module_dir(self.k).join("rendered"),
-            Path::new(DISCO_DIR).join("rendered").join(self.name),
-        );
-        // Templates render in a throwaway root that shows the module's files as if delivered;
-        // their output keeps the template's mode.
-        let mut templates = Vec::new();
-        let mut modes = Vec::new();
-        for rel in files_under(&staged.join("templates")) {
-            use std::os::unix::fs::PermissionsExt;
-            let item = rel.display().to_string();
-            let mode = std::fs::metadata(staged.join("templates").join(&rel))
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0o644);
-            modes.push((item.clone(), mode));
-            let file = self.inside(&Path::new("templates").join(&rel));
-            templates.push(Template {
-                item,
-                argv: vec!["bash".into(), file.display().to_string()],
-                file,
-            });
-        }
-        let template_layers = if templates.is_empty() {
-            None
-        } else {
-            Some(
-                self.stack
-                    .template_layers(self.k, &self.fetched.join("files"))
-                    .map_err(|e| e.to_string())?,
-            )
-        };
-        // Then the module's own root: files and rendered templates delivered, scripts run.
-        // Anything in files/ is delivered: a lone symlink or an empty folder too.
-        let has_files = std::fs::read_dir(staged.join("files"))
-            .is_ok_and(|mut entries| entries.next().is_some());
-        let mut deliver: Vec<PathBuf> = Vec::new();
-        if has_files {
-            deliver.push(self.inside(Path::new("files")));
-        }
-        if !templates.is_empty() {
-            deliver.push(rendered.1.clone());
-        }
-        let scripts: Vec<Script> = files_under(&staged.join("scripts"))
-            .into_iter()
-            .map(|rel| {
-                let file = self.inside(&Path::new("scripts").join(&rel));
-                let argv = exec::script_argv(&staged.join("scripts").join(&rel), &file)
-                    .into_iter()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .collect();
-                Script {
-                    item: rel.display().to_string(),
-                    file,
-                    argv,
-                }
-            })
-            .collect();
-        Ok(ModuleRequest {
-            plan: Plan {
-                module: self.name.to_owned(),
-                node: self.opts.node.clone(),
-                noop: self.opts.noop,
-                timeout: self.opts.timeout,
-                request: exec::request(self.name, &self.options, self.opts.timeout)
-                    .map_err(|e| e.to_string())?,
-                templates,
-                deliver,
-                scripts,
-                home: self.home.to_path_buf(),
-            },
-            dir: self.stack.module_dir(self.k),
-            template_layers,
-            rendered,
-            module: (staged.to_path_buf(), self.inside(Path::new(""))),
-            modes,
-            results: self.stack.results(self.k),
-            defer: (!self.opts.noop).then(|| self.stack.deferred(self.k)),
-            // Live, the merge needs the diff at once; in noop it is made while the next
-            // module runs.
-            diff: (!self.opts.noop).then(|| self.stack.diff_job(self.k, self.opts.timeout)),
-            layers,
-        })
-    }
-
-    /// Runs the module, and `earlier` (an earlier module's diff) beside it; `on_reply` gets
-    /// that diff before anything of this module is printed. Returns the module's changes when
-    /// its diff was made (live), `None` when it comes with a later request (noop).
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        worker: &mut Worker,
-        steps: &mut Vec<Step>,
-        earlier: Option<DiffJob>,
-        on_reply: &mut OnReply<'_>,
-        prepared: Option<Result<ModuleRequest, String>>,
-        while_waiting: &mut dyn FnMut(),
-    ) -> Result<Option<Diffed>, String> {
-        let request = match prepared.unwrap_or_else(|| self.prepare()) {
-            Ok(mut module) => {
-                // Laid out perhaps while the module before ran: stacked on what it left now.
-                self.stack.restack(&mut module.layers);
-                if let Some(t) = module.template_layers.as_mut() {
-                    self.stack.restack(t);
-                }
-                if module.diff.is_some() {
-                    module.diff = Some(self.stack.diff_job(self.k, self.opts.timeout));
-                }
-                Request {
-                    module: Some(module),
-                    earlier,
-                }
-            }
-            Err(e) => {
-                let reply = worker.run(&Request {
-                    module: None,
-                    earlier,
-                });
-                on_reply(steps, reply.map_or_else(|e| Some(Err(e)), |r| r.earlier));
-                return Err(e);
-            }
-        };
-        let asked = request.earlier.is_some();
-        let sent = worker.send(&request);
-        // While the worker runs it, the dance lays out the next module.
-        if sent.is_ok() {
-            while_waiting();
-        }
-        let reply = match sent.and_then(|limit| worker.receive(limit)) {
-            Ok(reply) => reply,
-            Err(e) => {
-                on_reply(steps, asked.then(|| Err(e.clone())));
-                return Err(e);
-            }
-        };
-        on_reply(steps, reply.earlier);
-        // Each piece as it reported, in order; the first failure fails the module.
-        let results = std::fs::read_to_string(self.stack.results(self.k)).unwrap_or_default();
-        for line in results.lines().filter(|l| !l.is_empty()) {
-            let Ok(piece) = serde_json::from_str::<PieceResult>(line) else {
-                continue;
-            };
-            self.print.raw(piece.stdout.as_bytes());
-            self.print.raw(piece.stderr.as_bytes());
-            for w in &piece.warnings {
-                self.print.warning(&format!("{}: {w}", self.name));
-            }
-            // With `--network outbound` the connections are made: said as such.
-            let connects = if self.opts.network == Some(crate::sandbox::Network::Outbound) {
-                "Connects"
-            } else {
-                "Would connect"
-            };
-            for address in &piece.step.would_connect {
-                self.print.warning(&format!("{connects} : {address}"));
-            }
-            steps.push(piece.step);
-            if let Some(failure) = piece.failure {
-                return Err(failure);
-            }
-        }
-        let ran = reply.module.unwrap_or_default();
-        if let Some(e) = ran.error {
-            return Err(format!("its sandbox failed: {e}"));
-        }
-        if ran.failed {
-            return Err("a piece failed".into());
-        }
-        let Some(diff) = ran.diff else {
-            return Ok(None);
-        };
-        steps.push(Step::new(self.name, "diff", None, diff.usage, true));
-        self.print.raw(diff.diff.as_bytes());
-        if !self.opts.noop {
-            self.merge(steps)?;
-        }
-        Ok(Some(diff))
-    }
-
-    /// Live: the module's layers onto the system, journaled with the service commands its
-    /// scripts deferred, which then run for real, in order, each through the fix-module host.
-    fn merge(&self, steps: &mut Vec<Step>) -> Result<(), String> {
-        let text = std::fs::read_to_string(self.stack.deferred(self.k)).unwrap_or_default();
-        let mut deferred = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let words: Vec<String> =
-                serde_json::from_str(line).map_err(|e| format!("deferred command {line}: {e}"))?;
-            deferred.push(words);
-        }
-        // A `service` or `systemctl` run chrooted into another root still starts and stops
-        // this host's processes (same PID namespace, same service manager): only on request.
-        if self.stack.target.root != Path::new("/") && !self.opts.run_deferred {
-            for words in deferred.drain(..) {
-                self.print.warning(&format!(
-                    "{}: Not executing deferred (the root is not /; --run-deferred runs it): {}",
-                    self.name,
-                    words.join(" ")
-                ));
-            }
-        }
-        let start = SelfUsage::now();
-        let run = &self.stack.run.id;
-        let deferred =
-            crate::apply::deferred::Deferred::new(deferred, &self.options, self.opts.timeout);
-        let result = crate::apply::apply(
-            &self.opts.state_dir,
-            run,
-            self.name,
-            &format!("{run}.m{}", self.k),
-            &self.stack.target.root,
-            &self.stack.merge_layers(self.k),
-            crate::apply::After {
-                node: self.opts.node.clone(),
-                deferred: deferred.clone(),
-                no_undo: self.opts.keep_undo == 0,
-            },
-        );
-        steps.push(Step::new(
-            self.name,
-            "merge",
-            None,
-            Usage::of_self_since(start),
-            result.is_ok(),
-        ));
-        let applied = result.map_err(|e| format!("merge failed: {e}"))?;
-        for w in &applied.warnings {
-            self.print.warning(&format!("{}: {w}", self.name));
-        }
-        self.print
-            .info(&format!("Merged {}: {} path(s)", self.name, applied.paths));
-        let mut failure = None;
-        let owner = crate::apply::deferred::Owner {
-            root: &self.stack.target.root,
-            node: &self.opts.node,
-            module: self.name,
-        };
-        let lock_dir = self.opts.state_dir.join("locks");
-        for words in &deferred.commands {
-            let shown = words.join(" ");
-            self.print.info(&format!("Executing deferred : {shown}"));
-            // The same path a replay of the journal takes: same request, environment, timeout.
-            let outcome = crate::apply::deferred::run(owner, &deferred, words, &lock_dir)
-                .map_err(|e| e.to_string());
-            // Every deferred command runs, even after one failed: each is its own service.
-            if let Err(e) =
-                outcome.and_then(|o| self.record(steps, "deferred", Some(shown), o, true))
-            {
-                failure.get_or_insert(e);
-            }
-        }
-        if let Some(journal) = &applied.journal {
-            crate::apply::journal::remove(journal).map_err(|e| e.to_string())?;
-        }
-        match failure {
-            Some(e) => Err(format!("merged, but {e}")),
-            None => Ok(()),
-        }
-    }
-}
-
-/// What a module's run calls with the earlier module's diff, as soon as it comes.
-type OnReply<'a> = dyn FnMut(&mut Vec<Step>, Option<Result<Diffed, String>>) + 'a;
 
 /// A module that succeeded whose diff is being made.
 struct Pending {
@@ -615,7 +116,7 @@ fn flush(
         module: None,
         earlier: Some(p.job.clone()),
     });
-    let diffed = reply.map_or_else(|e| Some(Err(e)), |r| r.earlier);
+    let diffed = reply.map_or_else(|e| Some(Err(e.to_string())), |r| r.earlier);
     record_diff(p, diffed, results, steps, print);
 }
 
@@ -623,8 +124,10 @@ fn flush(
 /// only this process's own mount namespace (and its sandbox's) sees, and that vanishes with
 /// it, however it ends: nothing to delete afterwards, no churn of the disk's inodes.
 fn in_memory(run: &Path) -> Result<(), DanceError> {
-    let fail = |what: &str, e: nix::errno::Errno| {
-        DanceError::Worker(format!("cannot {what} for {}: {e}", run.display()))
+    let fail = |what: &'static str, source: nix::errno::Errno| DanceError::RunFolder {
+        what,
+        path: run.to_owned(),
+        source,
     };
     crate::sys::private_mount_namespace().map_err(|e| fail("unshare a mount namespace", e))?;
     nix::mount::mount(
@@ -650,10 +153,18 @@ pub fn state_lock(state_dir: &Path, wait: bool) -> Result<std::fs::File, DanceEr
     Ok(lock)
 }
 
-/// Runs a dance and returns its report (also saved under the state directory).
-pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
-    let started = Instant::now();
-    let started_at = SystemTime::now();
+/// What a dance holds from its start: its locks, its root, and its options with the network
+/// settled.
+struct Begun {
+    lock: std::fs::File,
+    root_lock: Option<crate::apply::lock::RootLock>,
+    root: PathBuf,
+    opts: DanceOptions,
+}
+
+/// The state directory 0700, the dance's locks, what a killed dance left finished (live) or
+/// named (noop), and the network from the command line or else the client's parameters.
+fn begin(opts: &DanceOptions) -> Result<Begun, DanceError> {
     crate::apply::journal::private_dir(&opts.state_dir).map_err(DanceError::Apply)?;
     let lock = state_lock(&opts.state_dir, opts.wait)?;
     // One dance per root, whatever its state directory.
@@ -704,19 +215,12 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
 
     // The client's own parameters say where the server is and how to reach it.
     let client = opts.state_dir.join("parameters");
-    let client_value = |key: &str| -> Option<String> {
-        let tree = Tree::open(&client).ok()?;
-        match tree.get(&KeyPath::parse(key).ok()?).ok()? {
-            Value::Text(t) => Some(t),
-            Value::Dir => None,
-        }
-    };
     // The network, from the command line or else the client's parameters, settled once for
     // everything below.
     let resolved = DanceOptions {
         network: Some(match opts.network {
             Some(network) => network,
-            None => match client_value(NETWORK_PARAMETER) {
+            None => match client_value(&client, NETWORK_PARAMETER) {
                 None => crate::sandbox::Network::default(),
                 Some(value) => {
                     <crate::sandbox::Network as clap::ValueEnum>::from_str(value.trim(), false)
@@ -729,81 +233,29 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         }),
         ..opts.clone()
     };
-    let opts = &resolved;
-    let source_text = opts
-        .source
-        .clone()
-        .or_else(|| client_value("disco/server/uri"))
-        .ok_or_else(|| DanceError::NoSource(client.clone()))?;
-    let source: Source = source_text.parse()?;
-    let fetcher = Fetcher::new(
-        source.clone(),
-        client_value("disco/client/cmds/rsync").as_deref(),
-        opts.state_dir.join("cache"),
-        opts.jobs,
-    )?
-    .for_node(&opts.node)?;
-    let mut steps = Vec::new();
+    Ok(Begun {
+        lock,
+        root_lock,
+        root,
+        opts: resolved,
+    })
+}
 
-    let params = fetcher.fetch_params()?;
-    steps.push(Step::new(
-        report::INTERNAL,
-        "fetch_params",
-        None,
-        usage_of(&params),
-        true,
-    ));
-    let source_tree = Tree::open(&params.path)?;
-    let node_modules = KeyPath::parse(&format!("{}/modules", opts.node))?;
-    let wanted = source_tree
-        .keys(&node_modules)
-        .map_err(|_| DanceError::NoModules {
-            node: opts.node.clone(),
-            from: source.to_string(),
-        })?;
-
-    // Fetch the listed modules in parallel, then whatever they pull in, one by one.
-    let mut fetched = FetchResults::new();
-    for (name, r) in wanted.iter().zip(fetcher.fetch_modules(&wanted)) {
-        record(&mut fetched, &mut steps, name, r);
-    }
-    let local = matches!(source, Source::Local(_));
-    let order = {
-        let mut lookup = |name: &str| -> Result<Option<Requires>, order::OrderError> {
-            if !fetched.contains_key(name) {
-                if local {
-                    if let Source::Local(dir) = &source {
-                        if !dir.join("modules").join(name).is_dir() {
-                            return Ok(None);
-                        }
-                    }
-                }
-                let r = fetcher
-                    .fetch_modules(&[name.to_owned()])
-                    .pop()
-                    .expect("one result per module");
-                record(&mut fetched, &mut steps, name, r);
-            }
-            match &fetched[name] {
-                Ok(f) => Requires::read(&f.path.join("requires")).map(Some),
-                // For a local source, a module that is not there cannot be found.
-                Err(_) if local => Ok(None),
-                // A failed fetch fails that module, when its turn comes.
-                Err(_) => Ok(Some(Requires::default())),
-            }
-        };
-        order::order(&opts.node, &wanted, &mut lookup)?
-    };
-    fetcher.prune();
-
+/// The run's layers, and the disco layer with the merged parameters and a folder per module;
+/// returns them and the merged parameter tree.
+fn lay_out(
+    opts: &DanceOptions,
+    order: &order::Order,
+    fetched: &FetchResults,
+    params: &Fetched,
+) -> Result<(Stack, Tree), DanceError> {
     // The run's layers, and the disco layer with the merged parameters and the modules.
     let target = Target::discover(&opts.root, &opts.state_dir)?;
     let run = RunDir::create(&target.state_dir)?;
     if opts.noop {
         in_memory(&run.path)?;
     }
-    let id = run.id.clone();
-    let mut stack = Stack::new(target, run, opts.hostname.clone())?;
+    let stack = Stack::new(target, run, opts.hostname.clone())?;
     let merged = stack.disco_host().join("parameters");
     let mut layers: Vec<PathBuf> = order
         .modules
@@ -822,6 +274,51 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
             std::fs::create_dir_all(&path).map_err(io(&path))?;
         }
     }
+    Ok((stack, tree))
+}
+
+/// Keeps the layer of live module `k`, which failed, as the run's, for `disco diff RUN`.
+fn keep_failed_layer(stack: &Stack, k: usize, report: &DanceReport) -> Result<(), DanceError> {
+    let info = crate::sandbox::RunInfo {
+        id: report.id.clone(),
+        root: stack.target.root.clone(),
+        noop: false,
+        created: report.started_unix,
+        layers: stack
+            .merge_layers(k)
+            .into_iter()
+            .map(|(upper, fs)| crate::sandbox::LayerInfo {
+                mount_point: Path::new("/").join(&fs),
+                work: upper.with_file_name("work"),
+                upper,
+                lower: stack.target.root.join(&fs),
+                lowers_above: Vec::new(),
+            })
+            .collect(),
+    };
+    stack.run.save(&info)?;
+    Ok(())
+}
+
+/// Runs a dance and returns its report (also saved under the state directory).
+pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let Begun {
+        lock,
+        root_lock,
+        root,
+        opts,
+    } = begin(opts)?;
+    let opts = &opts;
+    let mut steps = Vec::new();
+    let Gathered {
+        params,
+        fetched,
+        order,
+    } = gather(opts, &mut steps)?;
+    let (mut stack, tree) = lay_out(opts, &order, &fetched, &params)?;
+    let id = stack.run.id.clone();
 
     let print = Printer::new(opts.progress, order.modules.len());
     // One sandbox for the whole dance; each module gets its own root in it.
@@ -835,8 +332,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         hostname: stack.hostname().map(str::to_owned),
         root: stack.target.root.clone(),
     };
-    let mut worker =
-        Worker::start(&setup, &stack.run.path.join("sandbox.json")).map_err(DanceError::Worker)?;
+    let mut worker = Worker::start(&setup, &stack.run.path.join("sandbox.json"))?;
     let home = super::pieces::root_home(&stack.target.root);
     let mut results: Vec<ModuleResult> = Vec::new();
     let mut failed_live = None;
@@ -844,7 +340,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     // printed, and its changes counted, when that module's reply comes, before anything of it.
     let mut pending: Option<Pending> = None;
     // The next module, laid out while the one before runs.
-    let mut prepared: Option<(usize, Result<ModuleRequest, String>)> = None;
+    let mut prepared: Option<(usize, Result<ModuleRequest, ModuleError>)> = None;
     let fetched_path = |name: &str| match fetched.get(name) {
         Some(Ok(f)) => f.path.clone(),
         _ => PathBuf::new(),
@@ -914,25 +410,20 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                 print: &print,
                 home: &home,
             };
-            let mut earlier = pending.take();
+            let earlier = pending.take();
             let job = earlier.as_ref().map(|p| p.job.clone());
-            let mut on_reply = |steps: &mut Vec<Step>, diffed: Option<Result<Diffed, String>>| {
-                if let Some(p) = earlier.take() {
-                    record_diff(p, diffed, &mut results, steps, &print);
-                }
-                print.info(&format!("Processing {name}"));
-                print.module(name);
-            };
             let ahead = prepared.take().filter(|(j, _)| *j == k).map(|(_, m)| m);
-            let next = order
-                .modules
-                .get(k + 1)
-                .filter(|n| matches!(fetched.get(*n), Some(Ok(_))));
-            let next_fetched = next.map(|n| fetched_path(n)).unwrap_or_default();
-            let mut while_waiting = || {
-                // A module whose parameters cannot travel is failed when its turn comes.
-                let next = next.and_then(|n| Some((n, module_options(&tree, n).ok()?)));
+            let turn = module.send(&mut worker, job, ahead);
+            if turn.running() {
+                // While the worker runs it, the dance lays out the next module; one whose
+                // parameters cannot travel is failed when its turn comes.
+                let next = order
+                    .modules
+                    .get(k + 1)
+                    .filter(|n| matches!(fetched.get(*n), Some(Ok(_))))
+                    .and_then(|n| Some((n, module_options(&tree, n).ok()?)));
                 if let Some((next_name, options)) = next {
+                    let next_fetched = fetched_path(next_name);
                     let next_run = ModuleRun {
                         opts,
                         stack: &stack,
@@ -945,15 +436,15 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                     };
                     prepared = Some((k + 1, next_run.prepare()));
                 }
-            };
-            let outcome = module.run(
-                &mut worker,
-                &mut steps,
-                job,
-                &mut on_reply,
-                ahead,
-                &mut while_waiting,
-            );
+            }
+            let (diffed, ran) = module.receive(&mut worker, turn);
+            // The earlier module's diff is shown before anything of this one.
+            if let Some(p) = earlier {
+                record_diff(p, diffed, &mut results, &mut steps, &print);
+            }
+            print.info(&format!("Processing {name}"));
+            print.module(name);
+            let outcome = ran.and_then(|ran| module.finish(ran, &mut steps));
             // The earlier module's layer is free now: no root stacks on it, its diff is made.
             stack.settle()?;
             match outcome {
@@ -978,7 +469,8 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
                         (ModuleStatus::Failed { reason }, (0, 0, 0))
                     }
                 },
-                Err(reason) => {
+                Err(e) => {
+                    let reason = e.to_string();
                     print.error(&format!("{name}: {reason}"));
                     if !opts.noop && failed_live.is_none() {
                         failed_live = Some(k);
@@ -1024,24 +516,7 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
     };
     // A failed live module's layer stays for `disco diff RUN`.
     if let Some(k) = failed_live {
-        let info = crate::sandbox::RunInfo {
-            id: report.id.clone(),
-            root: stack.target.root.clone(),
-            noop: false,
-            created: report.started_unix,
-            layers: stack
-                .merge_layers(k)
-                .into_iter()
-                .map(|(upper, fs)| crate::sandbox::LayerInfo {
-                    mount_point: Path::new("/").join(&fs),
-                    work: upper.with_file_name("work"),
-                    upper,
-                    lower: stack.target.root.join(&fs),
-                    lowers_above: Vec::new(),
-                })
-                .collect(),
-        };
-        stack.run.save(&info)?;
+        keep_failed_layer(&stack, k, &report)?;
     }
     report::save(&opts.state_dir, &report)?;
     if !opts.noop {

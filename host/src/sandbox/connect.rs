@@ -16,59 +16,37 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
-use libseccomp::{
-    notify_id_valid, ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpNotifReq,
-    ScmpNotifResp, ScmpNotifRespFlags, ScmpSyscall,
-};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use libseccomp::{notify_id_valid, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
 use nix::libc;
 
-use super::seccomp::failed;
 use super::SandboxError;
 
 /// The connections a module's pieces attempted, as they come.
 #[derive(Debug)]
 pub struct Watcher {
     seen: Arc<Mutex<Vec<String>>>,
-    /// The filter; kept for the life of the process (libseccomp holds the listener with it).
-    _filter: ScmpFilterContext,
 }
 
 impl Watcher {
-    /// Installs the notifying filter on this process (single-threaded still, so that every
-    /// later thread and child is under it) and starts the thread that reads it. Called while
-    /// `CAP_SYS_ADMIN` is still held, so setuid programs keep working (no `no_new_privs`).
-    pub fn start() -> Result<Watcher, SandboxError> {
-        let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(failed("compile"))?;
-        ctx.set_ctl_nnp(false).map_err(failed("compile"))?;
-        // Fails closed: a call of another ABI kills its process (as the other filter does).
-        ctx.set_act_badarch(ScmpAction::KillProcess)
-            .map_err(failed("compile"))?;
-        // No speculative-store-bypass mitigation for every process under it (see `seccomp`).
-        ctx.set_ctl_ssb(true).map_err(failed("compile"))?;
-        let call = |name: &str| ScmpSyscall::from_name(name).map_err(failed("compile"));
-        ctx.add_rule(ScmpAction::Notify, call("connect")?)
-            .map_err(failed("compile"))?;
-        // A datagram sent to an address: the address is the fifth argument.
-        ctx.add_rule_conditional(
-            ScmpAction::Notify,
-            call("sendto")?,
-            &[ScmpArgCompare::new(4, ScmpCompareOp::NotEqual, 0)],
-        )
-        .map_err(failed("compile"))?;
-        ctx.add_rule(ScmpAction::Notify, call("sendmsg")?)
-            .map_err(failed("compile"))?;
-        ctx.load().map_err(failed("install"))?;
-        let fd = ctx.get_notify_fd().map_err(failed("install"))?;
+    /// Starts the thread that reads the notifications of `listener`, the descriptor that
+    /// loading noop's watching filter ([`super::seccomp::Program::load`]) gave. Called while
+    /// the process is single-threaded still (so that every later thread and child is under
+    /// the filter) and holds `CAP_SYS_ADMIN` (so setuid programs keep working: no
+    /// `no_new_privs`).
+    pub fn start(listener: OwnedFd) -> Result<Watcher, SandboxError> {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let noted = Arc::clone(&seen);
         std::thread::Builder::new()
             .name("would-connect".into())
-            .spawn(move || serve(fd, &noted))
+            // The listener lives as long as the thread, that is, as the process.
+            .spawn(move || serve(listener.as_raw_fd(), &noted))
             .map_err(|source| SandboxError::Seccomp {
                 what: "watch",
                 source,
             })?;
-        Ok(Watcher { seen, _filter: ctx })
+        Ok(Watcher { seen })
     }
 
     /// The connections attempted since the last call, each once, in the order they came.

@@ -28,6 +28,7 @@ use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
 
+use super::mounts::Kernel;
 use super::shims::ShimMode;
 use super::{Network, SandboxError, ShimConfig, Spec};
 
@@ -36,13 +37,7 @@ pub const EXIT_SANDBOX: i32 = 125;
 /// Exit status when the payload could not be executed.
 pub const EXIT_EXEC: i32 = 127;
 
-/// Where disco's own files (the shims) appear inside the sandbox: in its private `/dev`, so
-/// they never land in a scratch layer or a diff.
-pub const SHIM_DIR: &str = "/dev/.disco/shims";
-/// Where disco's tools (`disco-param`) appear inside the sandbox.
-pub const BIN_DIR: &str = "/dev/.disco/bin";
-/// Where a live sandbox's shims record the commands they defer.
-pub const DEFERRED: &str = "/dev/.disco/deferred";
+pub use super::paths::{BIN_DIR, DEFERRED, SHIM_DIR};
 
 /// Capabilities dropped in noop: each reaches outside the sandbox's namespaces (modules,
 /// clock, raw I/O, device nodes, file handles, other processes, mounts, immutable flags that
@@ -237,49 +232,7 @@ pub(crate) fn mount_overlay_as(
     work: &Path,
     volatile: bool,
 ) -> Result<(), SandboxError> {
-    // Scratch layers are `volatile` (no syncs while scripts write: a merge makes what it
-    // needs durable itself). overlayfs marks such a work folder, and refuses it until the
-    // mark is removed; the sandbox that used it last has ended, so it goes.
-    if volatile {
-        let _ = std::fs::remove_dir_all(work.join("work/incompat/volatile"));
-    }
-    let lowerdir = crate::sys::overlay_lowerdir(lowers)
-        .map_err(sys("enter the layers' folder for", target.display()))?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,xino=off",
-        lowerdir,
-        crate::sys::overlay_escape(upper),
-        crate::sys::overlay_escape(work)
-    );
-    let overlay = |data: &str| {
-        mount(
-            Some("overlay"),
-            target,
-            Some("overlay"),
-            MsFlags::MS_NODEV,
-            Some(data),
-        )
-    };
-    if !volatile {
-        return overlay(&data).map_err(sys("mount overlay", format!("on {}", target.display())));
-    }
-    // Kernels before 5.10 know no `volatile`: the same layer, with syncs.
-    overlay(&format!("{data},volatile"))
-        .or_else(|e| {
-            if e == Errno::EINVAL {
-                overlay(&data)
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(sys(
-            "mount overlay",
-            format!(
-                "on {} (lower {})",
-                target.display(),
-                lowers.last().map_or(Path::new("?"), |p| p).display()
-            ),
-        ))
+    super::mounts::overlay(&mut Kernel, target, lowers, (upper, work), volatile)
 }
 
 /// The sandbox's `/dev` in `merged`, with disco's tools and, in noop, the shims.
@@ -413,23 +366,7 @@ pub(crate) fn bind_read_only(
     target: &Path,
     device: bool,
 ) -> Result<(), SandboxError> {
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(sys("bind", target.display()))?;
-    // `nodev` unless it is the device itself: a device node that came with what is bound (a
-    // module's folder, a read-only filesystem) must not open, read-only or not.
-    let mut flags =
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
-    if !device {
-        flags |= MsFlags::MS_NODEV;
-    }
-    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-        .map_err(sys("remount read-only", target.display()))
+    super::mounts::bind_read_only(&mut Kernel, source, target, device)
 }
 
 /// `/sys` read-only: scripts may read hardware facts, never change them.
@@ -596,7 +533,10 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
     if spec.noop {
-        if let Err(e) = drop_capabilities() {
+        let confine = super::seccomp::Program::compile(false)
+            .and_then(|filter| filter.load())
+            .and_then(|_| drop_capabilities());
+        if let Err(e) = confine {
             return e;
         }
         cmd.env("NOOP", "true");
@@ -610,11 +550,10 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     }
 }
 
-/// Drops, for good, the capabilities that reach outside a noop sandbox ([`DROPPED`]), and
-/// installs noop's seccomp filter (the keyring calls and io_uring, which no capability or
-/// namespace keeps inside; see [`super::seccomp`]).
+/// Drops, for good, the capabilities that reach outside a noop sandbox ([`DROPPED`]). Its
+/// callers load noop's seccomp filter first (the keyring calls and io_uring, which no
+/// capability or namespace keeps inside; see [`super::seccomp`]), while they may.
 pub(crate) fn drop_capabilities() -> Result<(), SandboxError> {
-    super::seccomp::install()?;
     use caps::CapSet;
     let err = |e: caps::errors::CapsError| SandboxError::Caps(e.to_string());
     for cap in DROPPED {

@@ -10,7 +10,9 @@
 pub mod connect;
 pub mod enter;
 pub mod mountinfo;
+pub mod mounts;
 pub mod outbound;
+pub mod paths;
 pub mod run;
 pub mod seccomp;
 pub mod shims;
@@ -57,6 +59,18 @@ pub enum SandboxError {
         /// The error.
         errno: nix::errno::Errno,
     },
+    /// A sandbox's set-up, written by the process that starts it, cannot be read.
+    #[error("cannot read the sandbox's set-up {path}: {source}")]
+    Setup {
+        /// The set-up file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Inherited descriptors could not be closed before the sandbox was entered.
+    #[error("cannot close inherited descriptors: {0}")]
+    Descriptors(#[source] std::io::Error),
     /// Setting up `/dev` or the shims failed.
     #[error("cannot prepare {path} inside the sandbox: {source}")]
     Prepare {
