@@ -1554,6 +1554,41 @@ fn a_filesystem_mounted_where_a_merge_deletes_is_never_emptied() {
 }
 
 #[test]
+fn a_folder_with_a_filesystem_mounted_beneath_is_never_moved_into_an_undo_folder() {
+    if !have_root("live") {
+        return;
+    }
+    let tmp = TempDir::new("live-mounted-beneath");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("srv/data")).unwrap();
+    let state = tmp.path().join("state");
+    let mut j = journal_for(
+        &root,
+        vec![host::apply::Op::Delete {
+            fs: 0,
+            path: "srv/data".into(),
+        }],
+        None,
+        host::apply::journal::Phase::Planned,
+    );
+    // The merge keeps what it replaces: it would move the folder, mount and all.
+    j.filesystems[0].undo = Some(".disco-undo-planned".into());
+    j.write(&state, "1.000002-1.m0").unwrap();
+    let inner = root.join("srv/data/inner");
+    mount_fs("tmpfs", &inner);
+    std::fs::write(inner.join("important"), "keep\n").unwrap();
+    let out = disco(&state, &["recover"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is on another filesystem"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(inner.join("important")).unwrap(),
+        "keep\n"
+    );
+    let _ = nix::mount::umount2(&inner, nix::mount::MntFlags::MNT_DETACH);
+}
+
+#[test]
 fn a_journal_that_cannot_finish_stops_no_noop_dance_and_no_other_root() {
     if !have_root("live") {
         return;

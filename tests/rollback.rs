@@ -724,3 +724,157 @@ fn undo_records_over_the_size_bound_are_pruned_with_their_folders() {
     ok(&live(&state, src.path(), &root, &[]), "a dance");
     assert_eq!(undo_folders(&root), 1);
 }
+
+#[test]
+fn a_dance_that_kept_nothing_cannot_be_rolled_back_and_nothing_is_deleted() {
+    if !have_root("rollback") {
+        return;
+    }
+    let tmp = TempDir::new("rollback-keep-none");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let area = format!("/srv/disco-rollback-none-{}", std::process::id());
+    many_area(&root, &area, 3);
+    let src = TempDir::new("rollback-keep-none-site");
+    many_site(src.path(), &area, 3);
+    let state = tmp.path().join("state");
+    let dirs = [area.as_str()];
+    ok(
+        &live(&state, src.path(), &root, &["--keep-undo", "0"]),
+        "a dance",
+    );
+    let after = manifest(&root, &dirs);
+    assert!(
+        !state.join("undo").exists()
+            || std::fs::read_dir(state.join("undo"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    let out = disco(&state, &["rollback", "--root", root.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("can be rolled back"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(manifest(&root, &dirs), after);
+}
+
+#[test]
+fn a_lost_undo_folder_or_a_lost_parent_folder_stops_the_rollback_before_anything_changes() {
+    if !have_root("rollback") {
+        return;
+    }
+    let tmp = TempDir::new("rollback-lost");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let area = format!("/srv/disco-rollback-lost-{}", std::process::id());
+    many_area(&root, &area, 3);
+    std::fs::create_dir_all(root.join(format!("{}/sub", &area[1..]))).unwrap();
+    std::fs::write(root.join(format!("{}/sub/gone", &area[1..])), "g\n").unwrap();
+    let src = TempDir::new("rollback-lost-site");
+    let script = format!(
+        "#!/bin/bash\nset -e\ncd {area}\nfor i in 1 2 3; do echo new-$i > mod-$i; done\nrm sub/gone\n"
+    );
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/lost", ""),
+            ("modules/lost/scripts/00", &script),
+        ],
+    );
+    let state = tmp.path().join("state");
+    let dirs = [area.as_str()];
+    ok(&live(&state, src.path(), &root, &[]), "a dance");
+    // Someone removes the folder of a path the dance deleted: it cannot be put back.
+    std::fs::remove_dir(root.join(format!("{}/sub", &area[1..]))).unwrap();
+    let after = manifest(&root, &dirs);
+    let root_arg = root.to_str().unwrap();
+    let out = disco(&state, &["rollback", "--root", root_arg]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{area}/sub/gone")) && err.contains("lost its folder"),
+        "{err}"
+    );
+    assert_eq!(manifest(&root, &dirs), after);
+    // Someone removes the undo folder the dance's record names: nothing can be put back, so
+    // nothing is removed either.
+    for e in std::fs::read_dir(&root).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with(".disco-undo-") {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+    }
+    let out = disco(&state, &["rollback", "--root", root_arg, "--force"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("is gone from its undo folder"), "{err}");
+    assert_eq!(manifest(&root, &dirs), after);
+}
+
+#[test]
+fn a_folder_a_module_made_and_a_later_module_chowned_is_checked_for_what_others_put_in() {
+    if !have_root("rollback") {
+        return;
+    }
+    let tmp = TempDir::new("rollback-made");
+    let disposable = disposable_root(tmp.path(), None);
+    let root = disposable.root.clone();
+    let area = format!("/srv/disco-rollback-made-{}", std::process::id());
+    std::fs::create_dir_all(root.join(&area[1..])).unwrap();
+    let src = TempDir::new("rollback-made-site");
+    site(
+        src.path(),
+        &[
+            ("parameters/n1/modules/a", ""),
+            ("parameters/n1/modules/b", ""),
+            (
+                "modules/a/scripts/00",
+                &format!("#!/bin/sh\nmkdir {area}/app\n"),
+            ),
+            ("modules/b/requires", "a\n"),
+            (
+                "modules/b/scripts/00",
+                &format!("#!/bin/sh\nchown 1:1 {area}/app\n"),
+            ),
+        ],
+    );
+    let state = tmp.path().join("state");
+    let dirs = [area.as_str()];
+    let before = manifest(&root, &dirs);
+    ok(&live(&state, src.path(), &root, &[]), "a dance");
+    // A service writes its state into the folder the dance made.
+    std::fs::write(root.join(format!("{}/app/state.db", &area[1..])), "db\n").unwrap();
+    let after = manifest(&root, &dirs);
+    let root_arg = root.to_str().unwrap();
+    let out = disco(&state, &["rollback", "--root", root_arg]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("state.db"), "{err}");
+    assert_eq!(
+        manifest(&root, &dirs),
+        after,
+        "a refused rollback changed something"
+    );
+    ok(
+        &disco(&state, &["rollback", "--root", root_arg, "--force"]),
+        "--force",
+    );
+    let now = manifest(&root, &dirs);
+    let kept: Vec<_> = now
+        .keys()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("app.disco-newer-"))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(kept.len(), 1, "{now:?}");
+    let mut without: BTreeMap<PathBuf, String> = now
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(&kept[0]))
+        .collect();
+    without.retain(|p, _| !p.starts_with(&kept[0]));
+    assert_eq!(without, before);
+}

@@ -1741,9 +1741,12 @@ fn journal_bytes(dir: &Path) -> (u64, usize) {
     let mut total = 0;
     let mut n = 0;
     for e in fs::read_dir(dir).unwrap().flatten() {
+        // A segment rotated away between the listing and its stat is no longer there to count.
         if e.file_name().to_string_lossy().starts_with("serve.jsonl") {
-            total += e.metadata().unwrap().len();
-            n += 1;
+            if let Ok(m) = e.metadata() {
+                total += m.len();
+                n += 1;
+            }
         }
     }
     (total, n)

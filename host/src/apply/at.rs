@@ -152,3 +152,54 @@ fn empty(fd: OwnedFd, dev: u64, shown: &Path) -> Result<(), ApplyError> {
     }
     Ok(())
 }
+
+/// The first folder under the folder `name` in `dir` that is on another device than it (a
+/// mount point), if any: what is mounted there must not move with its folder.
+pub fn mount_beneath(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    shown: &Path,
+) -> Result<Option<PathBuf>, ApplyError> {
+    let Some(st) = stat(dir, name, shown)? else {
+        return Ok(None);
+    };
+    if !is_dir(&st) {
+        return Ok(None);
+    }
+    let sub = open_dir(dir, name, shown)?;
+    let keep = sub
+        .try_clone()
+        .map_err(|e| ApplyError::io("open", shown, e))?;
+    let mut listing = nix::dir::Dir::from_fd(sub).map_err(err("read", shown))?;
+    let mut folders = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(err("read", shown))?;
+        let n = entry.file_name().to_bytes();
+        if n == b"." || n == b".." {
+            continue;
+        }
+        // Only folders can be mount points worth refusing; the type from the listing saves a
+        // stat of every file.
+        if matches!(entry.file_type(), Some(nix::dir::Type::Directory) | None) {
+            folders.push(std::ffi::OsString::from(
+                <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(n),
+            ));
+        }
+    }
+    for n in folders {
+        let path = shown.join(&n);
+        let Some(child) = stat(keep.as_fd(), &n, &path)? else {
+            continue;
+        };
+        if !is_dir(&child) {
+            continue;
+        }
+        if child.st_dev != st.st_dev {
+            return Ok(Some(path));
+        }
+        if let Some(found) = mount_beneath(keep.as_fd(), &n, &path)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}

@@ -265,6 +265,9 @@ fn keep_aside(
         if here.st_dev != parent.st_dev {
             return Err(ApplyError::OtherFilesystem(shown.to_owned()));
         }
+        if let Some(mount) = at::mount_beneath(dir, name, shown)? {
+            return Err(ApplyError::OtherFilesystem(mount));
+        }
     }
     let kept = if link && !at::is_dir(here) {
         nix::unistd::linkat(
@@ -509,6 +512,11 @@ fn record_undo(
     after: BTreeMap<u32, Stamp>,
     before: BTreeMap<u32, Stamp>,
 ) -> Result<(), ApplyError> {
+    // A merge that kept nothing aside (`--keep-undo 0`, a journal of an older disco) cannot be
+    // undone: no record says it can.
+    if j.filesystems.iter().all(|f| f.undo.is_none()) {
+        return Ok(());
+    }
     let mut record = undo::Record {
         version: undo::VERSION,
         journal: j.clone(),

@@ -162,6 +162,9 @@ pub fn rollback(
         ..Outcome::default()
     };
     let resumed = dance.rolling_back();
+    if !resumed {
+        missing_kept(&opening, &dance.id)?;
+    }
     let mut forced: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); opening.records.len()];
     if !resumed {
         let changed = check(&opening)?;
@@ -287,6 +290,35 @@ fn to_json(path: &Path, rec: &Record) -> Result<Vec<u8>, ApplyError> {
     })
 }
 
+/// Refuses, before anything changes, a dance whose undo folders lack an entry their records
+/// list (a folder someone removed, a prune cut short): undoing it would delete the merge's
+/// files and put nothing back.
+fn missing_kept(o: &Opening, dance: &str) -> Result<(), ApplyError> {
+    for (r, (_, rec)) in o.records.iter().enumerate() {
+        for &i in &rec.asides {
+            let Some(op) = rec.journal.ops.get(i as usize) else {
+                continue;
+            };
+            let (fs, rel) = op.target();
+            let shown = rec.journal.shown(fs, rel);
+            let there = match undo_folder(rec, &o.opened[r], fs)? {
+                Some(u) => at::stat(u.fd(), &undo::aside_name(i as usize), &shown)?.is_some(),
+                None => false,
+            };
+            if !there {
+                return Err(ApplyError::CannotUndo {
+                    dance: dance.to_owned(),
+                    why: format!(
+                        "what it replaced at {} is gone from its undo folder",
+                        shown.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// For each path the dance changed, the record and operation that last changed it.
 fn latest(o: &Opening) -> BTreeMap<PathBuf, (usize, usize)> {
     let mut latest = BTreeMap::new();
@@ -300,24 +332,26 @@ fn latest(o: &Opening) -> BTreeMap<PathBuf, (usize, usize)> {
 
 /// Every path changed since the dance: its live path, how, its record and operation.
 fn check(o: &Opening) -> Result<Vec<(PathBuf, String, usize, usize)>, ApplyError> {
-    let made: BTreeSet<PathBuf> = o
-        .records
-        .iter()
-        .flat_map(|(_, rec)| {
-            rec.journal
-                .ops
-                .iter()
-                .filter(|op| !matches!(op, Op::Delete { .. }))
-                .map(|op| {
-                    let (fs, rel) = op.target();
-                    rec.journal.shown(fs, rel)
-                })
-        })
-        .collect();
+    // What the dance put there: every path it staged or made, and every folder any of its
+    // merges made (a later module's chown of it does not make it pre-existing).
+    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut made_folders: BTreeSet<PathBuf> = BTreeSet::new();
+    for (_, rec) in &o.records {
+        for op in &rec.journal.ops {
+            let (fs, rel) = op.target();
+            let shown = rec.journal.shown(fs, rel);
+            if matches!(op, Op::Dir { before: None, .. }) {
+                made_folders.insert(shown.clone());
+            }
+            if !matches!(op, Op::Delete { .. }) {
+                made.insert(shown);
+            }
+        }
+    }
     let mut changed = Vec::new();
     for (shown, (r, i)) in latest(o) {
         let rec = &o.records[r].1;
-        if let Some(why) = changed_since(rec, &o.opened[r], i, &made)? {
+        if let Some(why) = changed_since(rec, &o.opened[r], i, &made, &made_folders)? {
             changed.push((shown, why, r, i));
         }
     }
@@ -330,12 +364,16 @@ fn changed_since(
     opened: &Opened,
     i: usize,
     made: &BTreeSet<PathBuf>,
+    made_folders: &BTreeSet<PathBuf>,
 ) -> Result<Option<String>, ApplyError> {
     let op = &rec.journal.ops[i];
     let (fs, rel) = op.target();
     let shown = rec.journal.shown(fs, rel);
+    let kept = rec.asides.contains(&u32::try_from(i).unwrap_or(u32::MAX));
     let here = match at::parent(opened.tops[fs].as_fd(), rel, &shown) {
         Ok((dir, name)) => at::stat(dir.as_fd(), name, &shown)?.map(|st| (dir, st)),
+        // What was there cannot be put back without its folder.
+        Err(_) if kept => return Ok(Some("lost its folder since the dance".to_owned())),
         Err(_) => None,
     };
     let after = u32::try_from(i).ok().and_then(|i| rec.after.get(&i));
@@ -346,7 +384,7 @@ fn changed_since(
         (_, Some((_, st))) if Some(st.st_ino) != after.map(|a| a.ino) => {
             Some("was replaced since the dance".to_owned())
         }
-        (Op::Dir { attrs, before, .. }, Some((dir, st))) => {
+        (Op::Dir { attrs, .. }, Some((dir, st))) => {
             let name = rel.file_name().unwrap_or_default();
             let fd = at::open_dir(dir.as_fd(), name, &shown)?;
             let file = std::fs::File::from(fd);
@@ -355,7 +393,7 @@ fn changed_since(
                 || xattrs != attrs.xattrs
             {
                 Some("had its mode, owner or extended attributes changed since the dance".into())
-            } else if before.is_none() {
+            } else if made_folders.contains(&shown) {
                 undo::names(file.as_fd(), &shown)?
                     .into_iter()
                     .find(|n| !made.contains(&shown.join(n)))
@@ -450,8 +488,10 @@ fn undo_record(
     let opened = &o.opened[r];
     let forced: BTreeSet<u32> = match &rec.rollback {
         Some(Progress::Done) => return Ok(0),
-        Some(Progress::Moving { forced }) => forced.iter().copied().collect(),
-        _ => BTreeSet::new(),
+        Some(Progress::Moving { forced } | Progress::Restoring { forced }) => {
+            forced.iter().copied().collect()
+        }
+        None => BTreeSet::new(),
     };
     if matches!(rec.rollback, Some(Progress::Moving { .. })) {
         // The newer versions of forced paths go beside them, before anything is put back.
@@ -488,7 +528,9 @@ fn undo_record(
                 out.kept.push((shown.clone(), shown.with_file_name(&to)));
             }
         }
-        rec.rollback = Some(Progress::Restoring);
+        rec.rollback = Some(Progress::Restoring {
+            forced: forced.iter().copied().collect(),
+        });
         super::journal::write_durably(path, &to_json(path, rec)?)?;
     }
     let folders: Vec<Option<Staging>> = (0..rec.journal.filesystems.len())
@@ -498,14 +540,30 @@ fn undo_record(
     for (i, op) in rec.journal.ops.iter().enumerate().rev() {
         let (fs, rel) = op.target();
         let shown = rec.journal.shown(fs, rel);
-        let (dir, name) = at::parent(opened.tops[fs].as_fd(), rel, &shown)?;
+        let folder = folders[fs].as_ref();
+        let aside = undo::aside_name(i);
+        let (dir, name) = match at::parent(opened.tops[fs].as_fd(), rel, &shown) {
+            Ok(found) => found,
+            Err(e) => {
+                // Its folder went since the check (or a forced move took it): nothing of the
+                // merge is left to remove there, and what it kept stays in the undo folder.
+                if let Some(u) =
+                    folder.filter(|u| at::stat(u.fd(), &aside, &shown).ok().flatten().is_some())
+                {
+                    out.warnings.push(format!(
+                        "cannot put back {}: {e}; what it held is kept in {}",
+                        shown.display(),
+                        u.shown.join(&aside).display()
+                    ));
+                }
+                continue;
+            }
+        };
         let here = at::stat(dir.as_fd(), name, &shown)?;
         let after = rec.after.get(&u32::try_from(i).unwrap_or(u32::MAX));
         let ours = here
             .as_ref()
             .is_some_and(|st| after.is_some_and(|a| a.ino == st.st_ino));
-        let aside = undo::aside_name(i);
-        let folder = folders[fs].as_ref();
         let kept = match folder {
             Some(u) => at::stat(u.fd(), &aside, &shown)?,
             None => None,
@@ -546,7 +604,7 @@ fn undo_record(
                 };
                 match unlinkat(dir.as_fd(), name, flag) {
                     Ok(()) => {}
-                    Err(Errno::ENOTEMPTY) if forced.contains(&(i as u32)) => {
+                    Err(Errno::ENOTEMPTY) if force || forced.contains(&(i as u32)) => {
                         let to = newer_name(dir.as_fd(), name, &dance);
                         renameat2(
                             dir.as_fd(),

@@ -70,7 +70,11 @@ pub enum Progress {
         forced: Vec<u32>,
     },
     /// Putting back what the merge replaced, in reverse order.
-    Restoring,
+    Restoring {
+        /// The forced operations, still forced.
+        #[serde(default)]
+        forced: Vec<u32>,
+    },
     /// Undone; the deferred commands remain.
     Done,
 }
@@ -192,6 +196,11 @@ impl Dance {
         self.records.iter().map(|(_, r)| r.bytes).sum()
     }
 
+    /// When its first merge finished.
+    pub fn at_ms(&self) -> u64 {
+        self.records.first().map_or(0, |(_, r)| r.at_ms)
+    }
+
     /// Whether a rollback of it began.
     pub fn rolling_back(&self) -> bool {
         self.records.iter().any(|(_, r)| r.rollback.is_some())
@@ -239,17 +248,20 @@ pub fn dances(state_dir: &Path, root: Option<&Path>) -> Result<Vec<Dance>, Apply
             out.push(dance);
         }
     }
+    // By when their merges finished: ids of other shapes (`__apply`'s) sort by time too.
+    out.sort_by(|a, b| (a.at_ms(), &a.id).cmp(&(b.at_ms(), &b.id)));
     Ok(out)
 }
 
 /// The ids of the dances onto `root` that `disco rollback` can still undo, newest first: the
 /// newest can be undone now, each older one after those above it.
 pub fn rollbackable(state_dir: &Path, root: Option<&Path>) -> Vec<String> {
+    // Newest first, up to the first that cannot be undone: an older one waits behind it.
     dances(state_dir, root)
         .unwrap_or_default()
         .into_iter()
         .rev()
-        .filter(|d| d.records.iter().all(|(_, r)| r.lost.is_empty()))
+        .take_while(|d| d.records.iter().all(|(_, r)| r.lost.is_empty()))
         .map(|d| d.id)
         .collect()
 }
@@ -282,21 +294,31 @@ pub fn prune(state_dir: &Path, root: &Path, keep: usize, max_bytes: u64) -> Vec<
                     dance.id
                 ));
             }
-            Err(e) => lines.push(format!(
-                "cannot prune the undo record of dance {}: {e}; kept",
-                dance.id
-            )),
+            Err(e) => {
+                // Oldest first or not at all: a newer record never goes before an older one.
+                lines.push(format!(
+                    "cannot prune the undo record of dance {}: {e}",
+                    dance.id
+                ));
+                break;
+            }
         }
     }
     lines
 }
 
-/// Removes a dance's undo folders and records, each record after its folders.
+/// Removes a dance's records and undo folders, each record first: an interrupted prune
+/// leaves a folder no record names, never a record whose folder is half gone.
 fn remove_dance(state_dir: &Path, dance: &Dance) -> Result<(), ApplyError> {
     for (path, record) in &dance.records {
         let j = &record.journal;
-        if j.filesystems.iter().any(|f| f.undo.is_some()) {
-            let opened = super::merge::open(j)?;
+        let opened = if j.filesystems.iter().any(|f| f.undo.is_some()) {
+            Some(super::merge::open(j)?)
+        } else {
+            None
+        };
+        journal::remove(path)?;
+        if let Some(opened) = opened {
             for (fs, f) in j.filesystems.iter().enumerate() {
                 if let Some(name) = &f.undo {
                     let top = j.shown(fs, Path::new(""));
@@ -312,7 +334,6 @@ fn remove_dance(state_dir: &Path, dance: &Dance) -> Result<(), ApplyError> {
                 }
             }
         }
-        journal::remove(path)?;
     }
     let _ = std::fs::remove_dir(dance_dir(state_dir, &dance.id));
     Ok(())
