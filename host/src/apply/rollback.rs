@@ -244,6 +244,9 @@ pub fn rollback(
 /// when this dance's merge kept it, exactly what the older record names is restamped; one
 /// edited between the two dances still stops the older rollback.
 fn restamp(o: &Opening, older: &[undo::Dance]) -> Result<(), ApplyError> {
+    if older.is_empty() {
+        return Ok(());
+    }
     let mut moved: std::collections::HashMap<undo::Stamp, undo::Stamp> = Default::default();
     for (r, (_, rec)) in o.records.iter().enumerate() {
         for (&i, &was) in &rec.before {
@@ -369,7 +372,10 @@ fn changed_since(
     let op = &rec.journal.ops[i];
     let (fs, rel) = op.target();
     let shown = rec.journal.shown(fs, rel);
-    let kept = rec.asides.contains(&u32::try_from(i).unwrap_or(u32::MAX));
+    let kept = rec
+        .asides
+        .binary_search(&u32::try_from(i).unwrap_or(u32::MAX))
+        .is_ok();
     let here = match at::parent(opened.tops[fs].as_fd(), rel, &shown) {
         Ok((dir, name)) => at::stat(dir.as_fd(), name, &shown)?.map(|st| (dir, st)),
         // What was there cannot be put back without its folder.
@@ -475,6 +481,28 @@ fn newer_name(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr, dance: &
     }
 }
 
+/// Renames what is at `name` in `dir` (a forced path's newer version, or what took a path the
+/// rollback puts back) beside it, `NAME.disco-newer-DANCE`, and says so in `out`.
+fn keep_newer(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    shown: &Path,
+    dance: &str,
+    out: &mut Outcome,
+) -> Result<(), ApplyError> {
+    let to = newer_name(dir, name, dance);
+    renameat2(
+        dir,
+        name,
+        dir,
+        to.as_os_str(),
+        RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(|e| ApplyError::io("keep the newer version of", shown, e.into()))?;
+    out.kept.push((shown.to_owned(), shown.with_file_name(&to)));
+    Ok(())
+}
+
 /// Undoes record `r` from the phase it is in; returns how many operations it undid. `force`
 /// (`--force`, given now) also moves aside whatever took a path the rollback puts back.
 fn undo_record(
@@ -516,16 +544,7 @@ fn undo_record(
                 _ => after != Some(&undo::Stamp::of(&st)),
             };
             if newer {
-                let to = newer_name(dir.as_fd(), name, &dance);
-                renameat2(
-                    dir.as_fd(),
-                    name,
-                    dir.as_fd(),
-                    to.as_os_str(),
-                    RenameFlags::RENAME_NOREPLACE,
-                )
-                .map_err(|e| ApplyError::io("keep the newer version of", &shown, e.into()))?;
-                out.kept.push((shown.clone(), shown.with_file_name(&to)));
+                keep_newer(dir.as_fd(), name, &shown, &dance, out)?;
             }
         }
         rec.rollback = Some(Progress::Restoring {
@@ -564,10 +583,7 @@ fn undo_record(
         let ours = here
             .as_ref()
             .is_some_and(|st| after.is_some_and(|a| a.ino == st.st_ino));
-        let kept = match folder {
-            Some(u) => at::stat(u.fd(), &aside, &shown)?,
-            None => None,
-        };
+        let listed = rec.asides.binary_search(&(i as u32)).is_ok();
         match op {
             Op::Delete { .. } => {}
             Op::Dir {
@@ -589,13 +605,17 @@ fn undo_record(
             } => {}
             _ if ours => {
                 let st = here.as_ref().is_some_and(at::is_dir);
-                let swap = !st && kept.as_ref().is_some_and(|k| !at::is_dir(k));
-                if let (true, Some(u)) = (swap, folder) {
-                    // A replaced file comes back in one rename: the path is never empty.
-                    renameat(u.fd(), aside.as_os_str(), dir.as_fd(), name)
-                        .map_err(|e| ApplyError::io("put back", &shown, e.into()))?;
-                    undone += 1;
-                    continue;
+                if let (false, true, Some(u)) = (st, listed, folder) {
+                    // A replaced file comes back in one rename: the path is never empty. A
+                    // kept folder (ENOTDIR), or one already put back (ENOENT), goes the long way.
+                    match renameat(u.fd(), aside.as_os_str(), dir.as_fd(), name) {
+                        Ok(()) => {
+                            undone += 1;
+                            continue;
+                        }
+                        Err(Errno::ENOTDIR | Errno::EISDIR | Errno::ENOENT) => {}
+                        Err(e) => return Err(ApplyError::io("put back", &shown, e.into())),
+                    }
                 }
                 let flag = if st {
                     UnlinkatFlags::RemoveDir
@@ -605,18 +625,7 @@ fn undo_record(
                 match unlinkat(dir.as_fd(), name, flag) {
                     Ok(()) => {}
                     Err(Errno::ENOTEMPTY) if force || forced.contains(&(i as u32)) => {
-                        let to = newer_name(dir.as_fd(), name, &dance);
-                        renameat2(
-                            dir.as_fd(),
-                            name,
-                            dir.as_fd(),
-                            to.as_os_str(),
-                            RenameFlags::RENAME_NOREPLACE,
-                        )
-                        .map_err(|e| {
-                            ApplyError::io("keep the newer version of", &shown, e.into())
-                        })?;
-                        out.kept.push((shown.clone(), shown.with_file_name(&to)));
+                        keep_newer(dir.as_fd(), name, &shown, &dance, out)?;
                     }
                     Err(Errno::ENOTEMPTY) => {
                         return Err(ApplyError::ChangedSince {
@@ -632,6 +641,10 @@ fn undo_record(
             }
             _ => {}
         }
+        let kept = match (listed, folder) {
+            (true, Some(u)) => at::stat(u.fd(), &aside, &shown)?,
+            _ => None,
+        };
         if let (Some(u), Some(_)) = (folder, kept) {
             let put_back = || {
                 renameat2(
@@ -647,16 +660,7 @@ fn undo_record(
                 // Taken since the check (or since a rollback was cut short): with --force the
                 // newcomer goes beside it, as a forced path's newer version does.
                 Err(Errno::EEXIST) if force => {
-                    let to = newer_name(dir.as_fd(), name, &dance);
-                    renameat2(
-                        dir.as_fd(),
-                        name,
-                        dir.as_fd(),
-                        to.as_os_str(),
-                        RenameFlags::RENAME_NOREPLACE,
-                    )
-                    .map_err(|e| ApplyError::io("keep the newer version of", &shown, e.into()))?;
-                    out.kept.push((shown.clone(), shown.with_file_name(&to)));
+                    keep_newer(dir.as_fd(), name, &shown, &dance, out)?;
                     put_back().map_err(|e| ApplyError::io("put back", &shown, e.into()))?;
                 }
                 Err(Errno::EEXIST) => {
@@ -711,16 +715,19 @@ fn reverse_diff(o: &Opening, opts: &DiffOptions) -> Result<Vec<Change>, ApplyErr
         let rec = &o.records[r].1;
         let op = &rec.journal.ops[i];
         let (fs, rel) = op.target();
-        let aside = (rec.asides.contains(&u32::try_from(i).unwrap_or(u32::MAX)))
-            .then(|| {
-                rec.journal.filesystems[fs].undo.as_ref().map(|u| {
-                    rec.journal
-                        .shown(fs, Path::new(""))
-                        .join(u)
-                        .join(undo::aside_name(i))
-                })
+        let aside = (rec
+            .asides
+            .binary_search(&u32::try_from(i).unwrap_or(u32::MAX))
+            .is_ok())
+        .then(|| {
+            rec.journal.filesystems[fs].undo.as_ref().map(|u| {
+                rec.journal
+                    .shown(fs, Path::new(""))
+                    .join(u)
+                    .join(undo::aside_name(i))
             })
-            .flatten();
+        })
+        .flatten();
         let (then, attrs) = match (op, aside) {
             (_, Some(aside)) => (Some(aside), None),
             (
