@@ -1518,47 +1518,11 @@ fn a_replayed_staged_journal_never_deletes_what_it_already_put_in_place() {
     assert!(host::apply::pending(&state).is_none());
 }
 
-#[test]
-fn a_filesystem_mounted_where_a_merge_deletes_is_never_emptied() {
-    if !have_root("live") {
-        return;
-    }
-    let tmp = TempDir::new("live-mounted-later");
-    let root = tmp.path().join("root");
-    std::fs::create_dir_all(root.join("srv")).unwrap();
-    let state = tmp.path().join("state");
-    journal_for(
-        &root,
-        vec![host::apply::Op::Delete {
-            fs: 0,
-            path: "srv/data".into(),
-        }],
-        None,
-        host::apply::journal::Phase::Planned,
-    )
-    .write(&state, "1.000002-1.m0")
-    .unwrap();
-    // Since the plan, a filesystem was mounted there.
-    let data = root.join("srv/data");
-    mount_fs("tmpfs", &data);
-    std::fs::write(data.join("important"), "keep\n").unwrap();
-    let out = disco(&state, &["recover"]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("is on another filesystem"), "{stderr}");
-    assert_eq!(
-        std::fs::read_to_string(data.join("important")).unwrap(),
-        "keep\n"
-    );
-    let _ = nix::mount::umount2(&data, nix::mount::MntFlags::MNT_DETACH);
-}
-
-#[test]
-fn a_folder_with_a_filesystem_mounted_beneath_is_never_moved_into_an_undo_folder() {
-    if !have_root("live") {
-        return;
-    }
-    let tmp = TempDir::new("live-mounted-beneath");
+/// A journal that deletes `srv/data`, replayed after a filesystem was mounted at `mounted`
+/// (below the root): the replay refuses and what is mounted keeps its file. `undo` gives the
+/// merge an undo folder, into which it would otherwise move the folder, mount and all.
+fn a_replayed_deletion_refuses_a_mount(tag: &str, mounted: &str, undo: bool) {
+    let tmp = TempDir::new(tag);
     let root = tmp.path().join("root");
     std::fs::create_dir_all(root.join("srv/data")).unwrap();
     let state = tmp.path().join("state");
@@ -1571,21 +1535,39 @@ fn a_folder_with_a_filesystem_mounted_beneath_is_never_moved_into_an_undo_folder
         None,
         host::apply::journal::Phase::Planned,
     );
-    // The merge keeps what it replaces: it would move the folder, mount and all.
-    j.filesystems[0].undo = Some(".disco-undo-planned".into());
+    if undo {
+        j.filesystems[0].undo = Some(".disco-undo-planned".into());
+    }
     j.write(&state, "1.000002-1.m0").unwrap();
-    let inner = root.join("srv/data/inner");
-    mount_fs("tmpfs", &inner);
-    std::fs::write(inner.join("important"), "keep\n").unwrap();
+    let at = root.join(mounted);
+    mount_fs("tmpfs", &at);
+    std::fs::write(at.join("important"), "keep\n").unwrap();
     let out = disco(&state, &["recover"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is on another filesystem"), "{stderr}");
     assert_eq!(
-        std::fs::read_to_string(inner.join("important")).unwrap(),
+        std::fs::read_to_string(at.join("important")).unwrap(),
         "keep\n"
     );
-    let _ = nix::mount::umount2(&inner, nix::mount::MntFlags::MNT_DETACH);
+    let _ = nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH);
+}
+
+#[test]
+fn a_filesystem_mounted_where_a_merge_deletes_is_never_emptied() {
+    if !have_root("live") {
+        return;
+    }
+    // Since the plan, a filesystem was mounted there.
+    a_replayed_deletion_refuses_a_mount("live-mounted-later", "srv/data", false);
+}
+
+#[test]
+fn a_folder_with_a_filesystem_mounted_beneath_is_never_moved_into_an_undo_folder() {
+    if !have_root("live") {
+        return;
+    }
+    a_replayed_deletion_refuses_a_mount("live-mounted-beneath", "srv/data/inner", true);
 }
 
 #[test]

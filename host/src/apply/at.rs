@@ -124,20 +124,8 @@ pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<bool, A
 
 /// Removes everything in the folder `fd`, which is on device `dev`.
 fn empty(fd: OwnedFd, dev: u64, shown: &Path) -> Result<(), ApplyError> {
-    let keep = fd
-        .try_clone()
-        .map_err(|e| ApplyError::io("open", shown, e))?;
-    let mut names = Vec::new();
-    let mut listing = nix::dir::Dir::from_fd(fd).map_err(err("read", shown))?;
-    for entry in listing.iter() {
-        let entry = entry.map_err(err("read", shown))?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(std::ffi::OsString::from(
-                <OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name),
-            ));
-        }
-    }
+    let keep = fd;
+    let names = names(keep.as_fd(), shown)?;
     for name in names {
         let path: PathBuf = shown.join(&name);
         let Some(st) = stat(keep.as_fd(), &name, &path)? else {
@@ -202,4 +190,26 @@ pub fn mount_beneath(
         }
     }
     Ok(None)
+}
+
+/// Lists the names in a folder, by descriptor.
+pub fn names(fd: BorrowedFd<'_>, shown: &Path) -> Result<Vec<std::ffi::OsString>, ApplyError> {
+    use std::os::unix::ffi::OsStrExt;
+    let owned = fd
+        .try_clone_to_owned()
+        .map_err(|e| ApplyError::io("open", shown, e))?;
+    let mut listing =
+        nix::dir::Dir::from_fd(owned).map_err(|e| ApplyError::io("read", shown, e.into()))?;
+    let mut out = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(|e| ApplyError::io("read", shown, e.into()))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push(std::ffi::OsStr::from_bytes(name).to_owned());
+        }
+    }
+    // Reading a directory stream moves its offset, which the clone shares.
+    nix::unistd::lseek(fd.as_fd(), 0, nix::unistd::Whence::SeekSet)
+        .map_err(|e| ApplyError::io("read", shown, e.into()))?;
+    Ok(out)
 }

@@ -542,7 +542,7 @@ fn record_undo(
             }
             continue;
         };
-        let names = undo::names(u.fd(), &u.shown)?;
+        let names = at::names(u.fd(), &u.shown)?;
         if names.is_empty() {
             let _ = u.remove(opened.tops[fs].as_fd());
             rec.undo = None;
@@ -735,9 +735,9 @@ pub fn replay(state_dir: &Path, path: &Path, j: &mut Journal) -> Result<Replayed
         Phase::Planned => {
             // Nothing live changed yet: stage again from the scratch layers, into fresh folders.
             let old = reopen_folders(j, &opened)?;
-            for s in old.staging.into_iter().chain(old.undo).enumerate() {
-                if let (i, Some(s)) = s {
-                    s.remove(opened.tops[i % j.filesystems.len()].as_fd())?;
+            for (i, (staging, undo)) in old.staging.into_iter().zip(old.undo).enumerate() {
+                for s in [staging, undo].into_iter().flatten() {
+                    s.remove(opened.tops[i].as_fd())?;
                 }
             }
             let lost: Vec<&Path> = j

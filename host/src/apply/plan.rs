@@ -143,6 +143,12 @@ impl Op {
     }
 }
 
+/// Whether an extended attribute is overlayfs's own (a scratch layer's bookkeeping, never
+/// merged nor compared).
+pub fn is_overlay_xattr(name: &str) -> bool {
+    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+}
+
 /// Reads the attributes of `path` (not following links).
 pub fn attrs_of(path: &Path, meta: &std::fs::Metadata) -> Result<Attrs, ApplyError> {
     let mut xattrs = Vec::new();
@@ -159,7 +165,7 @@ pub fn attrs_of(path: &Path, meta: &std::fs::Metadata) -> Result<Attrs, ApplyErr
                     ),
                 ));
             };
-            if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+            if is_overlay_xattr(&name) {
                 continue;
             }
             if let Some(value) =

@@ -162,11 +162,9 @@ pub fn rollback(
         ..Outcome::default()
     };
     let resumed = dance.rolling_back();
-    if !resumed {
-        missing_kept(&opening, &dance.id)?;
-    }
     let mut forced: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); opening.records.len()];
     if !resumed {
+        missing_kept(&opening, &dance.id)?;
         let changed = check(&opening)?;
         if req.noop {
             out.changed = changed.iter().map(|c| (c.0.clone(), c.1.clone())).collect();
@@ -298,13 +296,14 @@ fn to_json(path: &Path, rec: &Record) -> Result<Vec<u8>, ApplyError> {
 /// files and put nothing back.
 fn missing_kept(o: &Opening, dance: &str) -> Result<(), ApplyError> {
     for (r, (_, rec)) in o.records.iter().enumerate() {
+        let folders = undo_folders(rec, &o.opened[r])?;
         for &i in &rec.asides {
             let Some(op) = rec.journal.ops.get(i as usize) else {
                 continue;
             };
             let (fs, rel) = op.target();
             let shown = rec.journal.shown(fs, rel);
-            let there = match undo_folder(rec, &o.opened[r], fs)? {
+            let there = match &folders[fs] {
                 Some(u) => at::stat(u.fd(), &undo::aside_name(i as usize), &shown)?.is_some(),
                 None => false,
             };
@@ -320,6 +319,12 @@ fn missing_kept(o: &Opening, dance: &str) -> Result<(), ApplyError> {
         }
     }
     Ok(())
+}
+
+/// A record's undo folders, one per filesystem, opened and checked (`None` where the merge
+/// kept nothing, or the folder is gone).
+fn undo_folders(rec: &Record, opened: &Opened) -> Result<Vec<Option<Staging>>, ApplyError> {
+    merge::reopen(&rec.journal, opened, |fs| fs.undo.as_ref())
 }
 
 /// For each path the dance changed, the record and operation that last changed it.
@@ -400,7 +405,7 @@ fn changed_since(
             {
                 Some("had its mode, owner or extended attributes changed since the dance".into())
             } else if made_folders.contains(&shown) {
-                undo::names(file.as_fd(), &shown)?
+                at::names(file.as_fd(), &shown)?
                     .into_iter()
                     .find(|n| !made.contains(&shown.join(n)))
                     .map(|n| {
@@ -425,7 +430,7 @@ fn xattrs_of(file: &std::fs::File) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for name in file.list_xattr().into_iter().flatten() {
         let name = name.to_string_lossy().into_owned();
-        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+        if super::plan::is_overlay_xattr(&name) {
             continue;
         }
         if let Ok(Some(v)) = file.get_xattr(&name) {
@@ -434,31 +439,6 @@ fn xattrs_of(file: &std::fs::File) -> Vec<(String, Vec<u8>)> {
     }
     out.sort();
     out
-}
-
-/// The undo folder of filesystem `fs` of a record, opened and checked; `None` when the merge
-/// kept nothing there.
-fn undo_folder(rec: &Record, opened: &Opened, fs: usize) -> Result<Option<Staging>, ApplyError> {
-    match rec
-        .journal
-        .filesystems
-        .get(fs)
-        .and_then(|f| f.undo.as_ref())
-    {
-        Some(name) => {
-            let top = rec.journal.shown(fs, Path::new(""));
-            match Staging::open(opened.tops[fs].as_fd(), name, &top) {
-                Ok(s) => Ok(Some(s)),
-                Err(ApplyError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
-        }
-        None => Ok(None),
-    }
 }
 
 /// A free name beside `name` for the newer version of a forced path.
@@ -552,9 +532,7 @@ fn undo_record(
         });
         super::journal::write_durably(path, &to_json(path, rec)?)?;
     }
-    let folders: Vec<Option<Staging>> = (0..rec.journal.filesystems.len())
-        .map(|fs| undo_folder(rec, opened, fs))
-        .collect::<Result<_, _>>()?;
+    let folders = undo_folders(rec, opened)?;
     let mut undone = 0;
     for (i, op) in rec.journal.ops.iter().enumerate().rev() {
         let (fs, rel) = op.target();
@@ -685,7 +663,7 @@ fn undo_record(
     }
     for (fs, folder) in folders.into_iter().enumerate() {
         if let Some(u) = folder {
-            let left = undo::names(u.fd(), &u.shown)?;
+            let left = at::names(u.fd(), &u.shown)?;
             if left.is_empty() {
                 u.remove(opened.tops[fs].as_fd())?;
             } else {

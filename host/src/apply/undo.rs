@@ -253,6 +253,37 @@ pub fn dances(state_dir: &Path, root: Option<&Path>) -> Result<Vec<Dance>, Apply
     Ok(out)
 }
 
+/// The dance onto `root` whose rollback began and did not finish, if any: what a live dance
+/// checks before it starts. Only each record's root and phase are read, not its plan.
+pub fn rolling_back(state_dir: &Path, root: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Root {
+        #[serde(with = "super::bytes")]
+        root: PathBuf,
+    }
+    #[derive(Deserialize)]
+    struct Phase {
+        journal: Root,
+        rollback: Option<serde::de::IgnoredAny>,
+    }
+    let mut ids: Vec<String> = std::fs::read_dir(dir(state_dir))
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    ids.sort();
+    ids.into_iter().find(|id| {
+        std::fs::read_dir(dance_dir(state_dir, id))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|bytes| serde_json::from_slice::<Phase>(&bytes).ok())
+            .any(|p| p.journal.root == root && p.rollback.is_some())
+    })
+}
+
 /// The ids of the dances onto `root` that `disco rollback` can still undo, newest first: the
 /// newest can be undone now, each older one after those above it.
 pub fn rollbackable(state_dir: &Path, root: Option<&Path>) -> Vec<String> {
@@ -312,56 +343,25 @@ pub fn prune(state_dir: &Path, root: &Path, keep: usize, max_bytes: u64) -> Vec<
 fn remove_dance(state_dir: &Path, dance: &Dance) -> Result<(), ApplyError> {
     for (path, record) in &dance.records {
         let j = &record.journal;
-        let opened = if j.filesystems.iter().any(|f| f.undo.is_some()) {
-            Some(super::merge::open(j)?)
+        let folders = if j.filesystems.iter().any(|f| f.undo.is_some()) {
+            let opened = super::merge::open(j)?;
+            // Only folders that are ours are emptied.
+            let folders = super::merge::reopen(j, &opened, |fs| fs.undo.as_ref())?;
+            Some((opened, folders))
         } else {
             None
         };
         journal::remove(path)?;
-        if let Some(opened) = opened {
-            for (fs, f) in j.filesystems.iter().enumerate() {
-                if let Some(name) = &f.undo {
-                    let top = j.shown(fs, Path::new(""));
-                    // Only a folder that is ours is emptied.
-                    match super::staging::Staging::open(opened.tops[fs].as_fd(), name, &top) {
-                        Ok(u) => {
-                            u.remove(opened.tops[fs].as_fd())?;
-                        }
-                        Err(ApplyError::Io { source, .. })
-                            if source.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
+        if let Some((opened, folders)) = folders {
+            for (fs, u) in folders.into_iter().enumerate() {
+                if let Some(u) = u {
+                    u.remove(opened.tops[fs].as_fd())?;
                 }
             }
         }
     }
     let _ = std::fs::remove_dir(dance_dir(state_dir, &dance.id));
     Ok(())
-}
-
-/// Lists the names in a folder, by descriptor.
-pub(super) fn names(
-    fd: BorrowedFd<'_>,
-    shown: &Path,
-) -> Result<Vec<std::ffi::OsString>, ApplyError> {
-    use std::os::unix::ffi::OsStrExt;
-    let owned = fd
-        .try_clone_to_owned()
-        .map_err(|e| ApplyError::io("open", shown, e))?;
-    let mut listing =
-        nix::dir::Dir::from_fd(owned).map_err(|e| ApplyError::io("read", shown, e.into()))?;
-    let mut out = Vec::new();
-    for entry in listing.iter() {
-        let entry = entry.map_err(|e| ApplyError::io("read", shown, e.into()))?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            out.push(std::ffi::OsStr::from_bytes(name).to_owned());
-        }
-    }
-    // Reading a directory stream moves its offset, which the clone shares.
-    nix::unistd::lseek(fd.as_fd(), 0, nix::unistd::Whence::SeekSet)
-        .map_err(|e| ApplyError::io("read", shown, e.into()))?;
-    Ok(out)
 }
 
 /// Bytes held by what is at `name` in `dir` (a folder with everything in it), by blocks.
@@ -376,7 +376,7 @@ pub(super) fn usage(dir: BorrowedFd<'_>, name: &std::ffi::OsStr, shown: &Path) -
     let Ok(sub) = at::open_dir(dir, name, shown) else {
         return own;
     };
-    let Ok(list) = names(sub.as_fd(), shown) else {
+    let Ok(list) = at::names(sub.as_fd(), shown) else {
         return own;
     };
     own + list

@@ -191,13 +191,9 @@ fn begin(opts: &DanceOptions) -> Result<Begun, DanceError> {
     } else {
         // A rollback cut short is finished first, by `disco rollback`: dancing on a half
         // undone system would record that state as the one to go back to.
-        if let Some(d) = crate::apply::undo::dances(&opts.state_dir, Some(&root))
-            .map_err(DanceError::Apply)?
-            .into_iter()
-            .find(crate::apply::undo::Dance::rolling_back)
-        {
+        if let Some(dance) = crate::apply::undo::rolling_back(&opts.state_dir, &root) {
             return Err(DanceError::Apply(
-                crate::apply::ApplyError::RollbackPending { dance: d.id },
+                crate::apply::ApplyError::RollbackPending { dance },
             ));
         }
         for line in crate::apply::recover(

@@ -252,6 +252,11 @@ fn mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str, &str)> {
     })
 }
 
+/// Whether a `cgroup.controllers` or `cgroup.subtree_control` text lists controller `c`.
+fn lists(text: &str, c: Controller) -> bool {
+    text.split_whitespace().any(|x| x == c.name())
+}
+
 /// The leaf a disco in a delegated cgroup moves itself into (see [`hand_down`]).
 const SELF_LEAF: &str = "disco-self";
 
@@ -271,11 +276,10 @@ fn delegated(own: &Path) -> PathBuf {
 /// one process: the processes of a unit that runs more are not disco's to move.
 fn hand_down(own: &Path) {
     let read = |f: &str| fs::read_to_string(own.join(f)).unwrap_or_default();
-    let on = |text: &str, c: Controller| text.split_whitespace().any(|x| x == c.name());
     let (available, enabled) = (read("cgroup.controllers"), read("cgroup.subtree_control"));
     let missing: Vec<Controller> = Controller::ALL
         .into_iter()
-        .filter(|&c| on(&available, c) && !on(&enabled, c))
+        .filter(|&c| lists(&available, c) && !lists(&enabled, c))
         .collect();
     if missing.is_empty() {
         return;
@@ -438,10 +442,9 @@ impl Hierarchy {
     fn enable_controllers(dir: &Path) -> Vec<Controller> {
         let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
         let available = read("cgroup.controllers");
-        let on = |text: &str, c: Controller| text.split_whitespace().any(|x| x == c.name());
         let before = read("cgroup.subtree_control");
         for c in Controller::ALL {
-            if on(&available, c) && !on(&before, c) {
+            if lists(&available, c) && !lists(&before, c) {
                 // Refused when the folder has processes of its own (an override root): then
                 // the v1 hierarchies, or no limits.
                 let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{}", c.name()));
@@ -449,7 +452,7 @@ impl Hierarchy {
         }
         let enabled = if Controller::ALL
             .iter()
-            .any(|&c| on(&available, c) && !on(&before, c))
+            .any(|&c| lists(&available, c) && !lists(&before, c))
         {
             read("cgroup.subtree_control")
         } else {
@@ -457,7 +460,7 @@ impl Hierarchy {
         };
         Controller::ALL
             .into_iter()
-            .filter(|&c| on(&enabled, c))
+            .filter(|&c| lists(&enabled, c))
             .collect()
     }
 
