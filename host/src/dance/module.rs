@@ -106,21 +106,18 @@ pub(super) fn module_options(tree: &Tree, module: &str) -> Result<Options, Dance
         Ok(entries) => entries,
         Err(crate::params::ParamError::NotFound { .. }) => return Ok(options),
         Err(e) => {
-            return Err(DanceError::Parameter {
+            return Err(DanceError::ParameterUnreadable {
                 key: module.to_owned(),
-                why: e.to_string(),
+                source: e,
             })
         }
     };
     for (path, value) in entries {
         if let (Some(value), Some(rel)) = (value, path.strip_prefix(&format!("{module}/"))) {
             if let Some(bad) = value.chars().find(|c| !protocol::is_xml_char(*c)) {
-                return Err(DanceError::Parameter {
+                return Err(DanceError::Uncarriable {
                     key: path.clone(),
-                    why: format!(
-                        "its value holds U+{:04X}, which a SurvivorFixData request cannot carry",
-                        u32::from(bad)
-                    ),
+                    bad,
                 });
             }
             options.push(rel.replace('/', "."), value);
