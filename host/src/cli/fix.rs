@@ -121,17 +121,17 @@ fn request(args: &FixArgs) -> Result<(Vec<u8>, Duration)> {
         let data = super::request::build(Some(secs), &args.options)?;
         return Ok((data.to_xml()?, timeout));
     }
-    let bad = |why: String| {
-        Error::from(SuperviseError::Request {
-            module: args.module.clone(),
-            why,
-        })
-    };
     let mut bytes = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot read stdin: {e}")))?;
-    let data = FixData::validate(&bytes).map_err(|e| bad(e.lines().join("; ")))?;
+    std::io::stdin().read_to_end(&mut bytes).map_err(|source| {
+        SuperviseError::RequestUnreadable {
+            module: args.module.clone(),
+            source,
+        }
+    })?;
+    let data = FixData::validate(&bytes).map_err(|source| SuperviseError::Request {
+        module: args.module.clone(),
+        source,
+    })?;
     let timeout = args
         .timeout
         .or(data.timeout.filter(|&t| t > 0).map(Duration::from_secs))
