@@ -130,7 +130,7 @@ fn request(args: &FixArgs) -> Result<(Vec<u8>, Duration)> {
     })?;
     let data = FixData::validate(&bytes).map_err(|source| SuperviseError::Request {
         module: args.module.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let timeout = args
         .timeout

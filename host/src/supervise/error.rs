@@ -55,9 +55,9 @@ pub enum SuperviseError {
     Request {
         /// The module path.
         module: PathBuf,
-        /// What is wrong with the request.
+        /// What is wrong with the request (boxed: it holds every finding).
         #[source]
-        source: protocol::Invalid,
+        source: Box<protocol::Invalid>,
     },
     /// The kernel refused to start the module.
     #[error("cannot start module {module}: {source}")]
