@@ -61,6 +61,9 @@ pub enum Error {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// `disco dance --timeout` that is no duration (negative, or too large).
+    #[error("--timeout {0}: not a duration")]
+    BadTimeout(f64),
     /// `disco validate --env` that is not `NAME=VALUE`.
     #[error("--env '{0}': expected NAME=VALUE")]
     BadEnv(String),
@@ -138,7 +141,7 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
     /// Anything else, already worded for the user. Only `cli/dance.rs`'s `--timeout` still
-    /// uses it (TODO(errors): a typed variant there, then this goes).
+    /// uses it (TODO(errors): `Error::BadTimeout` there, then this goes).
     #[error("{0}")]
     Other(String),
 }
@@ -160,6 +163,7 @@ impl Error {
             | Error::Create { .. }
             | Error::Exists(_)
             | Error::NoSuchPath(_)
+            | Error::BadTimeout(_)
             | Error::BadEnv(_)
             | Error::BadModuleName(_)
             | Error::SetFromStdinWithValue
@@ -271,6 +275,7 @@ mod tests {
             ),
             (Error::Exists("/d".into()), 1),
             (Error::NoSuchPath("/d".into()), 1),
+            (Error::BadTimeout(-1.0), 1),
             (Error::BadEnv("X".into()), 1),
             (Error::BadModuleName(".x".into()), 1),
             (Error::SetFromStdinWithValue, 1),
@@ -366,6 +371,11 @@ mod tests {
         assert_eq!(
             Error::Exists("/m/x".into()).to_string(),
             "/m/x already exists"
+        );
+        // What `disco dance` says today (`format!("--timeout {}: not a duration", t)`).
+        assert_eq!(
+            Error::BadTimeout(-1.5).to_string(),
+            "--timeout -1.5: not a duration"
         );
     }
 }
