@@ -140,10 +140,6 @@ pub enum Error {
     /// `disco serve`, `disco remote` or `disco history` could not start or go on.
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
-    /// Anything else, already worded for the user. Only `cli/dance.rs`'s `--timeout` still
-    /// uses it (TODO(errors): `Error::BadTimeout` there, then this goes).
-    #[error("{0}")]
-    Other(String),
 }
 
 impl Error {
@@ -181,8 +177,7 @@ impl Error {
             | Error::Dance(_)
             | Error::Report(_)
             | Error::Fleet(_)
-            | Error::Serve(_)
-            | Error::Other(_) => EXIT_FAILURE,
+            | Error::Serve(_) => EXIT_FAILURE,
         }
     }
 }
@@ -343,7 +338,6 @@ mod tests {
                 }),
                 1,
             ),
-            (Error::Other("worded".into()), 1),
         ];
         for (error, status) in cases {
             assert_eq!(error.exit_code(), status, "{error:?}");
@@ -372,7 +366,7 @@ mod tests {
             Error::Exists("/m/x".into()).to_string(),
             "/m/x already exists"
         );
-        // What `disco dance` says today (`format!("--timeout {}: not a duration", t)`).
+        // What `disco dance --timeout -1.5` says.
         assert_eq!(
             Error::BadTimeout(-1.5).to_string(),
             "--timeout -1.5: not a duration"

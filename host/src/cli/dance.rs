@@ -333,7 +333,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
     // dances for another name, the sandboxes carry it.
     let hostname = (node != own && node != fqdn()).then(|| node.clone());
     let timeout = std::time::Duration::try_from_secs_f64(args.timeout)
-        .map_err(|_| Error::Other(format!("--timeout {}: not a duration", args.timeout)))?;
+        .map_err(|_| Error::BadTimeout(args.timeout))?;
     let opts = DanceOptions {
         source: args.source.clone().or(candidate),
         node,
