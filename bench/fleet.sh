@@ -10,17 +10,21 @@
 #
 #   bench/fleet.sh NODES [--check]
 #
-# With TRANSPORT=mixed (the default), even nodes reach the server's rsync daemon over TCP with a password of their own (rsyncd
-# `auth users`); odd nodes reach it over ssh with a key of their own, forced to a daemon config
-# of their own (`rsync --server --daemon --config=NODE.conf .`). Either way a node sees only
-# `parameters/disco`, its own `parameters/NODE` and the modules, and may only write
-# `reports/NODE/` (see doc/fleet.md). `--check` also proves that: each node tries to read
-# another node's parameters and to write another node's reports, and must fail.
+# With TRANSPORT=mixed (the default), even nodes reach the server's rsync daemon over TCP with
+# a password of their own (the shipped contrib/fleet/rsyncd.conf, whose filters name the
+# authenticated node); odd nodes reach it over ssh with a key and a certificate of their own,
+# whose force-command names a daemon config of their own (`rsync --server --daemon
+# --config=NODE.conf .`). Either way a node sees only `parameters/disco`, its own
+# `parameters/NODE` and the modules, and may only write `reports/NODE/` (see doc/fleet.md).
+# `--check` also proves that: each node tries to read another node's parameters, to
+# authenticate as another node or run another command, and to write another node's reports,
+# and must fail.
 #
 # TRANSPORT=rsyncd or TRANSPORT=ssh puts every node on one of the two.
 # Environment: DISCO (the binary; default: a release build), MODULES and FILES (the site's
-# modules, 50, and files per module, 40: the CI test runs a smaller site), WINDOW (seconds of the spread
-# round; default 1.5 s per node, at least 10), TIMEOUT (seconds one dance may take; default 900).
+# modules, 50, and files per module, 40: the CI test runs a smaller site), WINDOW (seconds of
+# the spread round; default 1.5 s per node, at least 10), TIMEOUT (seconds one dance may take;
+# default 900), PAD (the fleet the server's secrets file is sized for; default 50,000).
 # Only 10.213.0.0/16 inside the namespaces made here is used; the host's interfaces, routes and
 # firewall are never touched. Everything made here (namespaces, veths, the bridge, the cgroup,
 # processes, mounts, files) is removed on exit, failed or not.
@@ -123,19 +127,23 @@ echo 'echo candidate=yes' >>"$work/srv/candidate/modules/mod05/templates/etc/fle
 mkdir -p "$work/srv/reports" "$work/srv/nodes"
 chmod 700 "$work/srv/nodes"
 
-# --- The server's rsync daemon config: per node, the site (and the candidate) filtered to
-# that node's parameters, and the reports filtered to that node's folder, write only, as
-# doc/fleet.md sets a server up (contrib/fleet/disco-rsyncd-node).
+# --- The server, as doc/fleet.md sets one up. The TCP way: the shipped rsyncd.conf (one config
+# for every node: the site and the candidate filtered to the authenticated node's parameters,
+# the reports to its folder, write only), with this server's paths and account. The ssh way: a
+# certificate per node whose force-command names a daemon config of the node's own
+# (contrib/fleet/disco-rsyncd-node). Nothing the server reads per connection grows with the
+# fleet but the secrets file, which is padded to PAD nodes (default 50,000: the goal's fleet)
+# with this fleet's nodes last, so that each connection costs what it would there.
 rsyncd_node=$PWD/contrib/fleet/disco-rsyncd-node
 conf=$work/srv/rsyncd.conf
 secrets=$work/srv/rsyncd.secrets
-printf 'use chroot = no\nuid = root\ngid = root\nmax connections = 0\nlisten backlog = 1024\nlog file = /dev/null\nsecrets file = %s\n\n' \
-    "$secrets" >"$conf"
-: >"$secrets"
-chmod 600 "$secrets"
-keys=$work/srv/authorized_keys
-: >"$keys"
+sed -e "s#/srv/disco#$work/srv#g" -e 's#^uid = .*#uid = root#' -e 's#^gid = .*#gid = root#' \
+    -e "s#^secrets file = .*#secrets file = $secrets#" contrib/fleet/rsyncd.conf >"$conf"
+(umask 077 && python3 -c 'import secrets, sys
+sys.stdout.writelines(f"pad{i:06d}.fleet:{secrets.token_urlsafe(18)}\n" for i in range(int(sys.argv[1])))' \
+    "$((${PAD:-50000} > nodes ? ${PAD:-50000} - nodes : 0))" >"$secrets")
 ssh-keygen -q -t ed25519 -N '' -f "$work/srv/host_key"
+ssh-keygen -q -t ed25519 -N '' -C "disco fleet CA" -f "$work/srv/ca"
 for i in $(seq 1 "$nodes"); do
     n=$(node "$i")
     state=$work/nodes/$n/state
@@ -145,17 +153,17 @@ for i in $(seq 1 "$nodes"); do
         echo "$i" >>"$work/tcp-nodes"
         pass=$(head -c 18 /dev/urandom | base64)
         echo "$n:$pass" >>"$secrets"
-        "$rsyncd_node" "$n" "$work/srv" tcp >>"$conf"
         (umask 077 && echo "$pass" >"$state/rsync.pass")
         cmd="rsync -aHAX --password-file=$state/rsync.pass"
-        uri="rsync://$n@$addr/$n-site/"
-        cand="rsync://$n@$addr/$n-candidate/"
-        reports="rsync://$n@$addr/$n-reports"
+        uri="rsync://$n@$addr/site/"
+        cand="rsync://$n@$addr/candidate/"
+        reports="rsync://$n@$addr/reports"
     else
-        printf 'use chroot = no\nuid = root\ngid = root\nlog file = /dev/null\n\n' >"$work/srv/nodes/$n.conf"
-        "$rsyncd_node" "$n" "$work/srv" ssh >>"$work/srv/nodes/$n.conf"
+        # The account here is root, so its daemon keeps root's uid (doc/fleet.md's is disco).
+        { printf 'uid = root\ngid = root\n' && "$rsyncd_node" "$n" "$work/srv"; } >"$work/srv/nodes/$n.conf"
         ssh-keygen -q -t ed25519 -N '' -C "$n" -f "$state/id_disco"
-        echo "command=\"rsync --server --daemon --config=$work/srv/nodes/$n.conf .\",restrict $(cat "$state/id_disco.pub")" >>"$keys"
+        ssh-keygen -q -s "$work/srv/ca" -I "$n" -n root -O clear \
+            -O force-command="rsync --server --daemon --config=$work/srv/nodes/$n.conf ." "$state/id_disco.pub"
         # One ssh connection per dance: the report's push rides on the fetch's (ControlMaster).
         # doc/fleet.md keeps it 60 s after its last use; here a dance takes minutes (NODES
         # dances share this machine's cores), so it is kept longer and node.sh ends it.
@@ -173,7 +181,8 @@ cat >"$work/srv/sshd_config" <<EOF
 ListenAddress $addr
 HostKey $work/srv/host_key
 PidFile none
-AuthorizedKeysFile $keys
+AuthorizedKeysFile none
+TrustedUserCAKeys $work/srv/ca.pub
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -381,16 +390,22 @@ PY
         n=$(node "$i")
         o=$(node $((i + 2)))
         state=$work/nodes/$n/state
+        sshopts=(-F /dev/null -i "$state/id_disco" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR)
         if grep -qx "$i" "$work/tcp-nodes" 2>/dev/null; then
             r=(rsync --password-file="$state/rsync.pass")
-            own="rsync://$n@$addr/$n-site"
-            other_mod="rsync://$n@$addr/$o-site/"
-            rep="rsync://$n@$addr/$n-reports"
+            own="rsync://$n@$addr/site"
+            rep="rsync://$n@$addr/reports"
+            # Another node's name with this node's password.
+            try "$i" "${r[@]}" -r "rsync://$o@$addr/site/parameters/$o/" "$bad/othermod/" &&
+                fail "$n authenticated as $o" || echo "check: $n cannot authenticate as $o"
         else
-            r=(rsync -e "ssh -F /dev/null -i $state/id_disco -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR")
+            r=(rsync -e "ssh ${sshopts[*]}")
             own="root@$addr::site"
-            other_mod="root@$addr::$o-site/"
             rep="root@$addr::reports"
+            # Any other command: the certificate forces the node's own daemon config.
+            try "$i" ssh -n "${sshopts[@]}" "root@$addr" "cat $work/srv/nodes/$o.conf" || true
+            grep -q "parameters/$o/" "$work/try.out" && fail "$n ran a command of its own" ||
+                echo "check: $n runs only its certificate's command"
         fi
         try "$i" "${r[@]}" -r "$own/parameters/$n/" "$bad/own/" && [ -f "$bad/own/ntp_server" ] &&
             echo "check: $n reads its own parameters" || fail "$n cannot read its own parameters"
@@ -399,8 +414,6 @@ PY
         else
             echo "check: $n cannot read $o's parameters"
         fi
-        try "$i" "${r[@]}" -r "$other_mod" "$bad/othermod/" && fail "$n read $o's rsync module" ||
-            echo "check: $n cannot open $o's rsync module"
         try "$i" "${r[@]}" -r "$own/reports/" "$bad/rep/" && [ -n "$(ls -A "$bad/rep" 2>/dev/null)" ] &&
             fail "$n listed the reports" || echo "check: $n cannot read reports"
         try "$i" "${r[@]}" --mkpath "$bad/x.json" "$rep/$o/x.json" || true

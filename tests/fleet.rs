@@ -341,9 +341,10 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
 
 /// `bench/fleet.sh 20 --check` with a smaller site: 20 nodes, each in network, UTS and mount
 /// namespaces of its own, with a veth to the server's bridge, fetch from a real rsync daemon
-/// (even nodes, with a password of their own) or sshd (odd nodes, with a key of their own);
-/// every node's report reaches the server; no node reads another's parameters or writes
-/// another's reports; fleet status and fleet diff are right on two nodes with another
+/// (even nodes, with a password of their own, through the shipped `contrib/fleet/rsyncd.conf`)
+/// or sshd (odd nodes, with a key and a certificate of their own); every node's report reaches
+/// the server; no node reads another's parameters, authenticates as another, runs another
+/// command than its certificate's, or writes another's reports; fleet status and fleet diff are right on two nodes with another
 /// parameter; a candidate previews through clush and through the client parameter; and
 /// nothing the script made is left behind.
 #[test]
@@ -360,6 +361,7 @@ fn a_fleet_of_twenty_nodes_in_namespaces() {
         .env("MODULES", "5")
         .env("FILES", "4")
         .env("WINDOW", "10")
+        .env("PAD", "1000")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -372,12 +374,12 @@ fn a_fleet_of_twenty_nodes_in_namespaces() {
         "check: a scheduled dance with disco/client/candidate is a noop against the candidate",
         "check: n002.fleet reads its own parameters",
         "check: n002.fleet cannot read n004.fleet's parameters",
-        "check: n002.fleet cannot open n004.fleet's rsync module",
+        "check: n002.fleet cannot authenticate as n004.fleet",
         "check: n002.fleet cannot write n004.fleet's reports",
         "check: n002.fleet cannot read its reports back",
         "check: n003.fleet reads its own parameters",
         "check: n003.fleet cannot read n005.fleet's parameters",
-        "check: n003.fleet cannot open n005.fleet's rsync module",
+        "check: n003.fleet runs only its certificate's command",
         "check: n003.fleet cannot write n005.fleet's reports",
         "check: fleet diff names the two odd nodes",
         "check: fleet status lists every node, all fresh and ok",
