@@ -820,10 +820,11 @@ fn a_fifo_among_the_files_fails_its_module_at_once() {
     )
     .unwrap();
     let started = std::time::Instant::now();
-    let out = dance(state.path(), src.path(), "n1", &["--timeout", "30"]);
+    let out = dance(state.path(), src.path(), "n1", &["--timeout", "300"]);
     let stdout = text(&out.stdout);
+    // Well before the module's timeout: the FIFO was refused, not waited on.
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(20),
+        started.elapsed() < std::time::Duration::from_secs(120),
         "{stdout}"
     );
     assert!(!out.status.success(), "{stdout}");
@@ -1149,9 +1150,8 @@ fn a_sparse_terabyte_file_diffs_within_the_modules_timeout() {
             ),
         ],
     );
-    let started = std::time::Instant::now();
+    // The module's timeout bounds its diff too: a diff that read the terabyte would fail it.
     let out = dance(state.path(), src.path(), "n1", &["--timeout", "10"]);
-    let took = started.elapsed();
     let all = format!("{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{all}");
     assert!(all.contains("/var/tmp/disco-tera.img : Created"), "{all}");
@@ -1159,7 +1159,6 @@ fn a_sparse_terabyte_file_diffs_within_the_modules_timeout() {
         all.contains("Contents not compared: 1099511627776 bytes"),
         "{all}"
     );
-    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
     assert!(!Path::new("/var/tmp/disco-tera.img").exists());
 }
 

@@ -10,7 +10,7 @@ use std::os::unix::fs::{chown, symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use host::diff::{
     compute, normal_diff, render_json, render_text, summary, Change, ChangeKind, Content,
@@ -440,13 +440,14 @@ fn sparse_gibibyte_file_is_hashed_by_its_data_not_diffed() {
     f.write_all_at(b"x", 12345).unwrap();
     drop(f);
     let peak_before = peak_rss_kib();
-    let start = Instant::now();
+    let read_before = rchar();
     let changes = s.compute();
-    let took = start.elapsed();
-    // Other tests run in this process at the same time, but none holds anywhere near 256 MiB:
-    // a file read into memory would add 1 GiB to the peak.
+    // Other tests run in this process at the same time, but none holds or reads anywhere near
+    // 256 MiB: a file read into memory would add 1 GiB to the peak, and reading a gibibyte of
+    // holes (zeros to read(2)) 1 GiB to what the process read.
     let grew = peak_rss_kib() - peak_before;
     assert!(grew < 256 * 1024, "peak memory grew by {grew} KiB");
+    let read = rchar() - read_before;
     assert_eq!(changes.len(), 3);
     assert!(changes
         .iter()
@@ -460,13 +461,13 @@ fn sparse_gibibyte_file_is_hashed_by_its_data_not_diffed() {
     assert_ne!(md5("big.img"), md5("one.img"));
     assert!(text_of(&changes[0]).contains("\nContents not compared: 1073741824 bytes"));
     // Holes are skipped, not read: no md5 of a gibibyte of zeros.
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(read < 256 << 20, "the diff read {read} bytes");
 }
 
-/// A script's sparse 1 TB file: its diff takes what its data takes, well under a second.
+/// A script's sparse 1 TB file: its diff reads what its data takes, not the terabyte.
 #[test]
-fn sparse_terabyte_file_diffs_in_under_a_second() {
-    if !privileged("sparse_terabyte_file_diffs_in_under_a_second") {
+fn sparse_terabyte_file_diffs_reading_only_its_data() {
+    if !privileged("sparse_terabyte_file_diffs_reading_only_its_data") {
         return;
     }
     use std::os::unix::fs::FileExt;
@@ -475,12 +476,13 @@ fn sparse_terabyte_file_diffs_in_under_a_second() {
     f.set_len(1 << 40).unwrap();
     f.write_all_at(b"data in the middle", 1 << 39).unwrap();
     drop(f);
-    let start = Instant::now();
+    let read_before = rchar();
     let changes = s.compute();
-    let took = start.elapsed();
+    let read = rchar() - read_before;
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].content, Content::TooLarge(1 << 40));
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Other tests in this process read far less than the 256 MiB bound; the file is 1 TiB.
+    assert!(read < 256 << 20, "the diff read {read} bytes");
 }
 
 /// A diff still reading at its deadline fails, naming the file as the sandbox shows it.
@@ -527,7 +529,6 @@ fn ten_thousand_created_files_in_order() {
         "10,000 created files: {took:?} ({:.0} files/s, unoptimised build)",
         10_000.0 / took.as_secs_f64()
     );
-    assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
 #[test]
@@ -723,6 +724,14 @@ fn real_overlay_changes_are_each_named() {
 }
 
 /// The process's peak resident set (`VmHWM`), in KiB.
+/// What this process's read calls have returned so far, in bytes (`rchar` of /proc/self/io:
+/// holes count, since read(2) returns them as zeros).
+fn rchar() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    let line = io.lines().find(|l| l.starts_with("rchar:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 fn peak_rss_kib() -> i64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();

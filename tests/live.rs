@@ -993,7 +993,7 @@ fn a_dance_killed_in_a_hanging_deferred_command_never_blocks_a_fix_and_replays_i
     let took = start.elapsed();
     assert_eq!(fix.status(), 0, "{}", fix.stderr());
     assert!(
-        took < Duration::from_secs(10),
+        took < Duration::from_secs(60),
         "disco fix waited {took:?} for a dance's recovery"
     );
     // Whatever the killed dance left running is the test's to end.
