@@ -2,7 +2,6 @@
 //! kept aside in the undo folder), the check that every changed path holds what was staged,
 //! the `syncfs` of each changed filesystem and the undo record.
 
-use super::{Folders, Opened};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -16,6 +15,8 @@ use crate::apply::journal::Journal;
 use crate::apply::staging::{self, Staging};
 use crate::apply::undo::{self, Stamp};
 use crate::apply::{at, ApplyError, Op};
+
+use super::{Folders, Opened};
 
 /// Keeps what is at `name` in `dir` (the path of operation `i`, which it is about to replace
 /// or delete) in the undo folder: renamed there, or for a file another operation replaces

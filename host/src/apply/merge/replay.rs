@@ -1,15 +1,16 @@
 //! Finishing an interrupted merge from its journal (roll forward), or saying why it cannot be.
 
-use super::{
-    commit, name_stagings, open, record_undo, remove_stagings, reopen, reopen_folders, stage,
-    sync_tops, verify, Committed, Folders, Opened,
-};
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use crate::apply::journal::{Journal, Phase};
 use crate::apply::{ApplyError, Op};
+
+use super::{
+    commit, name_stagings, open, record_undo, remove_stagings, reopen, reopen_folders, stage,
+    sync_tops, verify, Committed, Folders, Opened,
+};
 
 /// What a replay did with one journal.
 #[derive(Debug)]

@@ -1,7 +1,6 @@
 //! Phase one of a merge: fresh staging and undo folders with random names, every new file,
 //! link and node written into them, and their removal; a replay reopens the ones it finds.
 
-use super::{Folders, Opened};
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -10,6 +9,8 @@ use crate::apply::journal::{FsRecord, Journal};
 use crate::apply::staging::{self, Staging};
 use crate::apply::undo::{self};
 use crate::apply::{ApplyError, Op};
+
+use super::{Folders, Opened};
 
 /// A new random staging name for each filesystem whose plan stages something, and, when the
 /// merge keeps an undo record, a new undo folder name for each.

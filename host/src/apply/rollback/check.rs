@@ -1,7 +1,6 @@
 //! Step 2 of a rollback, which changes nothing: every kept entry is in its undo folder, and
 //! every path the dance changed holds what the dance left there; and `--noop`'s reverse diff.
 
-use super::{displayed, undo_folders, Opening};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -10,6 +9,8 @@ use crate::apply::merge::Opened;
 use crate::apply::undo::{self, Record};
 use crate::apply::{at, ApplyError, Op};
 use crate::diff::{Change, DiffOptions, Restored};
+
+use super::{displayed, undo_folders, Opening};
 
 /// Refuses, before anything changes, a dance whose undo folders lack an entry their records
 /// list (a folder someone removed, a prune cut short): undoing it would delete the merge's

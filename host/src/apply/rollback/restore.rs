@@ -1,7 +1,6 @@
 //! Steps 4 and 5 of a rollback: each record's operations undone in reverse order (a forced
 //! path's newer version kept beside it), and older dances' records restamped.
 
-use super::{Opening, Outcome};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
@@ -16,6 +15,8 @@ use crate::apply::merge::{self, Opened};
 use crate::apply::staging::{self, Staging};
 use crate::apply::undo::{self, Progress, Record};
 use crate::apply::{at, ApplyError, Op};
+
+use super::{Opening, Outcome};
 
 /// Brings older dances' records up to date with what this rollback put back: keeping an entry
 /// aside and renaming it back moved its change time, not its content. Only an entry that was,

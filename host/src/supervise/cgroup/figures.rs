@@ -2,9 +2,10 @@
 //! `memory.peak`, `pids.peak`, or their v1 names) and the limits it hit (`pids.events`,
 //! `memory.events`).
 
-use super::FixCgroup;
 use std::fs;
 use std::path::Path;
+
+use super::FixCgroup;
 
 /// What a fix's cgroup measured: every member's CPU time, peaks where a controller keeps them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]

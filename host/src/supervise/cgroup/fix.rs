@@ -1,8 +1,6 @@
 //! One fix's cgroup: made with its limits, its members, freezing, `cgroup.kill`, and its
 //! removal (now, or by a later fix once it is empty and a minute old).
 
-use super::figures::keyed;
-use super::{CgroupError, Controller, Hierarchy, Limits};
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -10,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::sys;
+
+use super::figures::keyed;
+use super::{CgroupError, Controller, Hierarchy, Limits};
 
 /// How long a freeze may take to settle before the host looks anyway (a task in
 /// uninterruptible sleep freezes when it wakes).

@@ -2,13 +2,14 @@
 //! or the top of the mount) with the controllers it can enable, and the v1 hierarchies of the
 //! controllers it lacks, found from `/proc/self/mountinfo` and `/proc/self/cgroup`.
 
-use super::{CgroupError, ROOT_ENV};
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use crate::sys;
+
+use super::{CgroupError, ROOT_ENV};
 
 /// The controllers a limit needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
