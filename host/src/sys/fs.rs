@@ -43,7 +43,7 @@ pub fn placement(fd: BorrowedFd<'_>) -> io::Result<Placement> {
         0
     };
     Ok(Placement {
-        dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
+        dev: nix::sys::stat::makedev(u64::from(st.stx_dev_major), u64::from(st.stx_dev_minor)),
         ino: st.stx_ino,
         mnt_id,
     })
