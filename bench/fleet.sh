@@ -20,17 +20,18 @@
 # TRANSPORT=rsyncd or TRANSPORT=ssh puts every node on one of the two.
 # Environment: DISCO (the binary; default: a release build), MODULES and FILES (the site's
 # modules, 50, and files per module, 40: the CI test runs a smaller site), WINDOW (seconds of the spread
-# round; default NODES/4, at least 10), TIMEOUT (seconds one dance may take; default 900).
+# round; default 1.5 s per node, at least 10), TIMEOUT (seconds one dance may take; default 900).
 # Only 10.213.0.0/16 inside the namespaces made here is used; the host's interfaces, routes and
 # firewall are never touched. Everything made here (namespaces, veths, the bridge, the cgroup,
 # processes, mounts, files) is removed on exit, failed or not.
 #
 # The last line (other tools read it):
 # fleet: NODES nodes, E errors, server X ms CPU per node-dance, node p50 A s, p99 B s, holds H nodes at 30 min
-# Disk: a fresh node's noop report holds the contents of the files it would create (21 MB with
-# the default site), and the server keeps three per node (at once, spread, preview), beside
-# each node's 26 MB cache: about 20 GB for 200 nodes. Memory: each noop dance at once keeps
-# its scratch layers (20 MB) in memory.
+# Disk: each node's 26 MB cache, and three reports per node on the server (at once, spread,
+# preview), about 1 MB each: the copy a node pushes leaves the text diffs out. A fresh node's
+# own report holds the contents of the files it would create (21 MB with the default site):
+# only node 2's is kept. About 6 GB for 200 nodes. Memory: each noop dance at once keeps its
+# scratch layers (20 MB) in memory.
 # X is the server's CPU (rsyncd's and sshd's cgroup, every connection's process included) in
 # the spread round (warm caches, as every dance after a node's first); H = 2 cores x 1800 s / X.
 set -euo pipefail
@@ -62,7 +63,10 @@ fi
 }
 transport=${TRANSPORT:-mixed}
 case $transport in mixed | rsyncd | ssh) ;; *) echo "fleet.sh: TRANSPORT is mixed, rsyncd or ssh" >&2; exit 2 ;; esac
-window=${WINDOW:-$((nodes / 4 > 10 ? nodes / 4 : 10))}
+# The spread round is spread as a timer spreads dances: far enough apart that they seldom
+# overlap (a noop dance of the default site costs a node about 2.5 s of CPU; NODES nodes
+# share this machine's cores).
+window=${WINDOW:-$((nodes * 3 / 2 > 10 ? nodes * 3 / 2 : 10))}
 timeout=${TIMEOUT:-900}
 tag=dfl$$
 work=$(mktemp -d /tmp/disco-fleet.XXXXXX)
@@ -152,7 +156,10 @@ for i in $(seq 1 "$nodes"); do
         "$rsyncd_node" "$n" "$work/srv" ssh >>"$work/srv/nodes/$n.conf"
         ssh-keygen -q -t ed25519 -N '' -C "$n" -f "$state/id_disco"
         echo "command=\"rsync --server --daemon --config=$work/srv/nodes/$n.conf .\",restrict $(cat "$state/id_disco.pub")" >>"$keys"
-        cmd="rsync -aHAX -e 'ssh -F /dev/null -i $state/id_disco -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR'"
+        # One ssh connection per dance: the report's push rides on the fetch's (ControlMaster).
+        # doc/fleet.md keeps it 60 s after its last use; here a dance takes minutes (NODES
+        # dances share this machine's cores), so it is kept longer and node.sh ends it.
+        cmd="rsync -aHAX -e 'ssh -F /dev/null -i $state/id_disco -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -o ControlMaster=auto -o ControlPath=$state/ssh -o ControlPersist=${SSH_PERSIST:-900}'"
         uri="root@$addr::site"
         cand="root@$addr::candidate"
         reports="root@$addr::reports"
@@ -203,7 +210,13 @@ start() { # NAME LOG CMD...: runs CMD in the server's namespace and in cgroup NA
     pids+=($!)
 }
 start rsyncd "$work/srv/rsyncd.out" rsync --daemon --no-detach --address="$addr" --config="$conf"
-start sshd "$work/srv/sshd.out" /usr/sbin/sshd -D -e -f "$work/srv/sshd_config"
+# The account a forced command runs as starts its shell on every connection, and bash reads
+# ~/.bashrc there: doc/fleet.md gives the fleet's account /bin/sh and no rc files. Here the
+# account is root, so sshd sees root with /bin/sh (its own mount namespace, its own passwd).
+sed 's#^\(root:[^:]*:[^:]*:[^:]*:[^:]*:[^:]*\):.*#\1:/bin/sh#' /etc/passwd >"$work/srv/passwd"
+start sshd "$work/srv/sshd.out" unshare --mount --propagation private \
+    sh -c 'mount --bind "$0" /etc/passwd && exec "$@"' "$work/srv/passwd" \
+    /usr/sbin/sshd -D -e -f "$work/srv/sshd_config"
 for port in 873 22; do
     for _ in $(seq 100); do
         ip netns exec "$srv" bash -c "exec 3<>/dev/tcp/$addr/$port" 2>/dev/null && break
@@ -211,7 +224,7 @@ for port in 873 22; do
     done
 done
 server_cpu() { awk '$1 == "usage_usec" {print $2}' "$cg/${1:-.}/cpu.stat"; }
-tcp_nodes=$(cat "$work/tcp-nodes" 2>/dev/null | wc -l)
+tcp_nodes=$( (cat "$work/tcp-nodes" 2>/dev/null || true) | wc -l)
 
 # --- One node's dance, in its namespaces: its host name, a disposable root (an overlay of /
 # whose upper layer is the node's own), its state directory. Prints "NODE SECONDS STATUS".
@@ -232,12 +245,15 @@ timeout -k 10 "$timeout" ip netns exec "$tag-$i" unshare --uts --mount --propaga
     sh "$n" "$d" "$DISCO" --state-dir "$d/state" dance --root "$d/root" --no-wait --format json "$@" \
     >"$d/$round.json" 2>"$d/$round.err" || rc=$?
 t1=$(date +%s%N)
-# A fresh node's noop report holds its created files' contents (21 MB with the default site):
-# keep only what the checks read (node 2's, and a preview's until clush has it), and none of
-# the state directory's copies, or 200 nodes fill the disk.
+# An ssh node's connection ends with its dance, as the timer's unit ends it (every process of
+# the unit is stopped), so that no dance rides on an earlier one's connection.
+[ -S "$d/state/ssh" ] && ssh -o ControlPath="$d/state/ssh" -O exit x 2>/dev/null
+# A fresh node's own noop report holds its created files' contents (21 MB with the default
+# site): keep only what the checks read (node 2's, a preview's until clush has it, a failed
+# one's), and none of the state directory's copies, or 200 nodes fill the disk.
 rm -rf "$d/state/reports"
 if [ "$rc" = 0 ] && ! grep -q '"ok": *true' "$d/$round.json"; then rc=failed; fi
-[ "$i" = 2 ] || [ "$round" = preview ] || rm -f "$d/$round.json"
+[ "$i" = 2 ] || [ "$round" = preview ] || [ "$rc" != 0 ] || rm -f "$d/$round.json"
 echo "$n $(((t1 - t0) / 1000000)) $rc"
 EOF_NODE
 export work tag timeout DISCO
@@ -283,7 +299,15 @@ round at-once 0
 round spread "$window"
 awk '$3 != "0" {print $1}' "$work/at-once.times" "$work/spread.times" | sort -u | head -20 |
     while read -r n; do
-        echo "error: $n's dance: $(tail -3 "$work/nodes/$n/spread.err" "$work/nodes/$n/at-once.err" | tr '\n' ' ')"
+        why=$(python3 -c 'import json, sys
+for f in sys.argv[1:]:
+    try:
+        doc = json.load(open(f))
+    except (OSError, ValueError):
+        continue
+    print(*{m["name"] + ": " + str(m["reason"]) for m in doc["modules"] if m["status"] == "failed"}, sep="; ")' \
+            "$work/nodes/$n/spread.json" "$work/nodes/$n/at-once.json" | head -c 400)
+        echo "error: $n's dance: $why $(tail -q -n 3 "$work/nodes/$n/spread.err" "$work/nodes/$n/at-once.err" | tr '\n' ' ')"
     done
 
 # --- On the server: every node's reports, then fleet status and fleet diff.

@@ -277,12 +277,66 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(pushed[0].path()).unwrap()).unwrap();
     util::assert_report_schema(&doc);
+    // The pushed copy leaves the text diff out (a fresh node's would carry every file it
+    // creates) but keeps what `fleet diff` compares.
+    let created = |doc: &serde_json::Value| {
+        doc["modules"][0]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["path"] == "/etc/disco-push")
+            .cloned()
+            .unwrap_or_else(|| panic!("/etc/disco-push not in {doc}"))
+    };
+    let path = created(&doc);
+    // size: the left-out diff's length, of "0a1\n> x\n".
+    assert_eq!(
+        path["content"],
+        serde_json::json!({"kind": "omitted", "size": 8})
+    );
+    assert_eq!(path["after"]["md5"], "401b30e3b8b5d629635a5c613cdb7919");
     let status = disco(
         tmp.path(),
         &["fleet", "status", "--reports", reports.to_str().unwrap()],
     );
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
     assert!(text(&status.stdout).starts_with("n1: "));
+    // The client parameter keeps the diffs in what it pushes.
+    let state = tmp.path().join("state");
+    let set = disco(
+        &state,
+        &["param", "set", "disco/client/reports_diffs", "yes"],
+    );
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    std::fs::remove_dir_all(reports.join("n1")).unwrap();
+    let again = disco(
+        &state,
+        &[
+            "dance",
+            "--noop",
+            "--node",
+            "n1",
+            "--source",
+            src.to_str().unwrap(),
+            "--report-to",
+            reports.to_str().unwrap(),
+        ],
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let pushed = std::fs::read_dir(reports.join("n1"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pushed.path()).unwrap()).unwrap();
+    util::assert_report_schema(&doc);
+    let path = created(&doc);
+    assert_eq!(path["content"]["kind"], "text", "{path}");
+    assert!(
+        path["content"]["diff"].as_str().unwrap().contains("> x"),
+        "{path}"
+    );
 }
 
 /// `bench/fleet.sh 20 --check` with a smaller site: 20 nodes, each in network, UTS and mount

@@ -103,16 +103,15 @@ pub fn run(
     lock_dir: &Path,
 ) -> Result<FixOutcome, ApplyError> {
     let shown = words.join(" ");
-    let (program, argv) = argv(owner.root, words).ok_or_else(|| ApplyError::Deferred {
+    let (program, argv) = argv(owner.root, words).ok_or_else(|| ApplyError::DeferredNotFound {
         command: shown.clone(),
-        why: "not found in the root's PATH".into(),
     })?;
     let timeout = deferred.timeout();
     let request =
         crate::dance::exec::request(owner.module, &deferred.options(), timeout).map_err(|e| {
-            ApplyError::Deferred {
+            ApplyError::DeferredRequest {
                 command: shown.clone(),
-                why: e.to_string(),
+                source: Box::new(e),
             }
         })?;
     let mut spec = FixSpec::new(program, request, owner.node, owner.module);
@@ -123,8 +122,8 @@ pub fn run(
     spec.lock_dir = lock_dir.to_owned();
     spec.timeout = timeout;
     spec.env = crate::dance::exec::environment(owner.module, owner.node, false);
-    supervise::run(&spec).map_err(|e| ApplyError::Deferred {
+    supervise::run(&spec).map_err(|source| ApplyError::Deferred {
         command: shown,
-        why: e.to_string(),
+        source,
     })
 }

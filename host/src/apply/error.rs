@@ -123,13 +123,29 @@ pub enum ApplyError {
         /// Why.
         why: String,
     },
+    /// A deferred command's program is not in the root's `PATH`.
+    #[error("deferred command {command}: not found in the root's PATH")]
+    DeferredNotFound {
+        /// The command.
+        command: String,
+    },
+    /// A deferred command's request could not be written.
+    #[error("deferred command {command}: {source}")]
+    DeferredRequest {
+        /// The command.
+        command: String,
+        /// Why (boxed: a dance's error holds an apply error).
+        #[source]
+        source: Box<crate::dance::DanceError>,
+    },
     /// A deferred command could not be run.
-    #[error("deferred command {command}: {why}")]
+    #[error("deferred command {command}: {source}")]
     Deferred {
         /// The command.
         command: String,
         /// Why.
-        why: String,
+        #[source]
+        source: crate::supervise::SuperviseError,
     },
 }
 

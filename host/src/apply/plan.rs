@@ -346,7 +346,7 @@ impl Planner<'_> {
                 let opaque = is_opaque(&u).map_err(|e| ApplyError::Io {
                     what: "read xattrs of",
                     path: u.clone(),
-                    source: std::io::Error::other(e.to_string()),
+                    source: std::io::Error::other(e),
                 })?;
                 if opaque && live_is_dir {
                     // A replaced folder: what the layer does not hold goes.

@@ -54,30 +54,42 @@ pub fn shell_name(prefix: &str, name: &str) -> String {
     out
 }
 
+/// Why a request does not fit the module's declarations: the MISCONFIG result's Comment says
+/// it, in the Perl library's words.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgsError {
+    /// A declaration is not `NAME=FORMAT`.
+    #[error("argument declaration '{0}' is not NAME=FORMAT")]
+    Declaration(String),
+    /// The declarations are not a valid specification, or the options do not fit it.
+    #[error(transparent)]
+    Args(#[from] ArgErrors),
+    /// The request is no SurvivorFixData.
+    #[error("Valid XML document not provided ({0})")]
+    Request(#[source] protocol::ParseError),
+}
+
 /// Parses the `NAME=FORMAT` declarations into pairs.
-fn decls(raw: &[String]) -> std::result::Result<Vec<(&str, &str)>, String> {
+fn decls(raw: &[String]) -> std::result::Result<Vec<(&str, &str)>, ArgsError> {
     raw.iter()
         .map(|d| {
             d.split_once('=')
-                .ok_or_else(|| format!("argument declaration '{d}' is not NAME=FORMAT"))
+                .ok_or_else(|| ArgsError::Declaration(d.clone()))
         })
         .collect()
 }
 
-/// Checks `request` against the declarations; `Err` holds the MISCONFIG comment.
-pub fn check(
-    raw: &[String],
-    request: &[u8],
-) -> std::result::Result<Vec<(String, bool, Vec<String>)>, String> {
+/// A checked argument: its name, whether it is a list, its values.
+pub type Checked = (String, bool, Vec<String>);
+
+/// Checks `request` against the declarations; `Err` is the MISCONFIG comment.
+pub fn check(raw: &[String], request: &[u8]) -> std::result::Result<Vec<Checked>, ArgsError> {
     let pairs = decls(raw)?;
-    let spec = ArgSpec::new(pairs.iter().copied()).map_err(|e| ArgErrors::from(e).to_string())?;
+    let spec = ArgSpec::new(pairs.iter().copied()).map_err(ArgErrors::from)?;
     // Lenient, as a runner is: a deviation that leaves the meaning clear is no misconfiguration.
-    let data = FixData::parse(request)
-        .map_err(|e| format!("Valid XML document not provided ({e})"))?
-        .doc;
-    let args = spec
-        .check(&data.options, &HostPaths)
-        .map_err(|e| e.to_string())?;
+    let data = FixData::parse(request).map_err(ArgsError::Request)?.doc;
+    let args = spec.check(&data.options, &HostPaths)?;
     Ok(spec
         .iter()
         .map(|(name, format)| {
@@ -141,7 +153,7 @@ pub(super) fn exec(args: ArgsArgs) -> Result<ExitCode> {
         }
         Err(comment) => {
             // The module's answer, ready to pass on: the Perl library's texts as the Comment.
-            let xml = FixResult::new(ReturnCode::MISCONFIG, comment).to_xml()?;
+            let xml = FixResult::new(ReturnCode::MISCONFIG, comment.to_string()).to_xml()?;
             out.write_all(&xml).map_err(Error::Write)?;
             out.flush().map_err(Error::Write)?;
             Ok(ExitCode::from(ReturnCode::MISCONFIG.exit_status()))
@@ -210,6 +222,6 @@ mod tests {
     fn errors_are_the_perl_texts() {
         let req = FixData::default().to_xml().unwrap();
         let err = check(&["service=string".to_owned()], &req).unwrap_err();
-        assert_eq!(err, "Required argument 'service' not provided");
+        assert_eq!(err.to_string(), "Required argument 'service' not provided");
     }
 }

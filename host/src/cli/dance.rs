@@ -166,6 +166,35 @@ fn client_parameter(state_dir: &std::path::Path, key: &str) -> Option<String> {
     }
 }
 
+/// Why a report could not be pushed to the server (a warning: the dance itself is done).
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    /// The report could not be written to its temporary file.
+    #[error("{path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `disco/client/cmds/rsync` is no command line.
+    #[error("the rsync command {command:?}: {why}")]
+    Command { command: String, why: String },
+    /// rsync could not be started.
+    #[error("{program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// rsync ran and failed; its own words.
+    #[error("{target}: {stderr}")]
+    Rsync { target: String, stderr: String },
+}
+
+/// The client parameter that keeps the text diffs in the report a node pushes (`yes`); by
+/// default they are left out, since a fresh node's would hold every file it creates.
+pub const REPORT_DIFFS_PARAMETER: &str = "disco/client/reports_diffs";
+
 /// Pushes the report to `dest`/NODE/ID.json with the client's rsync command (its ssh key and
 /// options), so the server's `disco fleet` reads it. A node writes only its own folder when
 /// the server allows only that (rrsync -wo, or a write-only rsyncd module per node).
@@ -173,15 +202,29 @@ fn push_report(
     dest: &str,
     state_dir: &std::path::Path,
     report: &dance::report::DanceReport,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), PushError> {
     let tmp = state_dir.join(format!(".report-{}.json", report.id));
-    std::fs::write(&tmp, dance::schema::dance_json(report)).map_err(|e| e.to_string())?;
+    let text =
+        if client_parameter(state_dir, REPORT_DIFFS_PARAMETER).is_some_and(|v| v.trim() == "yes") {
+            dance::schema::dance_json(report)
+        } else {
+            dance::schema::dance_json_without_texts(report)
+        };
+    std::fs::write(&tmp, text).map_err(|source| PushError::Write {
+        path: tmp.clone(),
+        source,
+    })?;
     let command = client_parameter(state_dir, "disco/client/cmds/rsync")
         .unwrap_or_else(|| "rsync -a".to_owned());
-    let mut argv = shell_words::split(&command).map_err(|e| format!("{command}: {e}"))?;
-    if argv.is_empty() {
-        return Err("the rsync command is empty".into());
+    let mut argv = match shell_words::split(&command) {
+        Ok(argv) if argv.is_empty() => Err("it is empty".to_owned()),
+        Ok(argv) => Ok(argv),
+        Err(e) => Err(e.to_string()),
     }
+    .map_err(|why| PushError::Command {
+        command: command.clone(),
+        why,
+    })?;
     argv.retain(|a| !a.starts_with("--del"));
     let target = format!(
         "{}/{}/{}.json",
@@ -196,16 +239,19 @@ fn push_report(
         .arg(&target)
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("{}: {e}", argv[0]));
+        .map_err(|source| PushError::Spawn {
+            program: argv[0].clone(),
+            source,
+        });
     let _ = std::fs::remove_file(&tmp);
     let out = out?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{target}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(PushError::Rsync {
+            target,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 
@@ -287,7 +333,7 @@ pub(super) fn exec(args: DanceArgs, global: &super::GlobalArgs) -> Result<ExitCo
     // dances for another name, the sandboxes carry it.
     let hostname = (node != own && node != fqdn()).then(|| node.clone());
     let timeout = std::time::Duration::try_from_secs_f64(args.timeout)
-        .map_err(|_| Error::Other(format!("--timeout {}: not a duration", args.timeout)))?;
+        .map_err(|_| Error::BadTimeout(args.timeout))?;
     let opts = DanceOptions {
         source: args.source.clone().or(candidate),
         node,

@@ -27,14 +27,13 @@ pub(super) fn exec(args: DeferArgs) -> Result<ExitCode> {
         .iter()
         .map(|w| String::from_utf8_lossy(w.as_bytes()).into_owned())
         .collect();
-    let line = serde_json::to_string(&words).map_err(|e| Error::Other(e.to_string()))?;
+    let line = serde_json::to_string(&words)?;
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(DEFERRED)
-        .map_err(|e| {
-            Error::Other(format!(
-                "cannot record a deferred command in {DEFERRED}: {e}"
-            ))
+        .map_err(|source| Error::Defer {
+            path: DEFERRED,
+            source,
         })?;
     writeln!(f, "{line}").map_err(Error::Write)?;
     eprintln!("{}{}", crate::sandbox::shims::DEFERRED, words.join(" "));

@@ -67,14 +67,16 @@ pub(super) fn exec(args: DiffArgs, global: &super::GlobalArgs) -> Result<ExitCod
                 dance.modules.into_iter().flat_map(|m| m.paths).collect(),
             ),
             None => {
-                let info = run::load(&global.state_dir, args.run.as_deref())
-                    .map_err(|e| Error::Other(e.to_string()))?;
+                let info = run::load(&global.state_dir, args.run.as_deref())?;
                 let opts = DiffOptions {
                     names_root: info.root.clone(),
                     ..DiffOptions::default()
                 };
-                let changes = diff::compute(&layers_of(&info), &opts)
-                    .map_err(|e| Error::Other(format!("run {}: {e}", info.id)))?;
+                let changes =
+                    diff::compute(&layers_of(&info), &opts).map_err(|source| Error::Diff {
+                        run: info.id.clone(),
+                        source,
+                    })?;
                 (info.id, changes)
             }
         };

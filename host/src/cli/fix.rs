@@ -90,12 +90,24 @@ pub struct FixArgs {
     pub cpu_max: Option<u32>,
 }
 
-fn parse_seconds(s: &str) -> std::result::Result<Duration, String> {
+/// A `--timeout` that is no time `disco fix` can wait (clap says it with the option's name).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadSeconds {
+    /// Not a number.
+    #[error("'{0}' is not a number of seconds")]
+    NotANumber(String),
+    /// Zero, negative, or past what a timeout can be.
+    #[error("'{0}' is not a positive number of seconds")]
+    NotPositive(String),
+}
+
+fn parse_seconds(s: &str) -> std::result::Result<Duration, BadSeconds> {
     let secs: f64 = s
         .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+        .map_err(|_| BadSeconds::NotANumber(s.to_owned()))?;
     if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
-        return Err(format!("'{s}' is not a positive number of seconds"));
+        return Err(BadSeconds::NotPositive(s.to_owned()));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -109,17 +121,17 @@ fn request(args: &FixArgs) -> Result<(Vec<u8>, Duration)> {
         let data = super::request::build(Some(secs), &args.options)?;
         return Ok((data.to_xml()?, timeout));
     }
-    let bad = |why: String| {
-        Error::from(SuperviseError::Request {
-            module: args.module.clone(),
-            why,
-        })
-    };
     let mut bytes = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("cannot read stdin: {e}")))?;
-    let data = FixData::validate(&bytes).map_err(|e| bad(e.lines().join("; ")))?;
+    std::io::stdin().read_to_end(&mut bytes).map_err(|source| {
+        SuperviseError::RequestUnreadable {
+            module: args.module.clone(),
+            source,
+        }
+    })?;
+    let data = FixData::validate(&bytes).map_err(|source| SuperviseError::Request {
+        module: args.module.clone(),
+        source: Box::new(source),
+    })?;
     let timeout = args
         .timeout
         .or(data.timeout.filter(|&t| t > 0).map(Duration::from_secs))
@@ -139,8 +151,7 @@ fn spec(args: &FixArgs, global: &super::GlobalArgs) -> Result<FixSpec> {
     let (request, timeout) = request(args)?;
     let host = match &args.host {
         Some(h) => h.clone(),
-        None => crate::sys::hostname()
-            .map_err(|e| Error::Other(format!("cannot read the host name (give --host): {e}")))?,
+        None => crate::sys::hostname().map_err(Error::Hostname)?,
     };
     let service = match &args.service {
         Some(s) => s.clone(),

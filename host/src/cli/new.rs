@@ -145,7 +145,10 @@ fn fill(template: &str, name: &str) -> String {
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
-    let fail = |e: std::io::Error| Error::Other(format!("cannot write {}: {e}", path.display()));
+    let fail = |source| Error::WriteFile {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }
@@ -156,8 +159,10 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
 }
 
 fn mkdir(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path)
-        .map_err(|e| Error::Other(format!("cannot create {}: {e}", path.display())))
+    std::fs::create_dir_all(path).map_err(|source| Error::Create {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Where the doc page goes, as the shipped modules have it (`mod/fix/NAME` beside a top-level
@@ -185,13 +190,11 @@ fn doc_dir(dir: &Path) -> PathBuf {
 pub(super) fn exec(args: NewArgs) -> Result<ExitCode> {
     let name = &args.name;
     if name.starts_with('.') || !protocol::options::is_valid_option_name(name) {
-        return Err(Error::Other(format!(
-            "module name '{name}': use only letters, digits, '_', '-' and '.', not first '.'"
-        )));
+        return Err(Error::BadModuleName(name.clone()));
     }
     let module = args.dir.join(name);
     if module.exists() {
-        return Err(Error::Other(format!("{} already exists", module.display())));
+        return Err(Error::Exists(module));
     }
     if args.ball {
         write(
@@ -210,7 +213,7 @@ pub(super) fn exec(args: NewArgs) -> Result<ExitCode> {
     } else {
         let doc = doc_dir(&args.dir).join(format!("fm-{name}.html"));
         if doc.exists() {
-            return Err(Error::Other(format!("{} already exists", doc.display())));
+            return Err(Error::Exists(doc));
         }
         write(&module.join(name), &fill(SCRIPT, name), 0o755)?;
         write(&module.join("Makefile.in"), &fill(MAKEFILE, name), 0o644)?;

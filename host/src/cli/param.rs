@@ -69,21 +69,19 @@ pub(super) fn exec(args: ParamArgs, global: &super::GlobalArgs) -> Result<ExitCo
     let root = args
         .tree
         .unwrap_or_else(|| global.state_dir.join("parameters"));
-    let tree = Tree::open(root).map_err(param_error)?;
+    let tree = Tree::open(root)?;
     let mut out = String::new();
     match args.verb {
         ParamVerb::Get { path } => {
-            let value = tree.get(&key(&path)?).map_err(param_error)?;
+            let value = tree.get(&key(&path)?)?;
             out = format!("{value}\n");
         }
         ParamVerb::Set { path, value } if path == "-" => {
             if value.is_some() {
-                return Err(Error::Other(
-                    "'set -' reads PATH=VALUE lines from stdin and takes no value".into(),
-                ));
+                return Err(Error::SetFromStdinWithValue);
             }
             // Every line is checked before the first is applied, so a bad line changes nothing.
-            let edits = parse_lines(&read_stdin()?).map_err(param_error)?;
+            let edits = parse_lines(&read_stdin()?)?;
             for (key, value) in &edits {
                 set(&tree, key, value)?;
             }
@@ -108,21 +106,21 @@ pub(super) fn exec(args: ParamArgs, global: &super::GlobalArgs) -> Result<ExitCo
                 Some(path) => key(&path)?,
                 None => KeyPath::root(),
             };
-            for name in tree.keys(&key).map_err(param_error)? {
+            for name in tree.keys(&key)? {
                 out.push_str(&name);
                 out.push('\n');
             }
         }
         ParamVerb::Delete { path, recursive } => {
-            tree.delete(&key(&path)?, recursive).map_err(param_error)?;
+            tree.delete(&key(&path)?, recursive)?;
         }
         ParamVerb::Dump { path } => {
             let key = path.as_deref().map(key).transpose()?;
-            out = render_dump(&tree.dump(key.as_ref()).map_err(param_error)?);
+            out = render_dump(&tree.dump(key.as_ref())?);
         }
         ParamVerb::Json => {
-            let json = tree.to_json().map_err(param_error)?;
-            out = serde_json::to_string_pretty(&json).map_err(|e| Error::Other(e.to_string()))?;
+            let json = tree.to_json()?;
+            out = serde_json::to_string_pretty(&json)?;
             out.push('\n');
         }
     }
@@ -134,16 +132,16 @@ pub(super) fn exec(args: ParamArgs, global: &super::GlobalArgs) -> Result<ExitCo
 }
 
 fn key(path: &str) -> Result<KeyPath> {
-    KeyPath::parse(path).map_err(param_error)
+    Ok(KeyPath::parse(path)?)
 }
 
 fn set(tree: &Tree, key: &KeyPath, value: &str) -> Result<()> {
     if value == DIR_VALUE {
-        tree.set_dir(key)
+        tree.set_dir(key)?;
     } else {
-        tree.set(key, value)
+        tree.set(key, value)?;
     }
-    .map_err(param_error)
+    Ok(())
 }
 
 /// `set -` input: `PATH=VALUE` lines, split at the first `=`; blank lines are skipped. The
@@ -179,8 +177,4 @@ fn read_stdin() -> Result<String> {
             source,
         })?;
     Ok(text)
-}
-
-fn param_error(err: ParamError) -> Error {
-    Error::Other(err.to_string())
 }

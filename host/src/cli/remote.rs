@@ -27,8 +27,7 @@ pub struct RemoteArgs {
 pub(super) fn exec(args: RemoteArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
     let host = match args.host {
         Some(h) => h,
-        None => crate::sys::hostname()
-            .map_err(|e| Error::Other(format!("cannot read the host name (give --host): {e}")))?,
+        None => crate::sys::hostname().map_err(Error::Hostname)?,
     };
     let remote = Remote {
         module_dir: args.module_dir.unwrap_or_else(serve::default_module_dir),

@@ -34,11 +34,14 @@ pub struct ReportArgs {
 }
 
 pub(super) fn exec(args: ReportArgs, global: &super::GlobalArgs) -> Result<ExitCode> {
-    let dance = report::load(&global.state_dir, args.id.as_deref())
-        .map_err(|e| Error::Other(e.to_string()))?;
+    let dance = report::load(&global.state_dir, args.id.as_deref())?;
     if let Some(path) = &args.html {
-        std::fs::write(path, crate::dance::html::render(&dance))
-            .map_err(|source| Error::Other(format!("cannot write {}: {source}", path.display())))?;
+        std::fs::write(path, crate::dance::html::render(&dance)).map_err(|source| {
+            Error::WriteFile {
+                path: path.clone(),
+                source,
+            }
+        })?;
     }
     let rollbackable = crate::apply::undo::rollbackable(&global.state_dir, None);
     let text = match args.format {

@@ -25,19 +25,33 @@ pub struct ResultArgs {
     pub comment: Vec<String>,
 }
 
+/// Why `disco result`'s CODE is not one a fix module may return.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodeError {
+    /// A number no ReturnCode has.
+    #[error(transparent)]
+    OutOfRange(#[from] protocol::OutOfRange),
+    /// Neither a number nor a ReturnCode's name.
+    #[error("return code '{0}' is neither a number nor a name")]
+    Unknown(String),
+    /// A ReturnCode that only a runner gives (2, 3, 5, 6, 7).
+    #[error(
+        "return code {} ({}) is not a fix module's to return (0, 1, 4 or 20..=1000)",
+        .0.value(),
+        .0.name().unwrap_or("custom")
+    )]
+    NotAModules(ReturnCode),
+}
+
 /// The code `text` names, if a fix module may return it; `Err` says why not.
-pub fn module_code(text: &str) -> std::result::Result<ReturnCode, String> {
+pub fn module_code(text: &str) -> std::result::Result<ReturnCode, CodeError> {
     let code = match text.trim().parse::<i64>() {
-        Ok(n) => ReturnCode::new(n).map_err(|e| e.to_string())?,
-        Err(_) => ReturnCode::from_name(text)
-            .ok_or_else(|| format!("return code '{text}' is neither a number nor a name"))?,
+        Ok(n) => ReturnCode::new(n)?,
+        Err(_) => ReturnCode::from_name(text).ok_or_else(|| CodeError::Unknown(text.to_owned()))?,
     };
     if !code.fix_module_may_return() {
-        return Err(format!(
-            "return code {} ({}) is not a fix module's to return (0, 1, 4 or 20..=1000)",
-            code.value(),
-            code.name().unwrap_or("custom")
-        ));
+        return Err(CodeError::NotAModules(code));
     }
     Ok(code)
 }
@@ -49,7 +63,7 @@ pub(super) fn exec(args: ResultArgs) -> Result<ExitCode> {
         Err(why) => {
             // Still answer a valid document, so the runner records the module's mistake
             // instead of an unreadable result.
-            output::error(&why);
+            output::error(&why.to_string());
             FixResult::new(
                 ReturnCode::MISCONFIG,
                 format!("module error: {why}: {comment}"),
@@ -72,8 +86,8 @@ mod tests {
         assert_eq!(module_code("0").unwrap(), ReturnCode::OK);
         assert_eq!(module_code("misconfig").unwrap(), ReturnCode::MISCONFIG);
         assert_eq!(module_code("1000").unwrap().exit_status(), 232);
-        assert!(module_code("5").is_err());
-        assert!(module_code("12").is_err());
-        assert!(module_code("x").is_err());
+        assert!(matches!(module_code("5"), Err(CodeError::NotAModules(_))));
+        assert!(matches!(module_code("12"), Err(CodeError::OutOfRange(_))));
+        assert!(matches!(module_code("x"), Err(CodeError::Unknown(_))));
     }
 }

@@ -83,8 +83,7 @@ pub struct ServeArgs {
 }
 
 pub(super) fn exec(args: ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Other(format!("cannot find the disco binary to run fixes: {e}")))?;
+    let exe = std::env::current_exe().map_err(Error::SelfExe)?;
     let config = Config {
         listen: args.listen,
         rules: args.rules,

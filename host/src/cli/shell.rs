@@ -37,8 +37,7 @@ pub(super) fn exec(args: ShellArgs, global: &super::GlobalArgs) -> Result<ExitCo
         noop: true,
         shims,
         terminal: args.command.is_none(),
-    })
-    .map_err(|e| Error::Other(e.to_string()))?;
+    })?;
     let mut argv: Vec<OsString> = vec!["bash".into()];
     if let Some(command) = args.command {
         argv.push("-c".into());
@@ -49,33 +48,30 @@ pub(super) fn exec(args: ShellArgs, global: &super::GlobalArgs) -> Result<ExitCo
     let status = if argv.len() == 1 {
         // Interactive: a pseudo-terminal of its own (see `sandbox::terminal`), never the
         // user's, whose keystrokes a script could otherwise push (TIOCSTI).
-        let pty = terminal::open().map_err(|e| Error::Other(e.to_string()))?;
+        let pty = terminal::open()?;
         let slave = |pty: &terminal::Pty| {
             pty.slave
                 .try_clone()
                 .map(std::process::Stdio::from)
-                .map_err(|e| Error::Other(format!("cannot start the sandbox: {e}")))
+                .map_err(Error::StartSandbox)
         };
         cmd.stdin(slave(&pty)?)
             .stdout(slave(&pty)?)
             .stderr(slave(&pty)?);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::Other(format!("cannot start the sandbox: {e}")))?;
+        let mut child = cmd.spawn().map_err(Error::StartSandbox)?;
         // The sandbox holds the shell's side now: it closes when the sandbox ends.
         let terminal::Pty { master, slave } = pty;
         drop(slave);
         drop(cmd);
-        terminal::relay(master, &mut child).map_err(|e| Error::Other(e.to_string()))?
+        terminal::relay(master, &mut child)?
     } else {
-        cmd.status()
-            .map_err(|e| Error::Other(format!("cannot start the sandbox: {e}")))?
+        cmd.status().map_err(Error::StartSandbox)?
     };
     if status.code() == Some(crate::sandbox::enter::EXIT_SANDBOX) {
         // The sandbox itself could not be built, and has said why: there is no layer to keep.
         return Ok(ExitCode::from(crate::sandbox::enter::EXIT_SANDBOX as u8));
     }
-    let info = sandbox.finish().map_err(|e| Error::Other(e.to_string()))?;
+    let info = sandbox.finish()?;
     crate::output::info(&format!(
         "scratch layer of run {} kept in {}; 'disco diff' reports it",
         info.id,

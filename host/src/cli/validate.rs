@@ -58,12 +58,7 @@ pub struct ValidateArgs {
 }
 
 pub(super) fn exec(args: ValidateArgs) -> Result<ExitCode> {
-    let target = Target::of(&args.path).ok_or_else(|| {
-        Error::Other(format!(
-            "{}: no such file or directory",
-            args.path.display()
-        ))
-    })?;
+    let target = Target::of(&args.path).ok_or_else(|| Error::NoSuchPath(args.path.clone()))?;
     let mut work = None;
     let run = if args.run {
         let data = super::request::build(None, &args.options)?;
@@ -72,12 +67,14 @@ pub(super) fn exec(args: ValidateArgs) -> Result<ExitCode> {
             let (k, v) = e
                 .split_once('=')
                 .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| Error::Other(format!("--env '{e}': expected NAME=VALUE")))?;
+                .ok_or_else(|| Error::BadEnv(e.clone()))?;
             env.push((k.into(), v.into()));
         }
         let dir = std::env::temp_dir().join(format!("disco-validate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Other(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Create {
+            path: dir.clone(),
+            source,
+        })?;
         work = Some(dir.clone());
         Some(RunOptions {
             options: data.options,

@@ -127,7 +127,7 @@ fn deliver_tree(
                     },
                 ) {
                     crate::apply::at::remove(dst.as_fd(), &name, &to)
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                        .map_err(std::io::Error::other)?;
                 }
                 nix::fcntl::renameat(dst.as_fd(), tmp.as_os_str(), dst.as_fd(), name.as_os_str())
                     .map_err(errno(&to))?;

@@ -88,13 +88,25 @@ pub enum DanceError {
     /// An interrupted merge could not be finished.
     #[error(transparent)]
     Apply(crate::apply::ApplyError),
-    /// A module's parameter cannot be passed to it.
-    #[error("parameter {key}: {why}")]
-    Parameter {
+    /// A module's parameters cannot be read.
+    #[error("parameter {key}: {source}")]
+    ParameterUnreadable {
+        /// The module's key.
+        key: String,
+        /// Why.
+        #[source]
+        source: crate::params::ParamError,
+    },
+    /// A module's parameter holds a character a SurvivorFixData request cannot carry.
+    #[error(
+        "parameter {key}: its value holds U+{:04X}, which a SurvivorFixData request cannot carry",
+        u32::from(*.bad)
+    )]
+    Uncarriable {
         /// The parameter's key.
         key: String,
-        /// What is wrong.
-        why: String,
+        /// The character.
+        bad: char,
     },
     /// Another dance holds the dance lock.
     #[error("another dance is running (it holds {0})")]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::fetch::{Fetched, Fetcher, Source};
+use super::fetch::{FetchError, Fetched, Fetcher, Source};
 use super::order::{self, Requires};
 use super::report::{self, Step, Usage};
 use super::run::DanceOptions;
@@ -28,14 +28,15 @@ fn usage_of(f: &Fetched) -> Usage {
     usage
 }
 
-pub(super) type FetchResults = BTreeMap<String, Result<Fetched, String>>;
+/// Each module's fetch, by name: what was fetched, or why it failed (which fails the module).
+pub(super) type FetchResults = BTreeMap<String, Result<Fetched, FetchError>>;
 
 /// Records a module's fetch as a step and keeps its result.
 fn record(
     fetched: &mut FetchResults,
     steps: &mut Vec<Step>,
     name: &str,
-    r: Result<Fetched, super::fetch::FetchError>,
+    r: Result<Fetched, FetchError>,
 ) {
     let step = match &r {
         Ok(f) => Step::new(name, "fetch", None, usage_of(f), true),
@@ -46,7 +47,7 @@ fn record(
         }
     };
     steps.push(step);
-    fetched.insert(name.to_owned(), r.map_err(|e| e.to_string()));
+    fetched.insert(name.to_owned(), r);
 }
 
 /// The parameters and the modules fetched, in order.

@@ -3,6 +3,7 @@
 //! came, piece by piece (`finish`); live, then merged (`live`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::Options;
@@ -13,7 +14,7 @@ use super::pieces::{Plan, Script, Template};
 use super::progress::Printer;
 use super::report::Step;
 use super::run::DanceOptions;
-use super::sandbox::{DiffJob, Diffed, ModuleRequest, Ran, Request, Worker, WorkerError};
+use super::sandbox::{DiffJob, Diffed, ModuleRequest, Ran, Reply, Request, Worker, WorkerError};
 use super::DanceError;
 use crate::params::{KeyPath, Tree};
 use crate::supervise::FixOutcome;
@@ -25,9 +26,10 @@ pub enum ModuleError {
     /// Its folders, layers or request could not be laid out.
     #[error("{0}")]
     Layout(#[source] Box<DanceError>),
-    /// The dance's sandbox could not run it.
+    /// The dance's sandbox could not run it (shared with the earlier module's diff, which
+    /// the same reply carried).
     #[error(transparent)]
-    Worker(#[from] WorkerError),
+    Worker(Arc<WorkerError>),
     /// A piece (a template, the delivery, a script, a deferred command) failed: its own words.
     #[error("{0}")]
     Piece(String),
@@ -63,6 +65,34 @@ impl ModuleError {
     }
 }
 
+/// Why an earlier module's diff did not come back: its status in the report says it, after
+/// "its diff failed: ".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EarlierDiffError {
+    /// The sandbox could not make it.
+    #[error(transparent)]
+    Sandbox(#[from] super::sandbox::DiffFailed),
+    /// The dance's sandbox failed before it replied.
+    #[error(transparent)]
+    Worker(Arc<WorkerError>),
+    /// The reply carried no diff, though one was asked for.
+    #[error("no diff came back")]
+    NoneCameBack,
+}
+
+/// An earlier module's diff, if one was asked for, or why it did not come back.
+pub(super) type EarlierDiff = Option<Result<Diffed, EarlierDiffError>>;
+
+/// The earlier diff a reply carried, or why it did not come back; `reply` is the worker's
+/// answer to a request that asked for one.
+pub(super) fn earlier_of(reply: Result<Reply, WorkerError>) -> EarlierDiff {
+    match reply {
+        Ok(r) => r.earlier.map(|d| d.map_err(EarlierDiffError::from)),
+        Err(e) => Some(Err(EarlierDiffError::Worker(Arc::new(e)))),
+    }
+}
+
 /// The module's parameters (`MODULE/...` of the merged tree) as ModuleOptions: each value's
 /// path below the module, with `.` for `/` (option names have no `/`). A value the protocol
 /// cannot carry (a NUL byte, a character XML 1.0 forbids), or one that cannot be read, fails
@@ -76,21 +106,18 @@ pub(super) fn module_options(tree: &Tree, module: &str) -> Result<Options, Dance
         Ok(entries) => entries,
         Err(crate::params::ParamError::NotFound { .. }) => return Ok(options),
         Err(e) => {
-            return Err(DanceError::Parameter {
+            return Err(DanceError::ParameterUnreadable {
                 key: module.to_owned(),
-                why: e.to_string(),
+                source: e,
             })
         }
     };
     for (path, value) in entries {
         if let (Some(value), Some(rel)) = (value, path.strip_prefix(&format!("{module}/"))) {
             if let Some(bad) = value.chars().find(|c| !protocol::is_xml_char(*c)) {
-                return Err(DanceError::Parameter {
+                return Err(DanceError::Uncarriable {
                     key: path.clone(),
-                    why: format!(
-                        "its value holds U+{:04X}, which a SurvivorFixData request cannot carry",
-                        u32::from(bad)
-                    ),
+                    bad,
                 });
             }
             options.push(rel.replace('/', "."), value);
@@ -285,7 +312,7 @@ impl ModuleRun<'_> {
                     module: None,
                     earlier,
                 });
-                let earlier = reply.map_or_else(|e| Some(Err(e.to_string())), |r| r.earlier);
+                let earlier = earlier_of(reply);
                 return Turn::NotSent {
                     earlier: Box::new(earlier),
                     error: Box::new(error),
@@ -307,10 +334,13 @@ impl ModuleRun<'_> {
         let asked = request.earlier.is_some();
         match worker.send(&request) {
             Ok(limit) => Turn::Sent { limit, asked },
-            Err(e) => Turn::NotSent {
-                earlier: Box::new(asked.then(|| Err(e.to_string()))),
-                error: Box::new(e.into()),
-            },
+            Err(e) => {
+                let e = Arc::new(e);
+                Turn::NotSent {
+                    earlier: Box::new(asked.then(|| Err(EarlierDiffError::Worker(e.clone())))),
+                    error: Box::new(ModuleError::Worker(e)),
+                }
+            }
         }
     }
 
@@ -320,12 +350,21 @@ impl ModuleRun<'_> {
         &self,
         worker: &mut Worker,
         turn: Turn,
-    ) -> (Option<Result<Diffed, String>>, Result<Ran, ModuleError>) {
+    ) -> (EarlierDiff, Result<Ran, ModuleError>) {
         match turn {
             Turn::NotSent { earlier, error } => (*earlier, Err(*error)),
             Turn::Sent { limit, asked } => match worker.receive(limit) {
-                Ok(reply) => (reply.earlier, Ok(reply.module.unwrap_or_default())),
-                Err(e) => (asked.then(|| Err(e.to_string())), Err(e.into())),
+                Ok(reply) => (
+                    reply.earlier.map(|d| d.map_err(EarlierDiffError::from)),
+                    Ok(reply.module.unwrap_or_default()),
+                ),
+                Err(e) => {
+                    let e = Arc::new(e);
+                    (
+                        asked.then(|| Err(EarlierDiffError::Worker(e.clone()))),
+                        Err(ModuleError::Worker(e)),
+                    )
+                }
             },
         }
     }
@@ -390,7 +429,7 @@ pub(super) enum Turn {
     /// The module could not be laid out or sent: the earlier diff, if any was asked for.
     NotSent {
         /// The earlier module's diff, or why it could not be made.
-        earlier: Box<Option<Result<Diffed, String>>>,
+        earlier: Box<EarlierDiff>,
         /// Why the module fails.
         error: Box<ModuleError>,
     },

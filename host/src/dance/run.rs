@@ -8,11 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 use super::fetch::Fetched;
 use super::gather::{client_value, gather, FetchResults, Gathered};
 use super::layers::Stack;
-use super::module::{module_options, ModuleError, ModuleRun};
+use super::module::{
+    earlier_of, module_options, EarlierDiff, EarlierDiffError, ModuleError, ModuleRun,
+};
 use super::order;
 use super::progress::Printer;
 use super::report::{self, DanceReport, ModuleResult, ModuleStatus, Step, Usage};
-use super::sandbox::{DiffJob, Diffed, ModuleRequest, Request, Setup, Worker};
+use super::sandbox::{DiffJob, ModuleRequest, Request, Setup, Worker};
 use super::DanceError;
 use crate::params::{KeyPath, Tree};
 use crate::sandbox::{RunDir, Target};
@@ -76,12 +78,12 @@ struct Pending {
 /// be made).
 fn record_diff(
     p: Pending,
-    diffed: Option<Result<Diffed, String>>,
+    diffed: EarlierDiff,
     results: &mut [ModuleResult],
     steps: &mut Vec<Step>,
     print: &Printer,
 ) {
-    match diffed.unwrap_or_else(|| Err("no diff came back".into())) {
+    match diffed.unwrap_or(Err(EarlierDiffError::NoneCameBack)) {
         Ok(d) => {
             steps.push(Step::new(&p.name, "diff", None, d.usage, true));
             print.raw(d.diff.as_bytes());
@@ -116,8 +118,7 @@ fn flush(
         module: None,
         earlier: Some(p.job.clone()),
     });
-    let diffed = reply.map_or_else(|e| Some(Err(e.to_string())), |r| r.earlier);
-    record_diff(p, diffed, results, steps, print);
+    record_diff(p, earlier_of(reply), results, steps, print);
 }
 
 /// A noop dance's layers are thrown away at its end: they live in memory, in a tmpfs that
@@ -380,8 +381,9 @@ pub fn dance(opts: &DanceOptions) -> Result<DanceReport, DanceError> {
         // Live, what the module changed (in noop its diff comes with the next module's reply).
         let mut live_paths = Vec::new();
         let status = if let Some(Err(e)) = fetched.get(name) {
-            print.error(&format!("{name}: {e}"));
-            (ModuleStatus::Failed { reason: e.clone() }, (0, 0, 0))
+            let reason = e.to_string();
+            print.error(&format!("{name}: {reason}"));
+            (ModuleStatus::Failed { reason }, (0, 0, 0))
         } else if let Some(req) = blocked {
             let reason = format!("requires {req}, which did not succeed");
             print.warning(&format!("{name}: skipped: {reason}"));

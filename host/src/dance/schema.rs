@@ -73,7 +73,9 @@ struct PathJson<'a> {
 }
 
 impl<'a> PathJson<'a> {
-    fn of(c: &'a Change) -> PathJson<'a> {
+    /// `c` as the schema gives it; without `texts`, a text diff is left out (kind `omitted`,
+    /// its length in bytes as `size`): the sides' md5s still say what changed.
+    fn of(c: &'a Change, texts: bool) -> PathJson<'a> {
         PathJson {
             path: c.path.to_string_lossy().into_owned(),
             kind: match c.kind {
@@ -89,10 +91,15 @@ impl<'a> PathJson<'a> {
                     diff: None,
                     size: None,
                 },
-                Content::Text(t) => ContentJson {
+                Content::Text(t) if texts => ContentJson {
                     kind: "text",
                     diff: Some(t),
                     size: None,
+                },
+                Content::Text(t) => ContentJson {
+                    kind: "omitted",
+                    diff: None,
+                    size: Some(t.len() as u64),
                 },
                 Content::Binary => ContentJson {
                     kind: "binary",
@@ -247,9 +254,21 @@ pub fn dance_json(report: &DanceReport) -> String {
     dance_json_with(report, None)
 }
 
+/// A dance's report as [`dance_json`] does it, but every text diff left out (content kind
+/// `omitted`): the copy a node pushes to its server, where a fresh node's report would
+/// otherwise carry every file it creates (megabytes per node), while `disco fleet` reads only
+/// the md5s, modes and owners.
+pub fn dance_json_without_texts(report: &DanceReport) -> String {
+    render(report, None, false)
+}
+
 /// A dance's report as [`dance_json`] does it, saying which dances `disco rollback` can undo
 /// (`rollbackable`, newest first) when given.
 pub fn dance_json_with(report: &DanceReport, rollbackable: Option<&[String]>) -> String {
+    render(report, rollbackable, true)
+}
+
+fn render(report: &DanceReport, rollbackable: Option<&[String]>, texts: bool) -> String {
     let start = report.started_unix_ms();
     let mut totals = Totals {
         steps: report.steps.len(),
@@ -291,7 +310,7 @@ pub fn dance_json_with(report: &DanceReport, rollbackable: Option<&[String]>) ->
                 status,
                 reason,
                 changes: Counts::of(m.changes),
-                paths: m.paths.iter().map(PathJson::of).collect(),
+                paths: m.paths.iter().map(|c| PathJson::of(c, texts)).collect(),
                 would_execute,
                 deferred,
             }
@@ -338,7 +357,7 @@ pub fn diff_json(run: &str, changes: &[Change]) -> String {
         kind: "diff",
         run,
         totals: Counts::of(crate::diff::summary(changes)),
-        paths: changes.iter().map(PathJson::of).collect(),
+        paths: changes.iter().map(|c| PathJson::of(c, true)).collect(),
     })
 }
 

@@ -103,7 +103,7 @@ fn describe(c: &PathChange) -> String {
 type Ways = BTreeMap<(String, String), (String, Vec<String>)>;
 
 /// Aggregates the newest noop report of each node.
-pub fn fleet_diff(nodes: &[NodeReports], skipped: &mut Vec<String>) -> FleetDiff {
+pub fn fleet_diff(nodes: &[NodeReports], skipped: &mut Vec<super::FleetError>) -> FleetDiff {
     let mut by_path: BTreeMap<String, Ways> = BTreeMap::new();
     let mut failed: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     let mut read = Vec::new();

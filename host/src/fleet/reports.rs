@@ -92,15 +92,23 @@ pub struct NodeReports {
 impl NodeReports {
     /// The newest report that reads as a dance report (with the file it came from), optionally
     /// only noop ones; a file that does not read is passed over, and named in `skipped`.
-    pub fn newest(&self, noop_only: bool, skipped: &mut Vec<String>) -> Option<Report> {
+    pub fn newest(&self, noop_only: bool, skipped: &mut Vec<FleetError>) -> Option<Report> {
         for file in self.files.iter().rev() {
             let parsed = std::fs::read(file)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Report>(&b).map_err(|e| e.to_string()));
+                .map_err(|source| FleetError::ReportUnreadable {
+                    path: file.clone(),
+                    source,
+                })
+                .and_then(|b| {
+                    serde_json::from_slice::<Report>(&b).map_err(|source| FleetError::NotAReport {
+                        path: file.clone(),
+                        source,
+                    })
+                });
             match parsed {
                 Ok(r) if !noop_only || r.noop => return Some(r),
                 Ok(_) => {}
-                Err(e) => skipped.push(format!("{}: {e}", file.display())),
+                Err(e) => skipped.push(e),
             }
         }
         None

@@ -32,7 +32,7 @@ pub fn fleet_status(
     nodes: &[NodeReports],
     now_ms: u64,
     interval_s: u64,
-    skipped: &mut Vec<String>,
+    skipped: &mut Vec<super::FleetError>,
 ) -> Vec<NodeStatus> {
     nodes
         .iter()

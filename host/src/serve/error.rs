@@ -43,6 +43,15 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
+    /// The history failed an earlier write: nothing is appended after it.
+    #[error("history {path}: {source}")]
+    HistoryBroken {
+        /// The history file.
+        path: PathBuf,
+        /// The write that failed.
+        #[source]
+        source: std::sync::Arc<io::Error>,
+    },
     /// The token file is empty.
     #[error("token file {path} is empty")]
     EmptyToken {

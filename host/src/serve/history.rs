@@ -173,7 +173,9 @@ struct Commit {
     appended: u64,
     durable: u64,
     flushing: bool,
-    broken: Option<String>,
+    /// A write that failed: every writer after it gets it (a journal that failed once may
+    /// hold half a batch).
+    broken: Option<std::sync::Arc<std::io::Error>>,
 }
 
 /// The active segment, written only by the flusher of the moment.
@@ -315,9 +317,9 @@ impl Journal {
             })?;
             lines.push(b'\n');
         }
-        let broken = |why: &str| ServeError::History {
+        let broken = |why: &std::sync::Arc<std::io::Error>| ServeError::HistoryBroken {
             path: self.path.clone(),
-            source: std::io::Error::other(why.to_owned()),
+            source: why.clone(),
         };
         let mut c = self.commit.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(why) = &c.broken {
@@ -348,7 +350,7 @@ impl Journal {
             match written {
                 Ok(()) => c.durable = upto,
                 // A journal that failed once may hold half a batch: stop trusting it.
-                Err(e) => c.broken = Some(e.to_string()),
+                Err(e) => c.broken = Some(std::sync::Arc::new(e)),
             }
             self.flushed.notify_all();
         }

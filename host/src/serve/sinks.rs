@@ -40,13 +40,33 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
-    /// A plugin could not be loaded: a missing symbol, another ABI version.
-    #[error("sink plugin {path}: {why}")]
+    /// A plugin could not be loaded (not a library, or one the loader refuses).
+    #[error("sink plugin {path}: {source}")]
     Load {
         /// The plugin.
         path: PathBuf,
-        /// What is wrong with it.
-        why: String,
+        /// Why.
+        #[source]
+        source: libloading::Error,
+    },
+    /// A plugin lacks a symbol of the ABI.
+    #[error("sink plugin {path}: missing symbol {name} ({source})")]
+    Symbol {
+        /// The plugin.
+        path: PathBuf,
+        /// The symbol.
+        name: &'static str,
+        /// Why the loader did not find it.
+        #[source]
+        source: libloading::Error,
+    },
+    /// A plugin speaks another version of the ABI.
+    #[error("sink plugin {path}: ABI version {version}, this disco speaks version {ABI_VERSION}")]
+    Abi {
+        /// The plugin.
+        path: PathBuf,
+        /// The version it speaks.
+        version: u32,
     },
     /// A plugin's call returned an error code.
     #[error("sink plugin {path}: {call} returned {code}")]
@@ -133,30 +153,37 @@ pub struct Plugin {
 impl Plugin {
     /// Loads the plugin at `path` and checks its ABI version and symbols.
     pub fn load(path: &Path) -> Result<Plugin, SinkError> {
-        let at = |why: String| SinkError::Load {
-            path: path.to_owned(),
-            why,
+        let missing = |name: &'static str| {
+            move |source| SinkError::Symbol {
+                path: path.to_owned(),
+                name,
+                source,
+            }
         };
         // SAFETY: loading runs the library's initialisers; the operator named this file as a
         // plugin (like a dlopen'ed module of any daemon), and nothing else is loaded.
-        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| at(e.to_string()))?;
+        let lib = unsafe { libloading::Library::new(path) }.map_err(|source| SinkError::Load {
+            path: path.to_owned(),
+            source,
+        })?;
         // SAFETY: the symbol's type is the ABI's; a library exporting these names with other
         // types breaks the documented contract.
         let version =
             unsafe { lib.get::<unsafe extern "C" fn() -> u32>(b"disco_sink_abi_version") }
-                .map_err(|e| at(format!("missing symbol disco_sink_abi_version ({e})")))?;
+                .map_err(missing("disco_sink_abi_version"))?;
         // SAFETY: as above; the call takes no arguments.
         let v = unsafe { version() };
         if v != ABI_VERSION {
-            return Err(at(format!(
-                "ABI version {v}, this disco speaks version {ABI_VERSION}"
-            )));
+            return Err(SinkError::Abi {
+                path: path.to_owned(),
+                version: v,
+            });
         }
-        let get = |name: &str| {
+        let get = |name: &'static str| {
             // SAFETY: as above.
             unsafe { lib.get::<Call>(name.as_bytes()) }
                 .map(|s| *s)
-                .map_err(|e| at(format!("missing symbol {name} ({e})")))
+                .map_err(missing(name))
         };
         let on_fix = get("disco_sink_on_fix_result")?;
         let on_dance = get("disco_sink_on_dance_report")?;

@@ -40,13 +40,24 @@ pub enum SuperviseError {
         #[source]
         source: io::Error,
     },
-    /// The request given for the module is not a valid SurvivorFixData document.
-    #[error("invalid request for module {module}: {why}")]
+    /// The request given for the module could not be read (`--stdin`).
+    #[error("invalid request for module {module}: cannot read stdin: {source}")]
+    RequestUnreadable {
+        /// The module path.
+        module: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The request given for the module is not a valid SurvivorFixData document: every
+    /// finding, on one line.
+    #[error("invalid request for module {module}: {}", source.lines().join("; "))]
     Request {
         /// The module path.
         module: PathBuf,
-        /// What is wrong with the request.
-        why: String,
+        /// What is wrong with the request (boxed: it holds every finding).
+        #[source]
+        source: Box<protocol::Invalid>,
     },
     /// The kernel refused to start the module.
     #[error("cannot start module {module}: {source}")]

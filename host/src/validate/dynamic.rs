@@ -35,6 +35,51 @@ pub struct RunOptions {
     pub host: String,
 }
 
+/// Why a run of the module could not be attempted; its finding says it after "cannot run it: ".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The sample request could not be written.
+    #[error("cannot write the request: {0}")]
+    Request(#[source] protocol::WriteError),
+    /// The running disco's own path could not be found (bash modules call it).
+    #[error("cannot find disco itself: {0}")]
+    Exe(#[source] std::io::Error),
+    /// The noop sandbox could not be prepared.
+    #[error("cannot prepare the noop sandbox: {0}")]
+    Sandbox(#[source] crate::sandbox::SandboxError),
+    /// The sandbox's plan, just written, cannot be read back.
+    #[error("cannot read the sandbox plan {}", .0.display())]
+    Plan(PathBuf),
+    /// The sandbox's plan could not be saved.
+    #[error(transparent)]
+    SavePlan(crate::sandbox::SandboxError),
+    /// The script that gives the module its environment could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Wrapper {
+        /// The script.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The fix-module host could not run it.
+    #[error(transparent)]
+    Supervise(#[from] supervise::SuperviseError),
+    /// The host inside the sandbox wrote no verdict; what it said on stderr is kept.
+    #[error("the host inside the sandbox did not report ({source}): {stderr}")]
+    Inner {
+        /// Why its output is no verdict.
+        #[source]
+        source: serde_json::Error,
+        /// The end of its stderr, trimmed.
+        stderr: String,
+    },
+    /// The run's thread panicked.
+    #[error("the run panicked")]
+    Panicked,
+}
+
 /// What one run amounted to, as the checks need it.
 #[derive(Debug)]
 struct Ran {
@@ -100,7 +145,7 @@ impl Ran {
 
 /// A script, in the scratch folder, that sets the module's environment and execs it: the host
 /// inside the sandbox gives a module only `PATH` and `DISCO_*`.
-fn wrapper(m: &Module, opts: &RunOptions) -> Result<PathBuf, String> {
+fn wrapper(m: &Module, opts: &RunOptions) -> Result<PathBuf, RunError> {
     use std::os::unix::ffi::OsStrExt;
     let quote = |b: &[u8]| format!("'{}'", String::from_utf8_lossy(b).replace('\'', r"'\''"));
     let mut text = String::from(
@@ -125,20 +170,23 @@ fn wrapper(m: &Module, opts: &RunOptions) -> Result<PathBuf, String> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
         })
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(|source| RunError::Wrapper {
+            path: path.clone(),
+            source,
+        })?;
     Ok(path)
 }
 
 /// One run of the module, and what the host made of it; `Err` when it could not be attempted.
 /// `nested`: in a sandbox, run `disco fix` inside around the module (for rules 2 and 7).
-fn run_once(m: &Module, opts: &RunOptions, service: &str, nested: bool) -> Result<Ran, String> {
+fn run_once(m: &Module, opts: &RunOptions, service: &str, nested: bool) -> Result<Ran, RunError> {
     let request = FixData {
         timeout: Some(opts.timeout.as_secs().max(1)),
         options: opts.options.clone(),
     }
     .to_xml()
-    .map_err(|e| format!("cannot write the request: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find disco itself: {e}"))?;
+    .map_err(RunError::Request)?;
+    let exe = std::env::current_exe().map_err(RunError::Exe)?;
     let mut spec = FixSpec::new(&m.script, request, &opts.host, service);
     spec.timeout = opts.timeout;
     spec.grace = Duration::from_millis(500);
@@ -156,15 +204,15 @@ fn run_once(m: &Module, opts: &RunOptions, service: &str, nested: bool) -> Resul
             shims: ShimConfig::default(),
             terminal: false,
         })
-        .map_err(|e| format!("cannot prepare the noop sandbox: {e}"))?;
+        .map_err(RunError::Sandbox)?;
         let spec_path = sandbox.run.path.join("spec.json");
         // Offer disco inside (`/dev/.disco/bin/disco`, first on PATH), as a dance does.
         let mut plan: Spec = std::fs::read(&spec_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| format!("cannot read the sandbox plan {}", spec_path.display()))?;
+            .ok_or_else(|| RunError::Plan(spec_path.clone()))?;
         plan.tools = Some(exe.clone());
-        plan.save(&spec_path).map_err(|e| e.to_string())?;
+        plan.save(&spec_path).map_err(RunError::SavePlan)?;
         let mut command: Vec<OsString> = vec![
             exe.clone().into(),
             "__sandbox".into(),
@@ -209,7 +257,7 @@ fn run_once(m: &Module, opts: &RunOptions, service: &str, nested: bool) -> Resul
         None
     };
     let nested = nested && sandbox.is_some();
-    let outcome = supervise::run(&spec).map_err(|e| e.to_string());
+    let outcome = supervise::run(&spec);
     if let Some(sandbox) = sandbox {
         // Nothing of a validation run is kept: not the latest run for `disco diff`.
         let path = sandbox.run.path.clone();
@@ -218,12 +266,12 @@ fn run_once(m: &Module, opts: &RunOptions, service: &str, nested: bool) -> Resul
     }
     let outcome = outcome?;
     let inner = if nested && !outcome.timed_out {
-        Some(serde_json::from_slice(&outcome.stdout).map_err(|e| {
-            format!(
-                "the host inside the sandbox did not report ({e}): {}",
-                outcome.stderr_tail.trim()
-            )
-        })?)
+        Some(
+            serde_json::from_slice(&outcome.stdout).map_err(|source| RunError::Inner {
+                source,
+                stderr: outcome.stderr_tail.trim().to_owned(),
+            })?,
+        )
     } else {
         None
     };
@@ -315,7 +363,7 @@ pub fn check(m: &Module, opts: &RunOptions) -> Vec<Finding> {
             .map(|service| s.spawn(move || run_once(m, opts, service, true)))
             .collect();
         runs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("the run panicked".into())))
+            .map(|h| h.join().unwrap_or(Err(RunError::Panicked)))
             .collect::<Vec<_>>()
     });
     let mut reported: Vec<String> = Vec::new();

@@ -12,7 +12,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use super::init::Shared;
 use super::roots::live_base;
 use super::runner::wait_bounded;
-use super::wire::{differ_limit, DiffJob, Diffed, Setup};
+use super::wire::{differ_limit, DiffFailed, DiffJob, Diffed, Setup};
 use crate::dance::report::{SelfUsage, Usage};
 use crate::diff::{self, Change, DiffOptions, Layer};
 use crate::sandbox::enter::{prep, sys};
@@ -38,39 +38,81 @@ pub(super) fn make_diff(
 /// A differ at work: its pid, its "done" pipe, where it writes the diff, how long it may take.
 pub(super) type Differ = (Pid, std::io::PipeReader, PathBuf, Duration);
 
+/// Why the worker could not start a differ or read what it made (what the differ itself met
+/// comes as [`DiffFailed::Differ`]).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DifferError {
+    /// The differ's "done" pipe could not be made.
+    #[error("pipe: {0}")]
+    Pipe(#[source] std::io::Error),
+    /// The differ could not be forked.
+    #[error("cannot fork the differ: {0}")]
+    Fork(#[source] nix::errno::Errno),
+    /// What the differ wrote cannot be read (it died, or was killed past its bound).
+    #[error("the diff: {}: {source}", path.display())]
+    Read {
+        /// Its `diff.json`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// What the differ wrote cannot be decoded (a write cut short).
+    #[error("the diff: {}: {source}", path.display())]
+    Decode {
+        /// Its `diff.json`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<DifferError> for DiffFailed {
+    /// Only the words cross to the dance: the reply is a line of JSON.
+    fn from(e: DifferError) -> DiffFailed {
+        DiffFailed::Worker(e.to_string())
+    }
+}
+
 /// Forks a child that makes `job`'s diff into `DIR/diff.json`.
 pub(super) fn start_differ(
     setup: &Setup,
     shared: &Shared,
     job: &DiffJob,
-) -> Result<Differ, String> {
+) -> Result<Differ, DifferError> {
     let out = job.dir.join("diff.json");
-    let (done_rx, done_tx) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (done_rx, done_tx) = std::io::pipe().map_err(DifferError::Pipe)?;
     // SAFETY: the worker is single-threaded.
-    match unsafe { fork() }.map_err(|e| format!("cannot fork the differ: {e}"))? {
+    match unsafe { fork() }.map_err(DifferError::Fork)? {
         ForkResult::Child => {
             drop(done_rx);
             let made = unshare(CloneFlags::CLONE_NEWNS)
                 .map_err(sys("unshare", "a mount namespace"))
                 .and_then(|()| make_diff(setup, shared, job))
-                .map_err(|e| e.to_string());
+                .map_err(|e| DiffFailed::Differ(e.to_string()));
+            // The worker reads a missing or cut file as the differ's failure.
             let written = serde_json::to_vec(&made)
-                .map_err(|e| e.to_string())
-                .and_then(|json| std::fs::write(&out, json).map_err(|e| e.to_string()));
+                .ok()
+                .is_some_and(|json| std::fs::write(&out, json).is_ok());
             let mut done_tx = done_tx;
             let _ = done_tx.write_all(b"done\n");
-            std::process::exit(i32::from(written.is_err()));
+            std::process::exit(i32::from(!written));
         }
         ForkResult::Parent { child } => Ok((child, done_rx, out, differ_limit(job))),
     }
 }
 
-/// Waits for a differ (bounded) and reads what it made.
-pub(super) fn finish_differ((child, done, out, limit): Differ) -> Result<Diffed, String> {
+/// Waits for a differ (bounded) and reads what it made: its diff, or why it could not make it.
+pub(super) fn finish_differ(
+    (child, done, out, limit): Differ,
+) -> Result<Result<Diffed, DiffFailed>, DifferError> {
     wait_bounded(child, &done, limit);
-    let bytes = std::fs::read(&out).map_err(|e| format!("the diff: {}: {e}", out.display()))?;
-    serde_json::from_slice::<Result<Diffed, String>>(&bytes)
-        .map_err(|e| format!("the diff: {}: {e}", out.display()))?
+    let bytes = std::fs::read(&out).map_err(|source| DifferError::Read {
+        path: out.clone(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| DifferError::Decode { path: out, source })
 }
 
 /// What a module's scratch layers change against everything beneath them: the live tree and

@@ -149,7 +149,11 @@ fn serve(setup: &Setup, shared: &Shared, request: &Request) -> Reply {
         .as_ref()
         .map(|job| start_differ(setup, shared, job));
     let module = request.module.as_ref().map(|r| module(setup, shared, r));
-    let earlier = differ.map(|started| started.and_then(finish_differ));
+    let earlier = differ.map(|started| {
+        started
+            .and_then(finish_differ)
+            .unwrap_or_else(|e| Err(e.into()))
+    });
     if module.is_some() || earlier.is_some() {
         clean_up(setup.noop, &shared.proc);
     }

@@ -38,5 +38,6 @@ mod wire;
 pub use client::{Worker, WorkerError};
 pub use init::sandbox_main;
 pub use wire::{
-    read_setup, DiffJob, Diffed, ModuleRequest, Ran, Record, Records, Reply, Request, Setup,
+    read_setup, DiffFailed, DiffJob, Diffed, ModuleRequest, Ran, Record, Records, Reply, Request,
+    Setup,
 };

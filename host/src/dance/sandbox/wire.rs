@@ -190,7 +190,21 @@ pub struct Reply {
     /// The module, if one ran.
     pub module: Option<Ran>,
     /// The earlier module's diff, if one was asked for, or why it could not be made.
-    pub earlier: Option<Result<Diffed, String>>,
+    pub earlier: Option<Result<Diffed, DiffFailed>>,
+}
+
+/// Why a module's diff could not be made, as it crosses from the sandbox to the dance. The
+/// error was typed where it happened (a [`SandboxError`] in the differ, a `DifferError` in the
+/// worker); only its words, already worded there, cross the process boundary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffFailed {
+    /// The differ met an error making the diff (it names the file at fault).
+    #[error("{0}")]
+    Differ(String),
+    /// The worker could not start the differ, or read what it made.
+    #[error("{0}")]
+    Worker(String),
 }
 
 /// How a module ran.
@@ -358,12 +372,17 @@ mod tests {
                 error: None,
                 diff: None,
             }),
-            earlier: Some(Err("the diff: timed out reading /etc/x".into())),
+            earlier: Some(Err(DiffFailed::Differ(
+                "the diff: timed out reading /etc/x".into(),
+            ))),
         };
         let back: Reply = serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();
         let ran = back.module.unwrap();
         assert_eq!(ran.pieces[0].stdout, "00-a said hello\n");
         assert_eq!(ran.pieces[0].warnings, ["leak: a holder"]);
-        assert!(matches!(back.earlier, Some(Err(e)) if e.contains("/etc/x")));
+        assert_eq!(
+            back.earlier.unwrap().unwrap_err(),
+            DiffFailed::Differ("the diff: timed out reading /etc/x".into())
+        );
     }
 }
