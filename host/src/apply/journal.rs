@@ -68,8 +68,8 @@ impl std::fmt::Display for Identity {
         write!(
             f,
             "device {}:{}, inode {}, mount {}",
-            nix::libc::major(self.dev),
-            nix::libc::minor(self.dev),
+            nix::sys::stat::major(self.dev),
+            nix::sys::stat::minor(self.dev),
             self.ino,
             self.mnt_id
         )

@@ -19,18 +19,20 @@ use std::convert::Infallible;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
+use nix::sys::signal::Signal;
+use nix::unistd::{chdir, fork, pivot_root, ForkResult};
 
-use super::mounts::Kernel;
+use super::mounts::{self, Kernel, Mounts};
+use super::pseudofs;
 use super::shims::ShimMode;
 use super::{Network, SandboxError, ShimConfig, Spec};
+
+pub(crate) use super::capabilities::drop_capabilities;
+pub(crate) use super::signals::{forward_signals, wait_for};
 
 /// Exit status of `disco __sandbox` when the sandbox itself could not be set up.
 pub const EXIT_SANDBOX: i32 = 125;
@@ -38,50 +40,6 @@ pub const EXIT_SANDBOX: i32 = 125;
 pub const EXIT_EXEC: i32 = 127;
 
 pub use super::paths::{BIN_DIR, DEFERRED, SHIM_DIR};
-
-/// Capabilities dropped in noop: each reaches outside the sandbox's namespaces (modules,
-/// clock, raw I/O, device nodes, file handles, other processes, mounts, immutable flags that
-/// would pin the scratch layer, raw and packet sockets, the host's scheduler and memory, the
-/// audit log, leases on live files). What noop keeps, and why, is listed in ARCHITECTURE.md.
-const DROPPED: &[caps::Capability] = {
-    use caps::Capability::*;
-    &[
-        CAP_SYS_MODULE,
-        CAP_SYS_BOOT,
-        CAP_SYS_TIME,
-        CAP_NET_ADMIN,
-        // Raw and packet sockets: they see (and forge) traffic, and are no dry run's business.
-        CAP_NET_RAW,
-        CAP_SYS_RAWIO,
-        CAP_MKNOD,
-        // open_by_handle_at: reaches any file of a filesystem something of it is bound from.
-        CAP_DAC_READ_SEARCH,
-        CAP_SYS_PTRACE,
-        CAP_SYS_ADMIN,
-        // Real-time scheduling and priorities of the host's CPUs; locked memory of its RAM;
-        // limits above the hard ones and reserved disk space: no namespace bounds them.
-        CAP_SYS_NICE,
-        CAP_IPC_LOCK,
-        CAP_SYS_RESOURCE,
-        CAP_LINUX_IMMUTABLE,
-        // Leases on files that may be the host's (a read-only filesystem's).
-        CAP_LEASE,
-        CAP_MAC_ADMIN,
-        CAP_MAC_OVERRIDE,
-        CAP_SYSLOG,
-        CAP_WAKE_ALARM,
-        CAP_BLOCK_SUSPEND,
-        // The host's audit log and its rules.
-        CAP_AUDIT_CONTROL,
-        CAP_AUDIT_WRITE,
-        CAP_AUDIT_READ,
-        CAP_SYS_PACCT,
-        CAP_SYS_TTY_CONFIG,
-        CAP_BPF,
-        CAP_PERFMON,
-        CAP_CHECKPOINT_RESTORE,
-    ]
-};
 
 /// The error of a failed system call `call` on `detail`.
 pub(crate) fn sys(
@@ -131,23 +89,7 @@ pub fn enter(spec: &Spec, argv: &[OsString], cwd: &Path) -> Result<i32, SandboxE
     }
     // Private, recursively: no mount below may propagate to the host's namespace.
     crate::sys::make_mounts_private().map_err(sys("make mounts private", "/"))?;
-    mount_overlays(spec)?;
-    for hidden in &spec.hide {
-        let target = inside(&spec.merged, hidden);
-        if target.is_dir() {
-            // Scripts must not see, or write into, the layers that record them.
-            mount(
-                Some("tmpfs"),
-                &target,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-                Some("size=4k,mode=755"),
-            )
-            .map_err(sys("hide", target.display()))?;
-        }
-    }
-    mount_dev(spec)?;
-    mount_sys(&spec.merged)?;
+    mount_root(&mut Kernel, spec)?;
     forward_signals()?;
     // SAFETY: this process is single-threaded (disco __sandbox starts no threads before here),
     // so the child may run arbitrary code after fork.
@@ -181,281 +123,69 @@ pub(crate) fn isolate_network(network: Network) -> Result<(), SandboxError> {
     })
 }
 
-/// One overlay per filesystem, shallowest first, all `nodev`, with the options that keep the
-/// upper layer plain (files, directories, links, whiteouts, opaque directories only).
-fn mount_overlays(spec: &Spec) -> Result<(), SandboxError> {
-    std::fs::create_dir_all(&spec.merged).map_err(prep(&spec.merged))?;
+/// The sandbox's filesystem in `spec.merged`, through `m`: one overlay per filesystem,
+/// shallowest first, all `nodev`, with the options that keep the upper layer plain (files,
+/// directories, links, whiteouts, opaque directories only); the state directory hidden; our
+/// own `/dev` (with disco's tools and, in noop, the shims) and a read-only `/sys`. (`/proc`
+/// is PID 1's, see [`init`].)
+pub(crate) fn mount_root(m: &mut dyn Mounts, spec: &Spec) -> Result<(), SandboxError> {
+    mounts::mkdir(m, &spec.merged)?;
     let empty = spec.merged.with_extension("empty");
+    if spec.layers.iter().any(|l| mounts::needs_live_view(m, l)) {
+        // The empty top of every read-only view of the live tree: a filesystem of its own,
+        // nested in nothing.
+        mounts::mkdir(m, &empty)?;
+        mounts::empty_tmpfs(m, &empty).map_err(sys("mount tmpfs", empty.display()))?;
+    }
     for (i, layer) in spec.layers.iter().enumerate() {
         let target = inside(&spec.merged, &layer.mount_point);
-        let mut base = layer.lower.clone();
-        if layer
-            .lowers_above
-            .iter()
-            .any(|l| l.starts_with(&layer.lower))
-        {
-            // Layers kept under the live filesystem would overlap it as lower layers; a
-            // read-only view of it is a filesystem of its own, so they stack on that instead.
-            base = spec.merged.with_extension(format!("live{i}"));
-            crate::sys::mount_live_view(&layer.lower, &empty, &base)
-                .map_err(sys("mount a read-only view of", layer.lower.display()))?;
-        }
+        // Layers kept under the live filesystem would overlap it as lower layers; a read-only
+        // view of it is a filesystem of its own, so they stack on that instead.
+        let view = spec.merged.with_extension(format!("live{i}"));
+        let base = mounts::live_base(m, layer, &empty, &view)?;
         let lowers: Vec<&Path> = layer
             .lowers_above
             .iter()
             .chain(std::iter::once(&base))
             .map(PathBuf::as_path)
             .collect();
-        mount_overlay(&target, &lowers, &layer.upper, &layer.work)?;
+        mounts::overlay(m, &target, &lowers, (&layer.upper, &layer.work), true)?;
     }
-    Ok(())
-}
-
-/// Mounts one writable overlay on `target`: `lowers` (topmost first) under the scratch layer
-/// `upper` (with its work folder `work`), `nodev`, with the options that keep the upper layer
-/// plain (files, directories, links, whiteouts, opaque directories only).
-pub(crate) fn mount_overlay(
-    target: &Path,
-    lowers: &[&Path],
-    upper: &Path,
-    work: &Path,
-) -> Result<(), SandboxError> {
-    mount_overlay_as(target, lowers, upper, work, true)
-}
-
-/// [`mount_overlay`], `volatile` or not: a scratch layer in memory has nothing to sync, and
-/// `volatile` would only cost a marker folder per mount.
-pub(crate) fn mount_overlay_as(
-    target: &Path,
-    lowers: &[&Path],
-    upper: &Path,
-    work: &Path,
-    volatile: bool,
-) -> Result<(), SandboxError> {
-    super::mounts::overlay(&mut Kernel, target, lowers, (upper, work), volatile)
-}
-
-/// The sandbox's `/dev` in `merged`, with disco's tools and, in noop, the shims.
-fn mount_dev(spec: &Spec) -> Result<(), SandboxError> {
+    for hidden in &spec.hide {
+        let target = inside(&spec.merged, hidden);
+        if m.is_dir(&target) {
+            // Scripts must not see, or write into, the layers that record them.
+            mounts::empty_tmpfs(m, &target).map_err(sys("hide", target.display()))?;
+        }
+    }
     let shims: &[(&str, ShimMode)] = if spec.noop {
         &[(SHIM_DIR, ShimMode::Report)]
     } else {
         &[]
     };
-    populate_dev(
-        &spec.merged.join("dev"),
-        spec.tools.as_deref(),
-        &spec.shims,
-        shims,
-    )
+    let dev = spec.merged.join("dev");
+    pseudofs::dev(m, &dev, spec.tools.as_deref(), &spec.shims, shims)?;
+    pseudofs::sys_tree(m, &spec.merged.join("sys"))
 }
 
-/// A minimal `/dev` at `dev`: bind mounts of the harmless character devices into a `nodev`
-/// tmpfs (a bind mount carries its own flags, so these open while anything created beside
-/// them cannot), a private `devpts`, `shm`, disco's tools (`tools`, bound read-only under
-/// [`BIN_DIR`]) and the shims (`shims`: where, as a path inside, and in which mode).
+/// [`pseudofs::dev`] on the real kernel: a dance's worker's `/dev`.
 pub(crate) fn populate_dev(
     dev: &Path,
     tools: Option<&Path>,
     config: &ShimConfig,
     shims: &[(&str, ShimMode)],
 ) -> Result<(), SandboxError> {
-    std::fs::create_dir_all(dev).map_err(prep(dev))?;
-    // Not `nodev`, so that the harmless devices below open; creating others takes CAP_MKNOD,
-    // which noop drops (and the roots themselves are `nodev`).
-    mount(
-        Some("tmpfs"),
-        dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID,
-        Some("mode=755,size=1m"),
-    )
-    .map_err(sys("mount tmpfs", dev.display()))?;
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(name);
-        let source = Path::new("/dev").join(name);
-        // A node of our own (one mount fewer for every root that binds this tree), or, where
-        // nodes cannot be made, the host's, bound read-only.
-        if !same_node(&source, &target) {
-            std::fs::File::create(&target).map_err(prep(&target))?;
-            bind_read_only(&source, &target, true)?;
-        }
-    }
-    let pts = dev.join("pts");
-    std::fs::create_dir(&pts).map_err(prep(&pts))?;
-    mount(
-        Some("devpts"),
-        &pts,
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=620"),
-    )
-    .map_err(sys("mount devpts", pts.display()))?;
-    let shm = dev.join("shm");
-    std::fs::create_dir(&shm).map_err(prep(&shm))?;
-    mount(
-        Some("tmpfs"),
-        &shm,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
-    )
-    .map_err(sys("mount tmpfs", shm.display()))?;
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        let path = dev.join(link);
-        std::os::unix::fs::symlink(target, &path).map_err(prep(&path))?;
-    }
-    // Paths under /dev/.disco, as they appear inside, are found here under `dev`.
-    let under_dev = |inside: &str| {
-        dev.join(
-            Path::new(inside)
-                .strip_prefix("/dev")
-                .unwrap_or(Path::new(inside)),
-        )
-    };
-    if let Some(tools) = tools {
-        // disco itself, under the name that makes it `disco param` (see `host::run`).
-        let bin = under_dev(BIN_DIR);
-        std::fs::create_dir_all(&bin).map_err(prep(&bin))?;
-        for name in ["disco-param", "disco"] {
-            let target = bin.join(name);
-            std::fs::File::create(&target).map_err(prep(&target))?;
-            bind_read_only(tools, &target, false)?;
-        }
-    }
-    for (dir, mode) in shims {
-        let dir = under_dev(dir);
-        super::shims::install(config, &dir, *mode).map_err(prep(&dir))?;
-    }
-    Ok(())
+    pseudofs::dev(&mut Kernel, dev, tools, config, shims)
 }
 
-/// Makes at `target` a device node like the host's `source` (type, number, mode); false when
-/// it cannot.
-fn same_node(source: &Path, target: &Path) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let Ok(meta) = std::fs::metadata(source) else {
-        return false;
-    };
-    if !meta.file_type().is_char_device() {
-        return false;
-    }
-    let mode = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777);
-    nix::sys::stat::mknod(target, nix::sys::stat::SFlag::S_IFCHR, mode, meta.rdev()).is_ok()
-        // The umask must not narrow it: /dev/null is 666.
-        && nix::sys::stat::fchmodat(
-            nix::fcntl::AT_FDCWD,
-            target,
-            mode,
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .is_ok()
-}
-
-/// Binds the host's `source` at `target`, read-only: a bind mount is the host's file itself,
-/// so a script's chmod, chown or xattr would otherwise change the host's (a device still opens
-/// for writing on a read-only mount).
-pub(crate) fn bind_read_only(
-    source: &Path,
-    target: &Path,
-    device: bool,
-) -> Result<(), SandboxError> {
-    super::mounts::bind_read_only(&mut Kernel, source, target, device)
-}
-
-/// `/sys` read-only: scripts may read hardware facts, never change them.
-fn mount_sys(merged: &Path) -> Result<(), SandboxError> {
-    mount_sys_at(&merged.join("sys"))
-}
-
-/// A read-only `/sys` at `sys_dir`.
+/// [`pseudofs::sys_tree`] on the real kernel.
 pub(crate) fn mount_sys_at(sys_dir: &Path) -> Result<(), SandboxError> {
-    let sys_dir = sys_dir.to_path_buf();
-    if !sys_dir.is_dir() {
-        std::fs::create_dir_all(&sys_dir).map_err(prep(&sys_dir))?;
-    }
-    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if mount(Some("sysfs"), &sys_dir, Some("sysfs"), ro, None::<&str>).is_ok() {
-        return Ok(());
-    }
-    // Some kernels refuse a fresh sysfs outside a new network namespace: bind, then remount.
-    mount(
-        Some("/sys"),
-        &sys_dir,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(sys("bind", sys_dir.display()))?;
-    mount(
-        None::<&str>,
-        &sys_dir,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro,
-        None::<&str>,
-    )
-    .map_err(sys("remount read-only", sys_dir.display()))
+    pseudofs::sys_tree(&mut Kernel, sys_dir)
 }
 
-/// `/proc` at `proc_dir`: with `own`, a new instance (mounted from inside a new PID namespace,
-/// it shows only the sandbox's processes), else the host's, bound; either way with the
-/// kernel's tunables and triggers read-only.
+/// [`pseudofs::proc_tree`] on the real kernel.
 pub(crate) fn mount_proc(proc_dir: &Path, own: bool) -> Result<(), SandboxError> {
-    std::fs::create_dir_all(proc_dir).map_err(prep(proc_dir))?;
-    if own {
-        // Mounted from inside the new PID namespace, /proc shows only the sandbox's processes.
-        mount(
-            Some("proc"),
-            proc_dir,
-            Some("proc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        )
-        .map_err(sys("mount proc", proc_dir.display()))?;
-    } else {
-        mount(
-            Some("/proc"),
-            proc_dir,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(sys("bind", proc_dir.display()))?;
-    }
-    // Kernel tunables and triggers stay read-only, whatever capabilities remain.
-    for sub in ["sys", "sysrq-trigger", "irq", "bus"] {
-        let path = proc_dir.join(sub);
-        if path.exists() {
-            mount(
-                Some(&path),
-                &path,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(sys("bind", path.display()))?;
-            mount(
-                None::<&str>,
-                &path,
-                None::<&str>,
-                MsFlags::MS_BIND
-                    | MsFlags::MS_REMOUNT
-                    | MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV
-                    | MsFlags::MS_NOEXEC,
-                None::<&str>,
-            )
-            .map_err(sys("remount read-only", path.display()))?;
-        }
-    }
-    Ok(())
+    pseudofs::proc_tree(&mut Kernel, proc_dir, own)
 }
 
 /// Makes `root` the root of this process's own mount namespace: `pivot_root` into it and
@@ -550,70 +280,59 @@ fn payload(spec: &Spec, argv: &[OsString]) -> SandboxError {
     }
 }
 
-/// Drops, for good, the capabilities that reach outside a noop sandbox ([`DROPPED`]). Its
-/// callers load noop's seccomp filter first (the keyring calls and io_uring, which no
-/// capability or namespace keeps inside; see [`super::seccomp`]), while they may.
-pub(crate) fn drop_capabilities() -> Result<(), SandboxError> {
-    use caps::CapSet;
-    let err = |e: caps::errors::CapsError| SandboxError::Caps(e.to_string());
-    for cap in DROPPED {
-        // The bounding set is what limits root after exec.
-        caps::drop(None, CapSet::Bounding, *cap).map_err(err)?;
-    }
-    // The others for this process, a set at a time; effective first, as it must stay
-    // within permitted.
-    for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
-        let mut have = caps::read(None, set).map_err(err)?;
-        for cap in DROPPED {
-            have.remove(cap);
-        }
-        caps::set(None, set, &have).map_err(err)?;
-    }
-    caps::clear(None, CapSet::Ambient).map_err(err)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::mounts::Recorder;
+    use crate::sandbox::LayerInfo;
 
-static PENDING: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: i32) {
-    PENDING.store(sig, Ordering::Relaxed);
-}
-
-/// Catches the signals a supervisor or a terminal sends, without SA_RESTART, so that `waitpid`
-/// returns and the signal can be forwarded to the payload.
-pub(crate) fn forward_signals() -> Result<(), SandboxError> {
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(sig, &action) }.map_err(sys("install", "signal handlers"))?;
-    }
-    Ok(())
-}
-
-/// Waits for `child`, forwarding signals to it; with `reap_all` (PID 1) also reaps orphans.
-pub(crate) fn wait_for(child: Pid, reap_all: bool) -> i32 {
-    let target = if reap_all { None } else { Some(child) };
-    loop {
-        match waitpid(target, None) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
-            Ok(_) => {}
-            Err(Errno::EINTR) => {
-                let sig = PENDING.swap(0, Ordering::Relaxed);
-                if let Ok(sig) = Signal::try_from(sig) {
-                    // The payload may already be gone; nothing to do then.
-                    let _ = kill(child, sig);
-                }
-            }
-            Err(_) => return EXIT_SANDBOX,
-        }
+    #[test]
+    fn a_shell_sandbox_stacks_kept_layers_on_one_view_of_the_live_tree_and_hides_the_state() {
+        let spec = Spec {
+            merged: "/s/runs/1/merged".into(),
+            layers: vec![LayerInfo {
+                mount_point: "/".into(),
+                lower: "/".into(),
+                upper: "/s/runs/1/layers/0/upper".into(),
+                work: "/s/runs/1/layers/0/work".into(),
+                lowers_above: vec!["/s/runs/0/layers/0/upper".into()],
+            }],
+            hide: vec!["/s".into()],
+            noop: true,
+            shims: ShimConfig::default(),
+            network: Network::default(),
+            terminal: false,
+            tools: None,
+        };
+        let mut m = Recorder {
+            devices: vec![("/".into(), 1)],
+            dirs: vec!["/s/runs/1/merged/s".into()],
+            nodes: true,
+            ..Recorder::default()
+        };
+        mount_root(&mut m, &spec).unwrap();
+        let head = [
+            "mkdir /s/runs/1/merged",
+            // One empty top for the views, a filesystem of its own.
+            "mkdir /s/runs/1/merged.empty",
+            "mount tmpfs /s/runs/1/merged.empty tmpfs MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC size=4k,mode=755",
+            // The kept layer lies inside `/` on its filesystem: `/` is stacked as a view.
+            "mkdir /s/runs/1/merged.live0",
+            "mount overlay /s/runs/1/merged.live0 overlay MS_RDONLY | MS_NODEV lowerdir=/:/s/runs/1/merged.empty,redirect_dir=off,metacopy=off,index=off,xino=off",
+            "clear volatile /s/runs/1/layers/0/work",
+            "mount overlay /s/runs/1/merged/ overlay MS_NODEV lowerdir=/s/runs/0/layers/0/upper:/s/runs/1/merged.live0,upperdir=/s/runs/1/layers/0/upper,workdir=/s/runs/1/layers/0/work,redirect_dir=off,metacopy=off,index=off,xino=off,volatile",
+            // The state directory, hidden under an empty tmpfs.
+            "mount tmpfs /s/runs/1/merged/s tmpfs MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC size=4k,mode=755",
+            "mkdir /s/runs/1/merged/dev",
+        ];
+        assert_eq!(m.plan[..head.len()], head);
+        // Then the rest of /dev (noop: with the shims) and a read-only /sys, last.
+        assert!(m
+            .plan
+            .contains(&"shims /s/runs/1/merged/dev/.disco/shims Report".to_owned()));
+        assert_eq!(
+            m.plan.last().unwrap(),
+            "mount sysfs /s/runs/1/merged/sys sysfs MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC -"
+        );
     }
 }

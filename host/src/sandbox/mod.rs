@@ -7,15 +7,18 @@
 //! payload. Nothing the sandbox mounts is ever visible outside it, and it all disappears when
 //! its last process exits.
 
+pub mod capabilities;
 pub mod connect;
 pub mod enter;
 pub mod mountinfo;
 pub mod mounts;
 pub mod outbound;
 pub mod paths;
+pub mod pseudofs;
 pub mod run;
 pub mod seccomp;
 pub mod shims;
+pub mod signals;
 pub mod terminal;
 
 use std::ffi::OsString;

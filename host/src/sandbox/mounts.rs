@@ -2,19 +2,20 @@
 //! kernel (mount(2), a folder to mount on, what a path is), [`Kernel`] does it, and a test's
 //! [`Recorder`] writes the plan down instead, so that which filesystems a root gets, with which
 //! options and in what order, is checked without root (as youki tests its container set-up).
-//! The overlays and binds below are written once, against the seam.
+//! The overlays, binds, empty filesystems and views of the live tree below are written once,
+//! against the seam; the sandbox's own `/dev`, `/proc` and `/sys` (`pseudofs.rs`) and a dance
+//! module's roots (`dance/sandbox/roots.rs`) are built from them.
 
-use std::path::Path;
-#[cfg(test)]
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use super::enter::{prep, sys};
-use super::SandboxError;
+use super::shims::ShimMode;
+use super::{LayerInfo, SandboxError, ShimConfig};
 
-/// What mounting a root asks of the kernel.
+/// What mounting a root asks of the kernel (and of the filesystem it mounts on).
 pub trait Mounts {
     /// mount(2).
     fn mount(
@@ -29,6 +30,22 @@ pub trait Mounts {
     fn mkdir_all(&mut self, path: &Path) -> std::io::Result<()>;
     /// Whether `path` is a folder.
     fn is_dir(&self, path: &Path) -> bool;
+    /// Whether anything is at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    /// An empty file at `path`, to bind a file on.
+    fn create_file(&mut self, path: &Path) -> std::io::Result<()>;
+    /// A symbolic link at `path` to `target`.
+    fn symlink(&mut self, target: &Path, path: &Path) -> std::io::Result<()>;
+    /// Makes at `target` a character device like `source` (type, number, mode); false when
+    /// it cannot (no `CAP_MKNOD`, a `nodev` filesystem, no such device).
+    fn copy_node(&mut self, source: &Path, target: &Path) -> bool;
+    /// Writes the shims for `config` into `dir`, in `mode` (see [`super::shims::install`]).
+    fn install_shims(
+        &mut self,
+        config: &ShimConfig,
+        dir: &Path,
+        mode: ShimMode,
+    ) -> std::io::Result<()>;
     /// Whether the filesystem holding `path` is mounted read-only.
     fn read_only(&self, path: &Path) -> bool;
     /// The device `path` is on.
@@ -62,6 +79,47 @@ impl Mounts for Kernel {
 
     fn is_dir(&self, path: &Path) -> bool {
         path.is_dir()
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn create_file(&mut self, path: &Path) -> std::io::Result<()> {
+        std::fs::File::create(path).map(drop)
+    }
+
+    fn symlink(&mut self, target: &Path, path: &Path) -> std::io::Result<()> {
+        std::os::unix::fs::symlink(target, path)
+    }
+
+    fn copy_node(&mut self, source: &Path, target: &Path) -> bool {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let Ok(meta) = std::fs::metadata(source) else {
+            return false;
+        };
+        if !meta.file_type().is_char_device() {
+            return false;
+        }
+        let mode = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777);
+        nix::sys::stat::mknod(target, nix::sys::stat::SFlag::S_IFCHR, mode, meta.rdev()).is_ok()
+            // The umask must not narrow it: /dev/null is 666.
+            && nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                target,
+                mode,
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .is_ok()
+    }
+
+    fn install_shims(
+        &mut self,
+        config: &ShimConfig,
+        dir: &Path,
+        mode: ShimMode,
+    ) -> std::io::Result<()> {
+        super::shims::install(config, dir, mode)
     }
 
     fn read_only(&self, path: &Path) -> bool {
@@ -191,13 +249,62 @@ pub fn mkdir(m: &mut dyn Mounts, path: &Path) -> Result<(), SandboxError> {
     m.mkdir_all(path).map_err(prep(path))
 }
 
+/// An empty, read-only tmpfs of 4 KiB at `target`: what hides a folder (the state directory)
+/// and the empty top of a read-only view (a filesystem of its own, nested in nothing).
+pub fn empty_tmpfs(m: &mut dyn Mounts, target: &Path) -> Result<(), Errno> {
+    m.mount(
+        Some(Path::new("tmpfs")),
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=4k,mode=755"),
+    )
+}
+
+/// Whether the live folder beneath `layer` must be stacked as a read-only view of it rather
+/// than as itself: when a layer above it lies inside it on the same filesystem. overlayfs
+/// refuses lower layers nested in one another ("overlapping lowerdir path"), and a layer on
+/// another filesystem (a tmpfs run folder) is nested in nothing it can see. The one decision
+/// for every sandbox: `disco shell`'s and each root and diff of a dance.
+pub fn needs_live_view(m: &dyn Mounts, layer: &LayerInfo) -> bool {
+    let live = m.device(&layer.lower);
+    layer
+        .lowers_above
+        .iter()
+        .any(|l| l.starts_with(&layer.lower) && m.device(l) == live)
+}
+
+/// The live folder beneath `layer` as a lower layer: itself, or, when
+/// [`needs_live_view`], a read-only view of it at `view` (an overlay of it and `empty`, an
+/// [`empty_tmpfs`]), a superblock of its own. Mounted afresh each time: a live dance changes
+/// the tree.
+pub fn live_base(
+    m: &mut dyn Mounts,
+    layer: &LayerInfo,
+    empty: &Path,
+    view: &Path,
+) -> Result<PathBuf, SandboxError> {
+    if !needs_live_view(m, layer) {
+        return Ok(layer.lower.clone());
+    }
+    mkdir(m, view)?;
+    overlay_read_only(m, &[&layer.lower, empty], view)
+        .map_err(sys("mount a read-only view of", layer.lower.display()))?;
+    Ok(view.to_owned())
+}
+
 /// A test's kernel: writes each call down, one line each, and answers what a path is from
 /// what it was told.
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub struct Recorder {
-    /// Every call, in order: `mount SOURCE TARGET TYPE FLAGS DATA` or `mkdir PATH`.
+    /// Every call, in order: `mount SOURCE TARGET TYPE FLAGS DATA`, `mkdir PATH`, `file
+    /// PATH`, `symlink PATH -> TARGET`, `node PATH like SOURCE`, `shims DIR MODE`.
     pub plan: Vec<String>,
+    /// Whether device nodes can be made (else the host's are bound).
+    pub nodes: bool,
+    /// Files that exist (besides [`Recorder::dirs`]).
+    pub files: Vec<PathBuf>,
     /// Paths on read-only filesystems.
     pub read_only: Vec<PathBuf>,
     /// Folders that exist.
@@ -241,6 +348,45 @@ impl Mounts for Recorder {
         self.dirs.iter().any(|d| d == path)
     }
 
+    fn exists(&self, path: &Path) -> bool {
+        self.is_dir(path) || self.files.iter().any(|f| f == path)
+    }
+
+    fn create_file(&mut self, path: &Path) -> std::io::Result<()> {
+        self.plan.push(format!("file {}", path.display()));
+        Ok(())
+    }
+
+    fn symlink(&mut self, target: &Path, path: &Path) -> std::io::Result<()> {
+        self.plan.push(format!(
+            "symlink {} -> {}",
+            path.display(),
+            target.display()
+        ));
+        Ok(())
+    }
+
+    fn copy_node(&mut self, source: &Path, target: &Path) -> bool {
+        if self.nodes {
+            self.plan.push(format!(
+                "node {} like {}",
+                target.display(),
+                source.display()
+            ));
+        }
+        self.nodes
+    }
+
+    fn install_shims(
+        &mut self,
+        _config: &ShimConfig,
+        dir: &Path,
+        mode: ShimMode,
+    ) -> std::io::Result<()> {
+        self.plan.push(format!("shims {} {mode:?}", dir.display()));
+        Ok(())
+    }
+
     fn read_only(&self, path: &Path) -> bool {
         self.read_only.iter().any(|p| path.starts_with(p))
     }
@@ -263,5 +409,79 @@ impl Mounts for Recorder {
 
     fn clear_volatile(&mut self, work: &Path) {
         self.plan.push(format!("clear volatile {}", work.display()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/` (device 1) with a kept scratch layer `kept` above it and the disco layer (on a tmpfs,
+    /// device 2).
+    fn layer(kept: &str) -> LayerInfo {
+        LayerInfo {
+            mount_point: "/".into(),
+            lower: "/".into(),
+            upper: "/run/d/m2/fs0/upper".into(),
+            work: "/run/d/m2/fs0/work".into(),
+            lowers_above: vec![kept.into(), "/tmpfs/disco".into()],
+        }
+    }
+
+    fn kernel() -> Recorder {
+        Recorder {
+            devices: vec![("/".into(), 1), ("/tmpfs".into(), 2)],
+            ..Recorder::default()
+        }
+    }
+
+    #[test]
+    fn the_live_tree_is_a_view_only_under_layers_nested_in_it_on_its_own_filesystem() {
+        let m = kernel();
+        // Nested in `/` on its filesystem: overlayfs would refuse it beside `/`.
+        assert!(needs_live_view(
+            &m,
+            &layer("/var/lib/disco/runs/1/m1/upper")
+        ));
+        // Under `/` by path, but on a filesystem of its own: nested in nothing.
+        assert!(!needs_live_view(&m, &layer("/tmpfs/m1/upper")));
+        // A layer outside a live folder other than `/` is not nested in it.
+        let mut var = layer("/var/lib/disco/runs/1/m1/upper");
+        var.lower = "/srv".into();
+        assert!(!needs_live_view(&m, &var));
+    }
+
+    #[test]
+    fn a_view_of_the_live_tree_is_a_read_only_overlay_with_an_empty_top() {
+        let mut m = kernel();
+        let empty = Path::new("/run/d/empty");
+        let view = Path::new("/run/d/views/live0");
+        let nested = layer("/var/lib/disco/runs/1/m1/upper");
+        assert_eq!(live_base(&mut m, &nested, empty, view).unwrap(), view);
+        assert_eq!(
+            m.plan,
+            [
+                "mkdir /run/d/views/live0",
+                "mount overlay /run/d/views/live0 overlay MS_RDONLY | MS_NODEV lowerdir=/:/run/d/empty,redirect_dir=off,metacopy=off,index=off,xino=off",
+            ]
+        );
+        // Without a nested layer, the live folder itself, and nothing mounted.
+        let mut m = kernel();
+        let apart = layer("/tmpfs/m1/upper");
+        assert_eq!(
+            live_base(&mut m, &apart, empty, view).unwrap(),
+            Path::new("/")
+        );
+        assert!(m.plan.is_empty());
+    }
+
+    #[test]
+    fn an_empty_tmpfs_is_read_only_and_opens_nothing() {
+        let mut m = kernel();
+        empty_tmpfs(&mut m, Path::new("/x")).unwrap();
+        assert_eq!(
+            m.plan,
+            ["mount tmpfs /x tmpfs MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC size=4k,mode=755"]
+        );
     }
 }

@@ -58,21 +58,11 @@ impl Outbound {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        // SAFETY: only fcntl and dup2, async-signal-safe; no memory of the parent is touched.
+        // SAFETY: `renumber` only duplicates descriptors and allocates nothing:
+        // async-signal-safe; no memory of the parent is touched.
         unsafe {
-            cmd.pre_exec(move || {
-                // Its two descriptors as 3 and 4, by way of numbers above both (so that
-                // neither is overwritten before it is moved).
-                let high = |fd| match nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 10) {
-                    -1 => Err(std::io::Error::last_os_error()),
-                    n => Ok(n),
-                };
-                let (exit, ready) = (high(exit_fd)?, high(ready_fd)?);
-                if nix::libc::dup2(exit, 3) < 0 || nix::libc::dup2(ready, 4) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            // Its two descriptors as 3 and 4.
+            cmd.pre_exec(move || crate::sys::renumber([(exit_fd, 3), (ready_fd, 4)]));
         }
         let child = cmd.spawn().map_err(|e| SandboxError::Outbound {
             what: "start (apt-get install slirp4netns)",

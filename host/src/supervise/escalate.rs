@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use nix::libc::{SIGKILL, SIGTERM};
+use nix::sys::signal::Signal::{self, SIGKILL, SIGTERM};
 
 use super::track::Members;
 use super::SuperviseError;
@@ -41,7 +41,7 @@ pub struct Escalated {
 }
 
 /// Signals the module's process group and every process in `procs` with `signal`.
-pub fn signal_all(pgid: i32, procs: &[ProcStat], signal: i32) {
+pub fn signal_all(pgid: i32, procs: &[ProcStat], signal: Signal) {
     let _ = sys::killpg(pgid, signal);
     for p in procs {
         let _ = sys::kill(p.pid, signal);

@@ -243,7 +243,7 @@ fn run_fix(supervisor: &Supervisor, spec: &FixSpec) -> Result<FixOutcome, Superv
         Ok(wake) => wake,
         Err(source) => {
             // Never leave a module running because the host's poll failed.
-            let _ = sys::killpg(tracker.pgid, nix::libc::SIGKILL);
+            let _ = sys::killpg(tracker.pgid, nix::sys::signal::SIGKILL);
             if let Some(cg) = &cgroup {
                 cg.kill();
             }

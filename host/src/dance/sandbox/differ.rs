@@ -149,7 +149,7 @@ fn module_diff(setup: &Setup, shared: &Shared, r: &DiffJob) -> Result<Vec<Change
                 .map(PathBuf::as_path)
                 .chain(std::iter::once(live.as_path()))
                 .collect();
-            crate::sys::mount_overlay_readonly(&lowers, &view)
+            crate::sandbox::mounts::overlay_read_only(&mut Kernel, &lowers, &view)
                 .map_err(sys("mount the lower view", view.display()))?;
             view
         };

@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -104,14 +104,8 @@ fn worker_main(setup: &Setup, supervisor: Supervisor) -> Result<(), SandboxError
     enter::mount_proc(&shared.proc, setup.noop)?;
     enter::mount_sys_at(&shared.sys)?;
     std::fs::create_dir_all(&shared.empty).map_err(prep(&shared.empty))?;
-    mount(
-        Some("tmpfs"),
-        &shared.empty,
-        Some("tmpfs"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("size=4k,mode=755"),
-    )
-    .map_err(sys("mount tmpfs", shared.empty.display()))?;
+    crate::sandbox::mounts::empty_tmpfs(&mut crate::sandbox::mounts::Kernel, &shared.empty)
+        .map_err(sys("mount tmpfs", shared.empty.display()))?;
 
     // The host's /proc, /sys and /dev (and all below them) are no use here any more: every
     // root gets the trees above. Each module's runner copies this namespace and tears its copy
@@ -198,7 +192,7 @@ pub(super) fn kill_adopted(proc: &Path) {
             .map(|p| p.pid)
             .collect();
         for pid in &mine {
-            let _ = crate::sys::kill(*pid, nix::libc::SIGKILL);
+            let _ = crate::sys::kill(*pid, Signal::SIGKILL);
         }
         // Reap what ended (the killed, and zombies already there).
         while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {

@@ -98,10 +98,8 @@ pub(super) fn mount_root(
     Ok(())
 }
 
-/// The live folder beneath a layer: itself, or, when scratch layers nested in it (on its
-/// filesystem, under it) are stacked on it, a read-only view of it that is a filesystem of
-/// its own (overlayfs refuses lower layers nested in one another). Mounted afresh each time:
-/// a live dance changes the tree.
+/// The live folder beneath a layer: itself, or a read-only view of it (see
+/// [`mounts::live_base`], the one decision for every sandbox), at `views/liveI`.
 pub(super) fn live_base(
     layer: &LayerInfo,
     empty: &Path,
@@ -109,20 +107,7 @@ pub(super) fn live_base(
     i: usize,
     m: &mut dyn Mounts,
 ) -> Result<PathBuf, SandboxError> {
-    let live = m.device(&layer.lower);
-    if !layer
-        .lowers_above
-        .iter()
-        .any(|l| l.starts_with(&layer.lower) && m.device(l) == live)
-    {
-        return Ok(layer.lower.clone());
-    }
-    let view = views.join(format!("live{i}"));
-    mounts::mkdir(m, &view)?;
-    // An overlay of the live folder and an empty tmpfs: a superblock of its own.
-    mounts::overlay_read_only(m, &[&layer.lower, empty], &view)
-        .map_err(sys("mount a read-only view of", layer.lower.display()))?;
-    Ok(view)
+    mounts::live_base(m, layer, empty, &views.join(format!("live{i}")))
 }
 
 fn inside(root: &Path, path: &Path) -> PathBuf {
