@@ -51,7 +51,7 @@ const DROPPED: &[caps::Capability] = {
 /// capability or namespace keeps inside; see [`super::seccomp`]), while they may.
 pub(crate) fn drop_capabilities() -> Result<(), SandboxError> {
     use caps::CapSet;
-    let err = |e: caps::errors::CapsError| SandboxError::Caps(e.to_string());
+    let err = SandboxError::Caps;
     for cap in DROPPED {
         // The bounding set is what limits root after exec.
         caps::drop(None, CapSet::Bounding, *cap).map_err(err)?;

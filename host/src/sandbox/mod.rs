@@ -85,7 +85,7 @@ pub enum SandboxError {
     },
     /// Dropping capabilities failed.
     #[error("cannot drop capabilities: {0}")]
-    Caps(String),
+    Caps(#[from] caps::errors::CapsError),
     /// Noop's seccomp filter could not be compiled (an unknown architecture) or installed.
     #[error("cannot {what} the seccomp filter: {source}")]
     Seccomp {

@@ -320,7 +320,7 @@ fn confined(
                 }
                 Ok(())
             })
-            .map_err(|e| SandboxError::Caps(e.to_string()))?;
+            .map_err(SandboxError::Caps)?;
     }
     let mut report = |piece: PieceResult| Record::Piece(Box::new(piece)).append(results);
     let run = match part {
