@@ -250,19 +250,23 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
     );
     let reports = tmp.path().join("server/reports");
     std::fs::create_dir_all(&reports).unwrap();
-    let out = disco(
-        &tmp.path().join("state"),
-        &[
-            "dance",
-            "--noop",
-            "--node",
-            "n1",
-            "--source",
-            src.to_str().unwrap(),
-            "--report-to",
-            reports.to_str().unwrap(),
-        ],
-    );
+    let state = tmp.path().join("state");
+    let dance = || {
+        disco(
+            &state,
+            &[
+                "dance",
+                "--noop",
+                "--node",
+                "n1",
+                "--source",
+                src.to_str().unwrap(),
+                "--report-to",
+                reports.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = dance();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         !text(&out.stderr).contains("cannot push"),
@@ -302,26 +306,13 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
     assert!(text(&status.stdout).starts_with("n1: "));
     // The client parameter keeps the diffs in what it pushes.
-    let state = tmp.path().join("state");
     let set = disco(
         &state,
         &["param", "set", "disco/client/reports_diffs", "yes"],
     );
     assert!(set.status.success(), "{}", text(&set.stderr));
     std::fs::remove_dir_all(reports.join("n1")).unwrap();
-    let again = disco(
-        &state,
-        &[
-            "dance",
-            "--noop",
-            "--node",
-            "n1",
-            "--source",
-            src.to_str().unwrap(),
-            "--report-to",
-            reports.to_str().unwrap(),
-        ],
-    );
+    let again = dance();
     assert!(again.status.success(), "{}", text(&again.stderr));
     let pushed = std::fs::read_dir(reports.join("n1"))
         .unwrap()
