@@ -177,11 +177,7 @@ impl Journal {
         let dir = dir(state_dir);
         private_dir(&dir)?;
         let path = dir.join(format!("{name}.json"));
-        let json = serde_json::to_vec(self).map_err(|e| ApplyError::Journal {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        write_durably(&path, &json)?;
+        write_json_durably(&path, self)?;
         Ok(path)
     }
 
@@ -225,6 +221,16 @@ impl Journal {
             top.join(rel)
         }
     }
+}
+
+/// `value` as JSON, written durably to `path` ([`write_durably`]): journals, undo records and
+/// their rollback phases.
+pub fn write_json_durably<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), ApplyError> {
+    let json = serde_json::to_vec(value).map_err(|e| ApplyError::Journal {
+        path: path.to_owned(),
+        why: e.to_string(),
+    })?;
+    write_durably(path, &json)
 }
 
 /// Writes `bytes` to `path` durably: beside it, fsync, rename over it, fsync the folder.

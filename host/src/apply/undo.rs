@@ -148,11 +148,7 @@ impl Record {
         journal::private_dir(&super::undo::dir(state_dir))?;
         journal::private_dir(&dir)?;
         let path = dir.join(format!("m{:05}.json", position(name)));
-        let json = serde_json::to_vec(self).map_err(|e| ApplyError::Journal {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        journal::write_durably(&path, &json)?;
+        journal::write_json_durably(&path, self)?;
         Ok(path)
     }
 

@@ -159,11 +159,7 @@ pub fn textfile(report: &dance::report::DanceReport) -> String {
 
 /// A value of the client's own parameter tree (`STATE/parameters`).
 fn client_parameter(state_dir: &std::path::Path, key: &str) -> Option<String> {
-    let tree = crate::params::Tree::open(state_dir.join("parameters")).ok()?;
-    match tree.get(&crate::params::KeyPath::parse(key).ok()?).ok()? {
-        crate::params::Value::Text(t) => Some(t),
-        crate::params::Value::Dir => None,
-    }
+    dance::client_value(&state_dir.join("parameters"), key)
 }
 
 /// Why a report could not be pushed to the server (a warning: the dance itself is done).

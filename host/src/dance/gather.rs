@@ -12,8 +12,8 @@ use super::run::DanceOptions;
 use super::DanceError;
 use crate::params::{KeyPath, Tree, Value};
 
-/// A client parameter's value (`STATE/parameters`), if it is set and readable.
-pub(super) fn client_value(client: &Path, key: &str) -> Option<String> {
+/// A client parameter's value (`client` is `STATE/parameters`), if it is set and readable.
+pub fn client_value(client: &Path, key: &str) -> Option<String> {
     let tree = Tree::open(client).ok()?;
     match tree.get(&KeyPath::parse(key).ok()?).ok()? {
         Value::Text(t) => Some(t),

@@ -24,4 +24,5 @@ pub mod sandbox;
 pub mod schema;
 
 pub use error::DanceError;
+pub use gather::client_value;
 pub use run::{dance, DanceOptions};

@@ -24,7 +24,7 @@ mod check;
 mod restore;
 
 use check::{check, missing_kept, reverse_diff};
-use restore::{restamp, to_json, undo_folders, undo_record};
+use restore::{restamp, undo_folders, undo_record};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -192,7 +192,7 @@ pub fn rollback(
             rec.rollback = Some(Progress::Moving {
                 forced: forced[r].iter().copied().collect(),
             });
-            super::journal::write_durably(path, &to_json(path, rec)?)?;
+            super::journal::write_json_durably(path, rec)?;
         }
     } else if req.noop {
         return Err(ApplyError::RollbackPending {
@@ -207,7 +207,7 @@ pub fn rollback(
         }
         let (path, rec) = &mut opening.records[r];
         rec.rollback = Some(Progress::Done);
-        super::journal::write_durably(path, &to_json(path, rec)?)?;
+        super::journal::write_json_durably(path, rec)?;
     }
     for (_, rec) in &opening.records {
         let j = &rec.journal;

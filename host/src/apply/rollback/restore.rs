@@ -58,18 +58,11 @@ pub(super) fn restamp(o: &Opening, older: &[undo::Dance]) -> Result<(), ApplyErr
                 }
             }
             if changed {
-                crate::apply::journal::write_durably(path, &to_json(path, &rec)?)?;
+                crate::apply::journal::write_json_durably(path, &rec)?;
             }
         }
     }
     Ok(())
-}
-
-pub(super) fn to_json(path: &Path, rec: &Record) -> Result<Vec<u8>, ApplyError> {
-    serde_json::to_vec(rec).map_err(|e| ApplyError::Journal {
-        path: path.to_owned(),
-        why: e.to_string(),
-    })
 }
 
 /// A record's undo folders, one per filesystem, opened and checked (`None` where the merge
@@ -174,7 +167,7 @@ pub(super) fn undo_record(
         rec.rollback = Some(Progress::Restoring {
             forced: forced.iter().copied().collect(),
         });
-        crate::apply::journal::write_durably(path, &to_json(path, rec)?)?;
+        crate::apply::journal::write_json_durably(path, rec)?;
     }
     let folders = undo_folders(rec, opened)?;
     let mut undone = 0;
