@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A fleet simulated on this machine: one server network namespace (an rsync daemon and sshd,
-# in a cgroup of their own so their CPU is measured) and NODES node namespaces, each with its
+# A fleet simulated on this machine: one server network namespace (rsync daemons, haproxy and
+# sshd, each way in a cgroup of its own so its CPU is measured) and NODES node namespaces, each with its
 # own network namespace and veth to a bridge in the server's, its own host name (UTS
 # namespace), state directory and disposable root (an overlay of /, in its own mount
 # namespace). Every node dances at once (the worst case), then once more spread over a window
@@ -10,17 +10,22 @@
 #
 #   bench/fleet.sh NODES [--check]
 #
-# With TRANSPORT=mixed (the default), even nodes reach the server's rsync daemon over TCP with
-# a password of their own (the shipped contrib/fleet/rsyncd.conf, whose filters name the
-# authenticated node); odd nodes reach it over ssh with a key and a certificate of their own,
-# whose force-command names a daemon config of their own (`rsync --server --daemon
-# --config=NODE.conf .`). Either way a node sees only `parameters/disco`, its own
-# `parameters/NODE` and the modules, and may only write `reports/NODE/` (see doc/fleet.md).
-# `--check` also proves that: each node tries to read another node's parameters, to
-# authenticate as another node or run another command, and to write another node's reports,
-# and must fail.
+# Nodes come in one of three ways (doc/fleet.md), TRANSPORT picks which:
+# - tls (the default, the way doc/fleet.md recommends for a fleet): the shipped haproxy.cfg
+#   ends TLS in front of an rsync daemon on the server's loopback, which reads the shipped
+#   rsyncd.conf; each node authenticates as itself with a password of its own, through rsync-ssl,
+#   and refuses a server whose certificate the fleet's CA did not sign;
+# - rsyncd: the same daemon over plain TCP (a network you trust);
+# - ssh: a key and a certificate of the node's own, whose force-command names a daemon config of
+#   its own (`rsync --server --daemon --config=NODE.conf .`);
+# - mixed: a third of the nodes each way (node 2, 5... rsyncd; 3, 6... ssh; 1, 4... tls), each
+#   way's server CPU measured apart.
+# Either way a node sees only `parameters/disco`, its own `parameters/NODE` and the modules, and
+# may only write `reports/NODE/`. `--check` also proves that: nodes 2, 3 and 4 each try to read
+# another node's parameters, to authenticate as another node or run another command, and to
+# write another node's reports, and must fail; a TLS node must refuse a server with a
+# certificate of another CA.
 #
-# TRANSPORT=rsyncd or TRANSPORT=ssh puts every node on one of the two.
 # Environment: DISCO (the binary; default: a release build), MODULES and FILES (the site's
 # modules, 50, and files per module, 40: the CI test runs a smaller site), WINDOW (seconds of
 # the spread round; default 1.5 s per node, at least 10), TIMEOUT (seconds one dance may take;
@@ -36,7 +41,7 @@
 # own report holds the contents of the files it would create (21 MB with the default site):
 # only node 2's is kept. About 6 GB for 200 nodes. Memory: each noop dance at once keeps its
 # scratch layers (20 MB) in memory.
-# X is the server's CPU (rsyncd's and sshd's cgroup, every connection's process included) in
+# X is the server's CPU (the daemons' cgroups, every connection's process included) in
 # the spread round (warm caches, as every dance after a node's first); H = 2 cores x 1800 s / X.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +56,7 @@ check=${2:-}
     echo "fleet.sh: needs root (namespaces, mounts)" >&2
     exit 2
 }
-for tool in rsync ip unshare nsenter /usr/sbin/sshd ssh ssh-keygen clush python3 timeout; do
+for tool in rsync rsync-ssl haproxy openssl ip unshare nsenter /usr/sbin/sshd ssh ssh-keygen clush python3 timeout; do
     command -v "$tool" >/dev/null || {
         echo "fleet.sh: $tool is missing: run tests/run --setup" >&2
         exit 2
@@ -65,8 +70,8 @@ fi
     echo "fleet.sh: MODULES must be 5 to 99 (the preview changes mod05), FILES at most 1000" >&2
     exit 2
 }
-transport=${TRANSPORT:-mixed}
-case $transport in mixed | rsyncd | ssh) ;; *) echo "fleet.sh: TRANSPORT is mixed, rsyncd or ssh" >&2; exit 2 ;; esac
+transport=${TRANSPORT:-tls}
+case $transport in tls | rsyncd | ssh | mixed) ;; *) echo "fleet.sh: TRANSPORT is tls, rsyncd, ssh or mixed" >&2; exit 2 ;; esac
 # The spread round is spread as a timer spreads dances: far enough apart that they seldom
 # overlap (a noop dance of the default site costs a node about 2.5 s of CPU; NODES nodes
 # share this machine's cores).
@@ -98,7 +103,7 @@ cleanup() {
     # What is left in the server's cgroup (a connection's process) is ours alone.
     if [ -d "$cg" ]; then
         [ -e "$cg/cgroup.kill" ] && echo 1 >"$cg/cgroup.kill"
-        for sub in rsyncd sshd; do
+        for sub in rsyncd tls sshd; do
             for _ in $(seq 50); do [ -s "$cg/$sub/cgroup.procs" ] || break; sleep 0.1; done
             rmdir "$cg/$sub"
         done
@@ -144,17 +149,37 @@ sys.stdout.writelines(f"pad{i:06d}.fleet:{secrets.token_urlsafe(18)}\n" for i in
     "$((${PAD:-50000} > nodes ? ${PAD:-50000} - nodes : 0))" >"$secrets")
 ssh-keygen -q -t ed25519 -N '' -f "$work/srv/host_key"
 ssh-keygen -q -t ed25519 -N '' -C "disco fleet CA" -f "$work/srv/ca"
+# The TLS way: the fleet's CA, the server's certificate for its address (doc/fleet.md), and a
+# rogue server's, signed by another CA, that a node must refuse.
+tls_cert() { # DIR NAME: DIR/NAME-ca.pem, and DIR/NAME.pem (the chain, then the key) signed by it
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=$2 CA" -keyout "$1/$2-ca.key" -out "$1/$2-ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$addr" \
+        -keyout "$1/$2.key" -out "$1/$2.csr" 2>/dev/null
+    openssl x509 -req -days 2 -in "$1/$2.csr" -CA "$1/$2-ca.pem" -CAkey "$1/$2-ca.key" \
+        -CAcreateserial -extfile <(echo "subjectAltName=DNS:$addr,IP:$addr") -out "$1/$2.crt" 2>/dev/null
+    cat "$1/$2.crt" "$1/$2.key" >"$1/$2.pem"
+}
+mkdir -m 700 "$work/srv/tls"
+tls_cert "$work/srv/tls" server
+tls_cert "$work/srv/tls" rogue
+cp "$work/srv/tls/server-ca.pem" "$work/srv/tls/ca.pem"
 for i in $(seq 1 "$nodes"); do
     n=$(node "$i")
     state=$work/nodes/$n/state
     mkdir -p "$state" "$work/nodes/$n/root" "$work/nodes/$n/scratch"
     chmod 700 "$state"
-    if [ "$transport" = rsyncd ] || { [ "$transport" = mixed ] && ((i % 2 == 0)); }; then
-        echo "$i" >>"$work/tcp-nodes"
+    way=$transport
+    [ "$way" = mixed ] && way=$(case $((i % 3)) in 2) echo rsyncd ;; 0) echo ssh ;; 1) echo tls ;; esac)
+    echo "$i" >>"$work/$way-nodes"
+    if [ "$way" != ssh ]; then
         pass=$(head -c 18 /dev/urandom | base64)
         echo "$n:$pass" >>"$secrets"
         (umask 077 && echo "$pass" >"$state/rsync.pass")
         cmd="rsync -aHAX --password-file=$state/rsync.pass"
+        # rsync-ssl's own port, 874; it checks the server's certificate against the fleet's CA
+        # and the name it connects to.
+        [ "$way" = tls ] && cmd="env RSYNC_SSL_CA_CERT=$work/srv/tls/ca.pem rsync-ssl -aHAX --password-file=$state/rsync.pass"
         uri="rsync://$n@$addr/site/"
         cand="rsync://$n@$addr/candidate/"
         reports="rsync://$n@$addr/reports"
@@ -210,8 +235,10 @@ for i in $(seq 1 "$nodes"); do
     ip -n "$ns" link set eth0 up
 done
 
-# --- The server's daemons, each in a cgroup of its own (every connection's process with it).
-mkdir "$cg" "$cg/rsyncd" "$cg/sshd"
+# --- The server's daemons, each way in a cgroup of its own (every connection's process with it):
+# rsyncd (plain TCP), tls (haproxy and the daemon behind it on the server's loopback, as
+# doc/fleet.md sets them up) and sshd.
+mkdir "$cg" "$cg/rsyncd" "$cg/tls" "$cg/sshd"
 start() { # NAME LOG CMD...: runs CMD in the server's namespace and in cgroup NAME
     local name=$1 log=$2
     shift 2
@@ -219,6 +246,13 @@ start() { # NAME LOG CMD...: runs CMD in the server's namespace and in cgroup NA
     pids+=($!)
 }
 start rsyncd "$work/srv/rsyncd.out" rsync --daemon --no-detach --address="$addr" --config="$conf"
+# The shipped haproxy.cfg with this server's address and certificate; and a rogue listener on
+# port 875 with a certificate of another CA, which a TLS node must refuse (--check).
+sed -e "s#bind :874 ssl crt .*#bind $addr:874 ssl crt $work/srv/tls/server.pem#" contrib/fleet/haproxy.cfg >"$work/srv/haproxy.cfg"
+printf '\nfrontend rogue\n    bind %s:875 ssl crt %s\n    default_backend disco_rsyncd\n' \
+    "$addr" "$work/srv/tls/rogue.pem" >>"$work/srv/haproxy.cfg"
+start tls "$work/srv/haproxy.out" haproxy -db -f "$work/srv/haproxy.cfg"
+start tls "$work/srv/rsyncd-tls.out" rsync --daemon --no-detach --address=127.0.0.1 --config="$conf"
 # The account a forced command runs as starts its shell on every connection, and bash reads
 # ~/.bashrc there: doc/fleet.md gives the fleet's account /bin/sh and no rc files. Here the
 # account is root, so sshd sees root with /bin/sh (its own mount namespace, its own passwd).
@@ -226,14 +260,19 @@ sed 's#^\(root:[^:]*:[^:]*:[^:]*:[^:]*:[^:]*\):.*#\1:/bin/sh#' /etc/passwd >"$wo
 start sshd "$work/srv/sshd.out" unshare --mount --propagation private \
     sh -c 'mount --bind "$0" /etc/passwd && exec "$@"' "$work/srv/passwd" \
     /usr/sbin/sshd -D -e -f "$work/srv/sshd_config"
-for port in 873 22; do
-    for _ in $(seq 100); do
-        ip netns exec "$srv" bash -c "exec 3<>/dev/tcp/$addr/$port" 2>/dev/null && break
+for where in "$addr/873" "$addr/874" "127.0.0.1/873" "$addr/22"; do
+    for try in $(seq 100); do
+        ip netns exec "$srv" bash -c "exec 3<>/dev/tcp/$where" 2>/dev/null && break
+        ((try < 100)) || {
+            echo "fleet.sh: nothing listens on $where: $(tail -q -n 2 "$work"/srv/*.out | tr '\n' ' ')" >&2
+            exit 1
+        }
         sleep 0.1
     done
 done
 server_cpu() { awk '$1 == "usage_usec" {print $2}' "$cg/${1:-.}/cpu.stat"; }
-tcp_nodes=$( (cat "$work/tcp-nodes" 2>/dev/null || true) | wc -l)
+count() { (cat "$work/$1-nodes" 2>/dev/null || true) | wc -l; }
+ways="rsyncd:$(count rsyncd) tls:$(count tls) sshd:$(count ssh)"
 
 # --- One node's dance, in its namespaces: its host name, a disposable root (an overlay of /
 # whose upper layer is the node's own), its state directory. Prints "NODE SECONDS STATUS".
@@ -269,9 +308,9 @@ export work tag timeout DISCO
 dance_one() { bash "$work/node.sh" "$@"; }
 
 round() { # NAME SPREAD_SECONDS: every node dances once; prints the round's figures
-    local name=$1 spread=$2 before after dances=() r0 r1
+    local name=$1 spread=$2 before after dances=() per0 per1
     before=$(server_cpu)
-    r0=$(server_cpu rsyncd)
+    per0="$(server_cpu rsyncd) $(server_cpu tls) $(server_cpu sshd)"
     for i in $(seq 1 "$nodes"); do
         if ((spread > 0)); then
             ms=$(((RANDOM * 32768 + RANDOM) % (spread * 1000)))
@@ -283,16 +322,15 @@ round() { # NAME SPREAD_SECONDS: every node dances once; prints the round's figu
     done >"$work/$name.times"
     wait "${dances[@]}"
     after=$(server_cpu)
-    r1=$(server_cpu rsyncd)
-    python3 - "$work/$name.times" "$name" "$before" "$after" "$nodes" "$r0" "$r1" "$tcp_nodes" <<'PY'
+    per1="$(server_cpu rsyncd) $(server_cpu tls) $(server_cpu sshd)"
+    python3 - "$work/$name.times" "$name" "$before" "$after" "$nodes" "$per0" "$per1" "$ways" <<'PY'
 import sys
 lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
-name, before, after, nodes, r0, r1, tcp = sys.argv[2], *map(int, sys.argv[3:])
-route = []
-if tcp:
-    route.append(f"rsyncd {(r1 - r0) / 1000 / tcp:.1f} ms per TCP node")
-if nodes > tcp:
-    route.append(f"sshd {(after - before - r1 + r0) / 1000 / (nodes - tcp):.1f} ms per ssh node")
+name, before, after, nodes = sys.argv[2], *map(int, sys.argv[3:6])
+per = [(b - a) / 1000 for a, b in zip(map(int, sys.argv[6].split()), map(int, sys.argv[7].split()))]
+# Each way's cgroup over the nodes that came that way.
+route = [f"{way} {ms / int(n):.1f} ms per node" for (way, n), ms in
+         zip((w.split(":") for w in sys.argv[8].split()), per) if int(n)]
 walls = sorted(int(l[1]) / 1000 for l in lines)
 errors = sum(1 for l in lines if l[2] != "0") + nodes - len(lines)
 pick = lambda q: walls[min(len(walls) - 1, int(q * len(walls)))]
@@ -384,21 +422,16 @@ PY
         shift
         timeout 60 ip netns exec "$tag-$i" "$@" >"$work/try.out" 2>&1
     }
-    bad=$(mktemp -d "$work/bad.XXXX")
-    echo '{}' >"$bad/x.json"
-    for i in 2 3; do
+    # Nodes 2, 3 and 4: one of each way in a mixed fleet. Each tries node INDEX+2's.
+    for i in 2 3 4; do
+        ((i + 2 <= nodes)) || continue
         n=$(node "$i")
         o=$(node $((i + 2)))
         state=$work/nodes/$n/state
+        bad=$(mktemp -d "$work/bad.XXXX")
+        echo '{}' >"$bad/x.json"
         sshopts=(-F /dev/null -i "$state/id_disco" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR)
-        if grep -qx "$i" "$work/tcp-nodes" 2>/dev/null; then
-            r=(rsync --password-file="$state/rsync.pass")
-            own="rsync://$n@$addr/site"
-            rep="rsync://$n@$addr/reports"
-            # Another node's name with this node's password.
-            try "$i" "${r[@]}" -r "rsync://$o@$addr/site/parameters/$o/" "$bad/othermod/" &&
-                fail "$n authenticated as $o" || echo "check: $n cannot authenticate as $o"
-        else
+        if grep -qx "$i" "$work/ssh-nodes" 2>/dev/null; then
             r=(rsync -e "ssh ${sshopts[*]}")
             own="root@$addr::site"
             rep="root@$addr::reports"
@@ -406,6 +439,25 @@ PY
             try "$i" ssh -n "${sshopts[@]}" "root@$addr" "cat $work/srv/nodes/$o.conf" || true
             grep -q "parameters/$o/" "$work/try.out" && fail "$n ran a command of its own" ||
                 echo "check: $n runs only its certificate's command"
+        else
+            r=(rsync --password-file="$state/rsync.pass")
+            if grep -qx "$i" "$work/tls-nodes" 2>/dev/null; then
+                r=(env RSYNC_SSL_CA_CERT="$work/srv/tls/ca.pem" rsync-ssl --password-file="$state/rsync.pass")
+                # A server on the path with a certificate the fleet's CA did not sign (the rogue
+                # listener): the node must not even authenticate to it. The checks below fetch
+                # through the right one with the same command.
+                if try "$i" env RSYNC_SSL_PORT=875 "${r[@]}" -r "rsync://$n@$addr/site/parameters/$n/" "$bad/rogue/" ||
+                    [ -e "$bad/rogue" ] || ! grep -q "verify" "$work/try.out"; then
+                    fail "$n trusted a rogue server: $(head -c 300 "$work/try.out")"
+                else
+                    echo "check: $n refuses a server its fleet's CA did not sign"
+                fi
+            fi
+            own="rsync://$n@$addr/site"
+            rep="rsync://$n@$addr/reports"
+            # Another node's name with this node's password.
+            try "$i" "${r[@]}" -r "rsync://$o@$addr/site/parameters/$o/" "$bad/othermod/" &&
+                fail "$n authenticated as $o" || echo "check: $n cannot authenticate as $o"
         fi
         try "$i" "${r[@]}" -r "$own/parameters/$n/" "$bad/own/" && [ -f "$bad/own/ntp_server" ] &&
             echo "check: $n reads its own parameters" || fail "$n cannot read its own parameters"

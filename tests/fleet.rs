@@ -331,11 +331,13 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
 }
 
 /// `bench/fleet.sh 20 --check` with a smaller site: 20 nodes, each in network, UTS and mount
-/// namespaces of its own, with a veth to the server's bridge, fetch from a real rsync daemon
-/// (even nodes, with a password of their own, through the shipped `contrib/fleet/rsyncd.conf`)
-/// or sshd (odd nodes, with a key and a certificate of their own); every node's report reaches
-/// the server; no node reads another's parameters, authenticates as another, runs another
-/// command than its certificate's, or writes another's reports; fleet status and fleet diff are right on two nodes with another
+/// namespaces of its own, with a veth to the server's bridge, a third of them each way in: a
+/// real rsync daemon over TCP and behind TLS (haproxy, rsync-ssl), both through the shipped
+/// `contrib/fleet/rsyncd.conf` and `haproxy.cfg` with a password of each node's own, and sshd
+/// (a key and a certificate of each node's own); every node's report reaches the server; no
+/// node reads another's parameters, authenticates as another, runs another command than its
+/// certificate's, or writes another's reports; a TLS node refuses a server whose certificate
+/// its fleet's CA did not sign; fleet status and fleet diff are right on two nodes with another
 /// parameter; a candidate previews through clush and through the client parameter; and
 /// nothing the script made is left behind.
 #[test]
@@ -353,6 +355,7 @@ fn a_fleet_of_twenty_nodes_in_namespaces() {
         .env("FILES", "4")
         .env("WINDOW", "10")
         .env("PAD", "1000")
+        .env("TRANSPORT", "mixed")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -372,12 +375,31 @@ fn a_fleet_of_twenty_nodes_in_namespaces() {
         "check: n003.fleet cannot read n005.fleet's parameters",
         "check: n003.fleet runs only its certificate's command",
         "check: n003.fleet cannot write n005.fleet's reports",
+        "check: n004.fleet refuses a server its fleet's CA did not sign",
+        "check: n004.fleet reads its own parameters",
+        "check: n004.fleet cannot read n006.fleet's parameters",
+        "check: n004.fleet cannot authenticate as n006.fleet",
+        "check: n004.fleet cannot write n006.fleet's reports",
         "check: fleet diff names the two odd nodes",
         "check: fleet status lists every node, all fresh and ok",
     ] {
         assert!(stdout.lines().any(|l| l == line), "no {line:?} in\n{all}");
     }
     assert!(!stdout.contains("check failed"), "{all}");
+    // Each way's daemons served their third of the fleet (their own cgroup's CPU).
+    let spread = stdout
+        .lines()
+        .find(|l| l.starts_with("round spread: 20 dances, 0 errors"))
+        .unwrap_or_else(|| panic!("{all}"));
+    for way in ["rsyncd ", "tls ", "sshd "] {
+        let ms: f64 = spread
+            .split(way)
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {way}figure in {spread}"));
+        assert!(ms > 0.0, "{spread}");
+    }
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("fleet: 20 nodes, 0 errors, server ")
