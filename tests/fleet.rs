@@ -328,6 +328,35 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
         path["content"]["diff"].as_str().unwrap().contains("> x"),
         "{path}"
     );
+    // A push that fails is a warning in rsync's own words, naming the target, on one line;
+    // the dance itself is done and says so.
+    let blocked = tmp.path().join("server/blocked");
+    std::fs::write(&blocked, "a file where the reports' folder should be").unwrap();
+    let out = disco(
+        &state,
+        &[
+            "dance",
+            "--noop",
+            "--node",
+            "n1",
+            "--source",
+            src.to_str().unwrap(),
+            "--report-to",
+            blocked.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("cannot push the report: "))
+        .unwrap_or_else(|| panic!("no warning in {stderr}"));
+    assert!(
+        warning.contains(&format!("{}/n1/", blocked.display()))
+            && warning.contains("Not a directory")
+            && !stderr.contains("rsync error:"),
+        "{warning}"
+    );
 }
 
 /// `bench/fleet.sh 20 --check` with a smaller site: 20 nodes, each in network, UTS and mount

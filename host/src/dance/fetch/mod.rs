@@ -353,6 +353,16 @@ mod tests {
             rsync_message("", Ended::Exited(12)),
             "rsync exited with status 12 and said nothing"
         );
+        // Through rsync-ssl: openssl's chatter goes, its error stays.
+        let tls = "verify depth is 4\n\
+                   4057E0:error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed\n\
+                   rsync: did not see server greeting\n\
+                   rsync error: error starting client-server protocol (code 5)\n";
+        assert_eq!(
+            rsync_message(tls, Ended::Exited(5)),
+            "4057E0:error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed; \
+             rsync: did not see server greeting"
+        );
     }
 
     #[test]

@@ -31,12 +31,14 @@ pub(super) fn stderr_file(dir: &Path) -> io::Result<File> {
 }
 
 /// rsync's stderr as one line: its own messages, without the generic `rsync error: ... (code
-/// N)` summary when something more specific precedes it, joined by `; `.
+/// N)` summary when something more specific precedes it, joined by `; `. The line rsync-ssl's
+/// `openssl s_client` prints on every connection (`verify depth is N`) says nothing about a
+/// failure and is left out.
 pub fn rsync_message(stderr: &str, ended: Ended) -> String {
     let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !l.starts_with("verify depth is "))
         .collect();
     let specific: Vec<&str> = lines
         .iter()
