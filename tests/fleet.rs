@@ -359,6 +359,73 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
     );
 }
 
+/// The shipped `contrib/fleet/rsyncd.conf` drops a connection that says nothing, before it
+/// authenticates: a real daemon with that config (its timeout shortened to 2 s, its address
+/// and port this test's) closes a silent client's connection, where without the line it would
+/// hold a process for the client for ever.
+#[test]
+fn the_fleet_daemon_drops_a_silent_client() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let tmp = TempDir::new("fleet-silent");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/fleet/rsyncd.conf"),
+    )
+    .unwrap();
+    let line = shipped
+        .lines()
+        .find(|l| l.starts_with("timeout = "))
+        .expect("contrib/fleet/rsyncd.conf sets no timeout");
+    let seconds: u64 = line["timeout = ".len()..].trim().parse().unwrap();
+    assert!((60..=3600).contains(&seconds), "{line}");
+    let conf = tmp.path().join("rsyncd.conf");
+    std::fs::write(&conf, shipped.replace(line, "timeout = 2")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut daemon = Command::new("rsync")
+        .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--config={}", conf.display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("rsync is missing: run tests/run --setup");
+    let started = Instant::now();
+    let mut client = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the daemon never listened: {e}"),
+        }
+    };
+    // Generous: this proves that it ends, not how fast.
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    let ended = loop {
+        match client.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        seen.starts_with(b"@RSYNCD: "),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    ended.unwrap_or_else(|e| panic!("a silent client still held its connection: {e}"));
+}
+
 /// `bench/fleet.sh 20 --check` with a smaller site: 20 nodes, each in network, UTS and mount
 /// namespaces of its own, with a veth to the server's bridge, a third of them each way in: a
 /// real rsync daemon over TCP and behind TLS (haproxy, rsync-ssl), both through the shipped
