@@ -149,21 +149,29 @@ sys.stdout.writelines(f"pad{i:06d}.fleet:{secrets.token_urlsafe(18)}\n" for i in
     "$((${PAD:-50000} > nodes ? ${PAD:-50000} - nodes : 0))" >"$secrets")
 ssh-keygen -q -t ed25519 -N '' -f "$work/srv/host_key"
 ssh-keygen -q -t ed25519 -N '' -C "disco fleet CA" -f "$work/srv/ca"
-# The TLS way: the fleet's CA, the server's certificate for its address (doc/fleet.md), and a
-# rogue server's, signed by another CA, that a node must refuse.
-tls_cert() { # DIR NAME: DIR/NAME-ca.pem, and DIR/NAME.pem (the chain, then the key) signed by it
+# The TLS way: the fleet's CA and the server's certificate for its address (doc/fleet.md); for
+# --check, a rogue server's, signed by another CA, and one the fleet's CA signed for another
+# name, both of which a node must refuse.
+tls_ca() { # NAME: $tls/NAME-ca.pem and its key
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj "/CN=$2 CA" -keyout "$1/$2-ca.key" -out "$1/$2-ca.pem" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$addr" \
-        -keyout "$1/$2.key" -out "$1/$2.csr" 2>/dev/null
-    openssl x509 -req -days 2 -in "$1/$2.csr" -CA "$1/$2-ca.pem" -CAkey "$1/$2-ca.key" \
-        -CAcreateserial -extfile <(echo "subjectAltName=DNS:$addr,IP:$addr") -out "$1/$2.crt" 2>/dev/null
-    cat "$1/$2.crt" "$1/$2.key" >"$1/$2.pem"
+        -subj "/CN=$1 CA" -keyout "$tls/$1-ca.key" -out "$tls/$1-ca.pem" 2>/dev/null
 }
-mkdir -m 700 "$work/srv/tls"
-tls_cert "$work/srv/tls" server
-tls_cert "$work/srv/tls" rogue
-cp "$work/srv/tls/server-ca.pem" "$work/srv/tls/ca.pem"
+tls_cert() { # NAME CA HOST: $tls/NAME.pem (the certificate, then its key) for HOST, signed by CA
+    printf 'subjectAltName=DNS:%s,IP:%s\n' "$3" "$addr" >"$tls/$1.ext"
+    [ "$3" = "$addr" ] || printf 'subjectAltName=DNS:%s\n' "$3" >"$tls/$1.ext"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$3" \
+        -keyout "$tls/$1.key" -out "$tls/$1.csr" 2>/dev/null
+    openssl x509 -req -days 2 -in "$tls/$1.csr" -CA "$tls/$2-ca.pem" -CAkey "$tls/$2-ca.key" \
+        -CAcreateserial -extfile "$tls/$1.ext" -out "$tls/$1.crt" 2>/dev/null
+    cat "$tls/$1.crt" "$tls/$1.key" >"$tls/$1.pem"
+}
+tls=$work/srv/tls
+mkdir -m 700 "$tls"
+tls_ca fleet
+tls_ca rogue
+tls_cert server fleet "$addr"
+tls_cert rogue rogue "$addr"
+tls_cert misnamed fleet other.fleet
 for i in $(seq 1 "$nodes"); do
     n=$(node "$i")
     state=$work/nodes/$n/state
@@ -179,7 +187,7 @@ for i in $(seq 1 "$nodes"); do
         cmd="rsync -aHAX --password-file=$state/rsync.pass"
         # rsync-ssl's own port, 874; it checks the server's certificate against the fleet's CA
         # and the name it connects to.
-        [ "$way" = tls ] && cmd="env RSYNC_SSL_CA_CERT=$work/srv/tls/ca.pem rsync-ssl -aHAX --password-file=$state/rsync.pass"
+        [ "$way" = tls ] && cmd="env RSYNC_SSL_TYPE=openssl RSYNC_SSL_CA_CERT=$tls/fleet-ca.pem rsync-ssl -aHAX --password-file=$state/rsync.pass"
         uri="rsync://$n@$addr/site/"
         cand="rsync://$n@$addr/candidate/"
         reports="rsync://$n@$addr/reports"
@@ -246,11 +254,14 @@ start() { # NAME LOG CMD...: runs CMD in the server's namespace and in cgroup NA
     pids+=($!)
 }
 start rsyncd "$work/srv/rsyncd.out" rsync --daemon --no-detach --address="$addr" --config="$conf"
-# The shipped haproxy.cfg with this server's address and certificate; and a rogue listener on
-# port 875 with a certificate of another CA, which a TLS node must refuse (--check).
-sed -e "s#bind :874 ssl crt .*#bind $addr:874 ssl crt $work/srv/tls/server.pem#" contrib/fleet/haproxy.cfg >"$work/srv/haproxy.cfg"
-printf '\nfrontend rogue\n    bind %s:875 ssl crt %s\n    default_backend disco_rsyncd\n' \
-    "$addr" "$work/srv/tls/rogue.pem" >>"$work/srv/haproxy.cfg"
+# The shipped haproxy.cfg with this server's address and certificate; and for --check two
+# listeners a TLS node must refuse: port 875 with the rogue's certificate, port 876 with the
+# misnamed one.
+sed -e "s#bind :874 ssl crt .*#bind $addr:874 ssl crt $tls/server.pem#" contrib/fleet/haproxy.cfg >"$work/srv/haproxy.cfg"
+for l in rogue:875 misnamed:876; do
+    printf '\nfrontend %s\n    bind %s:%s ssl crt %s\n    default_backend disco_rsyncd\n' \
+        "${l%:*}" "$addr" "${l#*:}" "$tls/${l%:*}.pem" >>"$work/srv/haproxy.cfg"
+done
 start tls "$work/srv/haproxy.out" haproxy -db -f "$work/srv/haproxy.cfg"
 start tls "$work/srv/rsyncd-tls.out" rsync --daemon --no-detach --address=127.0.0.1 --config="$conf"
 # The account a forced command runs as starts its shell on every connection, and bash reads
@@ -442,22 +453,41 @@ PY
         else
             r=(rsync --password-file="$state/rsync.pass")
             if grep -qx "$i" "$work/tls-nodes" 2>/dev/null; then
-                r=(env RSYNC_SSL_CA_CERT="$work/srv/tls/ca.pem" rsync-ssl --password-file="$state/rsync.pass")
-                # A server on the path with a certificate the fleet's CA did not sign (the rogue
-                # listener): the node must not even authenticate to it. The checks below fetch
-                # through the right one with the same command.
-                if try "$i" env RSYNC_SSL_PORT=875 "${r[@]}" -r "rsync://$n@$addr/site/parameters/$n/" "$bad/rogue/" ||
-                    [ -e "$bad/rogue" ] || ! grep -q "verify" "$work/try.out"; then
+                ssl=(rsync-ssl --password-file="$state/rsync.pass")
+                r=(env RSYNC_SSL_TYPE=openssl RSYNC_SSL_CA_CERT="$tls/fleet-ca.pem" "${ssl[@]}")
+                mine="rsync://$n@$addr/site/parameters/$n/"
+                # A server on the path with a certificate another CA signed (port 875): the node
+                # must stop at the certificate, before it says its name. The same listener with
+                # that CA trusted works, so the refusal is the CA's.
+                if try "$i" env RSYNC_SSL_PORT=875 "${r[@]}" -r "$mine" "$bad/rogue/" || [ -e "$bad/rogue" ] ||
+                    ! grep -q "certificate verify failed" "$work/try.out"; then
                     fail "$n trusted a rogue server: $(head -c 300 "$work/try.out")"
+                elif ! try "$i" env RSYNC_SSL_PORT=875 RSYNC_SSL_TYPE=openssl RSYNC_SSL_CA_CERT="$tls/rogue-ca.pem" \
+                    "${ssl[@]}" -r "$mine" "$bad/rogue/"; then
+                    fail "the rogue listener does not work: $(head -c 300 "$work/try.out")"
                 else
                     echo "check: $n refuses a server its fleet's CA did not sign"
+                fi
+                # A certificate of the fleet's CA for another name (port 876): refused too; the
+                # same without the name check works.
+                if try "$i" env RSYNC_SSL_PORT=876 "${r[@]}" -r "$mine" "$bad/misnamed/" || [ -e "$bad/misnamed" ] ||
+                    ! grep -q "certificate verify failed" "$work/try.out"; then
+                    fail "$n trusted a certificate for another name: $(head -c 300 "$work/try.out")"
+                elif ! try "$i" env RSYNC_SSL_PORT=876 RSYNC_SSL_SKIP_HOSTNAME_CHECK=1 "${r[@]}" -r "$mine" "$bad/misnamed/"; then
+                    fail "the misnamed listener does not work: $(head -c 300 "$work/try.out")"
+                else
+                    echo "check: $n refuses a certificate for another name"
                 fi
             fi
             own="rsync://$n@$addr/site"
             rep="rsync://$n@$addr/reports"
-            # Another node's name with this node's password.
-            try "$i" "${r[@]}" -r "rsync://$o@$addr/site/parameters/$o/" "$bad/othermod/" &&
-                fail "$n authenticated as $o" || echo "check: $n cannot authenticate as $o"
+            # Another node's name with this node's password: refused at authentication.
+            if try "$i" "${r[@]}" -r "rsync://$o@$addr/site/parameters/$o/" "$bad/othermod/" ||
+                ! grep -q "auth failed" "$work/try.out"; then
+                fail "$n authenticated as $o: $(head -c 300 "$work/try.out")"
+            else
+                echo "check: $n cannot authenticate as $o"
+            fi
         fi
         try "$i" "${r[@]}" -r "$own/parameters/$n/" "$bad/own/" && [ -f "$bad/own/ntp_server" ] &&
             echo "check: $n reads its own parameters" || fail "$n cannot read its own parameters"
@@ -468,9 +498,16 @@ PY
         fi
         try "$i" "${r[@]}" -r "$own/reports/" "$bad/rep/" && [ -n "$(ls -A "$bad/rep" 2>/dev/null)" ] &&
             fail "$n listed the reports" || echo "check: $n cannot read reports"
+        # Another node's folder is refused where the node's own, with the same command, is not.
         try "$i" "${r[@]}" --mkpath "$bad/x.json" "$rep/$o/x.json" || true
-        [ -e "$work/srv/reports/$o/x.json" ] && fail "$n wrote $o's reports" ||
+        if [ -e "$work/srv/reports/$o/x.json" ]; then
+            fail "$n wrote $o's reports"
+        elif ! try "$i" "${r[@]}" --mkpath "$bad/x.json" "$rep/$n/x.json" || [ ! -e "$work/srv/reports/$n/x.json" ]; then
+            fail "$n cannot write its own reports: $(head -c 300 "$work/try.out")"
+        else
             echo "check: $n cannot write $o's reports"
+        fi
+        rm -f "$work/srv/reports/$n/x.json"
         try "$i" "${r[@]}" -r "$rep/$n/" "$bad/rd/" && [ -n "$(ls -A "$bad/rd" 2>/dev/null)" ] &&
             fail "$n read back its reports (write only)" || echo "check: $n cannot read its reports back"
     done

@@ -359,28 +359,19 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
     );
 }
 
-/// The shipped `contrib/fleet/rsyncd.conf` drops a connection that says nothing, before it
-/// authenticates: a real daemon with that config (its timeout shortened to 2 s, its address
-/// and port this test's) closes a silent client's connection, where without the line it would
-/// hold a process for the client for ever.
-#[test]
-fn the_fleet_daemon_drops_a_silent_client() {
+/// A real rsync daemon with config `conf` on loopback, and a client that connects and says
+/// nothing for up to `wait`: what the daemon sent, and after how long it closed (None: still
+/// open at the end).
+fn silent_client(
+    dir: &Path,
+    conf: &str,
+    wait: std::time::Duration,
+) -> (String, Option<std::time::Duration>) {
     use std::io::Read;
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
-    let tmp = TempDir::new("fleet-silent");
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/fleet/rsyncd.conf"),
-    )
-    .unwrap();
-    let line = shipped
-        .lines()
-        .find(|l| l.starts_with("timeout = "))
-        .expect("contrib/fleet/rsyncd.conf sets no timeout");
-    let seconds: u64 = line["timeout = ".len()..].trim().parse().unwrap();
-    assert!((60..=3600).contains(&seconds), "{line}");
-    let conf = tmp.path().join("rsyncd.conf");
-    std::fs::write(&conf, shipped.replace(line, "timeout = 2")).unwrap();
+    let path = dir.join("rsyncd.conf");
+    std::fs::write(&path, conf).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -389,7 +380,7 @@ fn the_fleet_daemon_drops_a_silent_client() {
     let mut daemon = Command::new("rsync")
         .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
         .arg(format!("--port={port}"))
-        .arg(format!("--config={}", conf.display()))
+        .arg(format!("--config={}", path.display()))
         .stdin(Stdio::null())
         .spawn()
         .expect("rsync is missing: run tests/run --setup");
@@ -403,27 +394,60 @@ fn the_fleet_daemon_drops_a_silent_client() {
             Err(e) => panic!("the daemon never listened: {e}"),
         }
     };
-    // Generous: this proves that it ends, not how fast.
-    client
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let connected = Instant::now();
+    client.set_read_timeout(Some(wait)).unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 256];
-    let ended = loop {
+    let closed = loop {
         match client.read(&mut buf) {
-            Ok(0) => break Ok(()),
+            Ok(0) => break Some(connected.elapsed()),
             Ok(n) => seen.extend_from_slice(&buf[..n]),
-            Err(e) => break Err(e),
+            Err(_) => break None,
         }
     };
     let _ = daemon.kill();
     let _ = daemon.wait();
-    assert!(
-        seen.starts_with(b"@RSYNCD: "),
-        "{}",
-        String::from_utf8_lossy(&seen)
+    (String::from_utf8_lossy(&seen).into_owned(), closed)
+}
+
+/// The shipped `contrib/fleet/rsyncd.conf` drops a connection that says nothing, before it
+/// authenticates: a real daemon with that config (its timeout shortened to 2 s, its address
+/// and port this test's) greets a silent client and closes its connection after the timeout;
+/// without the line, the connection is still open twice as long after.
+#[test]
+fn the_fleet_daemon_drops_a_silent_client() {
+    use std::time::Duration;
+    let tmp = TempDir::new("fleet-silent");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/fleet/rsyncd.conf"),
+    )
+    .unwrap();
+    let line = shipped
+        .lines()
+        .find(|l| l.starts_with("timeout = "))
+        .expect("contrib/fleet/rsyncd.conf sets no timeout");
+    let seconds: u64 = line["timeout = ".len()..].trim().parse().unwrap();
+    assert!((60..=3600).contains(&seconds), "{line}");
+    let greeting_only = |seen: &str| seen.starts_with("@RSYNCD: ") && seen.lines().count() == 1;
+    // Generous: this proves that it ends, and by the timeout, not how fast.
+    let (seen, closed) = silent_client(
+        tmp.path(),
+        &shipped.replace(line, "timeout = 2"),
+        Duration::from_secs(30),
     );
-    ended.unwrap_or_else(|e| panic!("a silent client still held its connection: {e}"));
+    assert!(greeting_only(&seen), "{seen}");
+    let closed = closed.expect("a silent client still held its connection after 30 s");
+    assert!(
+        closed >= Duration::from_millis(1500),
+        "closed after {closed:?}"
+    );
+    let (seen, closed) = silent_client(
+        tmp.path(),
+        &shipped.replace(line, ""),
+        Duration::from_secs(4),
+    );
+    assert!(greeting_only(&seen), "{seen}");
+    assert_eq!(closed, None, "without the timeout the daemon closed anyway");
 }
 
 /// `bench/fleet.sh 20 --check` with a smaller site: 20 nodes, each in network, UTS and mount
@@ -472,6 +496,7 @@ fn a_fleet_of_twenty_nodes_in_namespaces() {
         "check: n003.fleet runs only its certificate's command",
         "check: n003.fleet cannot write n005.fleet's reports",
         "check: n004.fleet refuses a server its fleet's CA did not sign",
+        "check: n004.fleet refuses a certificate for another name",
         "check: n004.fleet reads its own parameters",
         "check: n004.fleet cannot read n006.fleet's parameters",
         "check: n004.fleet cannot authenticate as n006.fleet",
