@@ -251,7 +251,7 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
     let reports = tmp.path().join("server/reports");
     std::fs::create_dir_all(&reports).unwrap();
     let state = tmp.path().join("state");
-    let dance = || {
+    let dance = |to: &Path| {
         disco(
             &state,
             &[
@@ -262,11 +262,11 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
                 "--source",
                 src.to_str().unwrap(),
                 "--report-to",
-                reports.to_str().unwrap(),
+                to.to_str().unwrap(),
             ],
         )
     };
-    let out = dance();
+    let out = dance(&reports);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         !text(&out.stderr).contains("cannot push"),
@@ -312,7 +312,7 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
     );
     assert!(set.status.success(), "{}", text(&set.stderr));
     std::fs::remove_dir_all(reports.join("n1")).unwrap();
-    let again = dance();
+    let again = dance(&reports);
     assert!(again.status.success(), "{}", text(&again.stderr));
     let pushed = std::fs::read_dir(reports.join("n1"))
         .unwrap()
@@ -332,19 +332,7 @@ fn a_dance_pushes_its_report_where_fleet_status_reads_it() {
     // the dance itself is done and says so.
     let blocked = tmp.path().join("server/blocked");
     std::fs::write(&blocked, "a file where the reports' folder should be").unwrap();
-    let out = disco(
-        &state,
-        &[
-            "dance",
-            "--noop",
-            "--node",
-            "n1",
-            "--source",
-            src.to_str().unwrap(),
-            "--report-to",
-            blocked.to_str().unwrap(),
-        ],
-    );
+    let out = dance(&blocked);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     let warning = stderr
