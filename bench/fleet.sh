@@ -157,8 +157,8 @@ tls_ca() { # NAME: $tls/NAME-ca.pem and its key
         -subj "/CN=$1 CA" -keyout "$tls/$1-ca.key" -out "$tls/$1-ca.pem" 2>/dev/null
 }
 tls_cert() { # NAME CA HOST: $tls/NAME.pem (the certificate, then its key) for HOST, signed by CA
-    printf 'subjectAltName=DNS:%s,IP:%s\n' "$3" "$addr" >"$tls/$1.ext"
-    [ "$3" = "$addr" ] || printf 'subjectAltName=DNS:%s\n' "$3" >"$tls/$1.ext"
+    # The server's address is its name here: rsync-ssl checks the host it connects to.
+    printf 'subjectAltName=DNS:%s\n' "$3" >"$tls/$1.ext"
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$3" \
         -keyout "$tls/$1.key" -out "$tls/$1.csr" 2>/dev/null
     openssl x509 -req -days 2 -in "$tls/$1.csr" -CA "$tls/$2-ca.pem" -CAkey "$tls/$2-ca.key" \

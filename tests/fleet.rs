@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+mod servers;
 mod util;
 use util::{disco, have_root, site, text, TempDir};
 
@@ -356,32 +357,9 @@ fn silent_client(
     wait: std::time::Duration,
 ) -> (String, Option<std::time::Duration>) {
     use std::io::Read;
-    use std::net::TcpStream;
-    use std::time::{Duration, Instant};
-    let path = dir.join("rsyncd.conf");
-    std::fs::write(&path, conf).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut daemon = Command::new("rsync")
-        .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--config={}", path.display()))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("rsync is missing: run tests/run --setup");
-    let started = Instant::now();
-    let mut client = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(c) => break c,
-            Err(_) if started.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("the daemon never listened: {e}"),
-        }
-    };
+    use std::time::Instant;
+    let daemon = servers::RsyncDaemon::with_config(dir, conf, "/dev/null".into());
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
     let connected = Instant::now();
     client.set_read_timeout(Some(wait)).unwrap();
     let mut seen = Vec::new();
@@ -393,8 +371,9 @@ fn silent_client(
             Err(_) => break None,
         }
     };
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    // The client goes first, so that the daemon's process for it ends before the daemon.
+    drop(client);
+    drop(daemon);
     (String::from_utf8_lossy(&seen).into_owned(), closed)
 }
 

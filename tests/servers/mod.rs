@@ -170,9 +170,15 @@ pub struct RsyncDaemon {
 impl RsyncDaemon {
     /// Starts the daemon with `modules`, writing `rsyncd.conf` and its log into `dir`.
     pub fn start(dir: &Path, modules: &[(&str, &Path)]) -> RsyncDaemon {
-        let conf = dir.join("rsyncd.conf");
         let log = dir.join("rsyncd.log");
-        fs::write(&conf, rsyncd_conf(&log, modules)).unwrap();
+        RsyncDaemon::with_config(dir, &rsyncd_conf(&log, modules), log)
+    }
+
+    /// Starts the daemon with the config `text`, written to `dir/rsyncd.conf`; `log` is the
+    /// log file it names (shown when the daemon fails to start).
+    pub fn with_config(dir: &Path, text: &str, log: PathBuf) -> RsyncDaemon {
+        let conf = dir.join("rsyncd.conf");
+        fs::write(&conf, text).unwrap();
         let (guard, port) = start_on_free_port("rsync --daemon", &log, |port| {
             Command::new("rsync")
                 .arg("--daemon")

@@ -244,14 +244,12 @@ fn push_report(
     if out.status.success() {
         Ok(())
     } else {
-        use std::os::unix::process::ExitStatusExt;
-        let ended = match out.status.code() {
-            Some(code) => crate::sys::Ended::Exited(code),
-            None => crate::sys::Ended::Signaled(out.status.signal().unwrap_or(0)),
-        };
         Err(PushError::Rsync {
             target,
-            stderr: dance::fetch::rsync_message(&String::from_utf8_lossy(&out.stderr), ended),
+            stderr: dance::fetch::rsync_message(
+                &String::from_utf8_lossy(&out.stderr),
+                out.status.into(),
+            ),
         })
     }
 }

@@ -37,6 +37,17 @@ pub enum Ended {
     Signaled(i32),
 }
 
+impl From<std::process::ExitStatus> for Ended {
+    /// How a process std's `Command` waited for ended.
+    fn from(status: std::process::ExitStatus) -> Ended {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Ended::Exited(code),
+            (None, signal) => Ended::Signaled(signal.unwrap_or(0)),
+        }
+    }
+}
+
 /// Resource usage of a reaped process, as wait4(2) reports it (the process and the children it
 /// waited for).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -149,4 +160,17 @@ pub fn getpid() -> i32 {
 /// Whether `path` may be executed by us. See access(2).
 pub fn executable(path: &Path) -> bool {
     nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ended;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    #[test]
+    fn an_exit_status_reads_as_it_ended() {
+        assert_eq!(Ended::from(ExitStatus::from_raw(3 << 8)), Ended::Exited(3));
+        assert_eq!(Ended::from(ExitStatus::from_raw(9)), Ended::Signaled(9));
+    }
 }
